@@ -1,0 +1,246 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Command is one command line to run.
+type Command struct {
+	Line string
+	// Timeout overrides Config.Timeout when positive.
+	Timeout time.Duration
+	// StartBy, when set, is the latest moment the command may start; if no
+	// slot is free by then the result is Busy.
+	StartBy time.Time
+	// Started, when set, is called once the shell process has started.
+	Started func()
+}
+
+// Executor runs commands. It is safe for concurrent use; its methods may be
+// called from any number of goroutines.
+type Executor struct {
+	cfg   Config
+	slots chan struct{}
+}
+
+// New returns an Executor for cfg. It starts nothing.
+func New(cfg Config) (*Executor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultConfig().Logger
+	}
+	return &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel)}, nil
+}
+
+// Config returns the executor's configuration.
+func (e *Executor) Config() Config { return e.cfg }
+
+// Run runs c and blocks until it has finished, its process group is gone
+// and its output is collected. It waits for an execution slot first. If ctx
+// ends while the command runs, the command's group is killed and the result
+// is Canceled.
+func (e *Executor) Run(ctx context.Context, c Command) Result {
+	if r, ok := e.acquire(ctx, c.StartBy); !ok {
+		return r
+	}
+	defer func() { <-e.slots }()
+	return e.run(ctx, c)
+}
+
+// acquire takes a slot, or returns the Busy or Canceled result explaining
+// why it could not.
+func (e *Executor) acquire(ctx context.Context, startBy time.Time) (Result, bool) {
+	select {
+	case e.slots <- struct{}{}:
+		return Result{}, true
+	default:
+	}
+	var expired <-chan time.Time
+	if !startBy.IsZero() {
+		t := time.NewTimer(time.Until(startBy))
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case e.slots <- struct{}{}:
+		return Result{}, true
+	case <-expired:
+		return Result{ExitCode: -1, Kind: Busy, Err: fmt.Errorf(
+			"busy: all %d execution slots stayed taken until the request's deadline; retry later or raise --max-parallel",
+			e.cfg.MaxParallel)}, false
+	case <-ctx.Done():
+		return Result{ExitCode: -1, Kind: Canceled, Err: fmt.Errorf("canceled while waiting for a slot: %w", ctx.Err())}, false
+	}
+}
+
+func (e *Executor) run(ctx context.Context, c Command) Result {
+	timeout := e.cfg.Timeout
+	if c.Timeout > 0 {
+		timeout = c.Timeout
+	}
+	p, err := newPipes()
+	if err != nil {
+		return Result{ExitCode: -1, Kind: StartFailed, Err: fmt.Errorf("start %q: %w", c.Line, err)}
+	}
+	defer p.closeParent()
+
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(runCtx, e.cfg.Shell, "-c", c.Line)
+	// The stdin pipe is never written and stays open until the command is
+	// over, so a command that reads blocks like any other until its timeout.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.stdinR, p.stdoutW, p.stderrW
+	cmd.Dir, cmd.Env = e.cfg.Dir, e.cfg.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var killed atomic.Bool
+	cmd.Cancel = func() error {
+		killed.Store(true)
+		return killGroup(cmd.Process.Pid)
+	}
+	cmd.WaitDelay = e.cfg.WaitDelay
+
+	start := time.Now()
+	err = cmd.Start()
+	p.closeChild()
+	if err != nil {
+		return Result{ExitCode: -1, Kind: StartFailed, Err: fmt.Errorf("start %q: %w", c.Line, err)}
+	}
+	if c.Started != nil {
+		c.Started()
+	}
+	stdout := &cappedBuffer{limit: e.cfg.MaxOutput}
+	stderr := &cappedBuffer{limit: e.cfg.MaxOutput}
+	var readers sync.WaitGroup
+	readers.Go(func() { drain(stdout, p.stdoutR) })
+	readers.Go(func() { drain(stderr, p.stderrR) })
+
+	waitErr := cmd.Wait()
+	duration := time.Since(start)
+	// Whatever the command left running in its group dies with it; a
+	// process meant to outlive the command must leave the group (setsid).
+	_ = killGroup(cmd.Process.Pid)
+	p.awaitReaders(&readers, e.cfg.WaitDelay)
+
+	r := Result{
+		Stdout: stdout.buf, Stderr: stderr.buf,
+		StdoutDropped: stdout.dropped, StderrDropped: stderr.dropped,
+		Duration: duration,
+	}
+	switch {
+	case killed.Load() && ctx.Err() != nil:
+		r.ExitCode, r.Kind = -1, Canceled
+		r.Err = fmt.Errorf("canceled after %v: %w", duration.Round(time.Millisecond), ctx.Err())
+	case killed.Load():
+		r.ExitCode, r.Kind = -1, TimedOut
+		r.Err = fmt.Errorf("timed out after %v; killed its process group", timeout)
+	default:
+		r.ExitCode = exitCode(cmd.ProcessState, waitErr)
+	}
+	e.cfg.Logger.Debug("command done", "cmd", c.Line, "exit_code", r.ExitCode, "kind", r.Kind, "duration", duration)
+	return r
+}
+
+// exitCode is the status a parent shell would report: the exit status, or
+// 128+N when the shell was killed by signal N.
+func exitCode(ps *os.ProcessState, waitErr error) int {
+	if ps == nil {
+		return -1
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	if code := ps.ExitCode(); code >= 0 {
+		return code
+	}
+	var exitErr *exec.ExitError
+	if errors.As(waitErr, &exitErr) {
+		return exitErr.ExitCode()
+	}
+	return -1
+}
+
+func killGroup(pgid int) error {
+	err := syscall.Kill(-pgid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+func drain(dst *cappedBuffer, src io.Reader) {
+	// Errors end the copy: EOF, or the pipe closed by awaitReaders.
+	_, _ = io.Copy(dst, src)
+}
+
+// pipes are the command's stdio: the child's ends are handed to the shell,
+// the parent's ends are read (stdout, stderr) or held open (stdin).
+type pipes struct {
+	stdinR, stdinW   *os.File
+	stdoutR, stdoutW *os.File
+	stderrR, stderrW *os.File
+}
+
+func newPipes() (*pipes, error) {
+	var p pipes
+	var err error
+	if p.stdinR, p.stdinW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if p.stdoutR, p.stdoutW, err = os.Pipe(); err != nil {
+		p.stdinR.Close()
+		p.stdinW.Close()
+		return nil, err
+	}
+	if p.stderrR, p.stderrW, err = os.Pipe(); err != nil {
+		p.stdinR.Close()
+		p.stdinW.Close()
+		p.stdoutR.Close()
+		p.stdoutW.Close()
+		return nil, err
+	}
+	return &p, nil
+}
+
+// closeChild closes the ends the child inherited; the parent must not hold
+// them or it would never see EOF.
+func (p *pipes) closeChild() {
+	p.stdinR.Close()
+	p.stdoutW.Close()
+	p.stderrW.Close()
+}
+
+func (p *pipes) closeParent() {
+	p.stdinW.Close()
+	p.stdoutR.Close()
+	p.stderrR.Close()
+}
+
+// awaitReaders waits for both output readers to reach EOF, at most delay;
+// then it closes the read ends, which ends the readers at once.
+func (p *pipes) awaitReaders(readers *sync.WaitGroup, delay time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		p.stdoutR.Close()
+		p.stderrR.Close()
+		<-done
+	}
+}

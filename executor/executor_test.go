@@ -1,0 +1,275 @@
+package executor
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newTestExecutor(t testing.TB, mutate func(*Config)) *Executor {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return e
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// alive reports whether pid is a live (not zombie) process.
+func alive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
+}
+
+// pids parses whitespace-separated pids that a command printed.
+func pids(t testing.TB, out []byte) []int {
+	t.Helper()
+	var ps []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("command printed %q, want pids", out)
+		}
+		ps = append(ps, pid)
+	}
+	return ps
+}
+
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive, want it killed", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestExecutor_Run(t *testing.T) {
+	cases := []struct {
+		name                string
+		line                string
+		wantCode            int
+		wantStdout, wantErr string
+		wantKind            ErrorKind
+	}{
+		{name: "true", line: "true", wantCode: 0},
+		{name: "exit status", line: "exit 3", wantCode: 3},
+		{name: "separate streams", line: "echo out; echo err >&2", wantStdout: "out\n", wantErr: "err\n"},
+		{name: "pipeline", line: "printf 'a\\nb\\n' | wc -l | tr -d ' '", wantStdout: "2\n"},
+		{name: "shell killed by signal", line: "kill -9 $$", wantCode: 128 + 9},
+		{name: "command not found", line: "no-such-command-baton", wantCode: 127},
+	}
+	e := newTestExecutor(t, nil)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.Run(context.Background(), Command{Line: tc.line})
+			if r.Kind != tc.wantKind || r.Err != nil {
+				t.Fatalf("kind %v (%v), want %v", r.Kind, r.Err, tc.wantKind)
+			}
+			if r.ExitCode != tc.wantCode {
+				t.Errorf("exit code %d, want %d", r.ExitCode, tc.wantCode)
+			}
+			if string(r.Stdout) != tc.wantStdout {
+				t.Errorf("stdout %q, want %q", r.Stdout, tc.wantStdout)
+			}
+			if tc.wantErr != "" && string(r.Stderr) != tc.wantErr {
+				t.Errorf("stderr %q, want %q", r.Stderr, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestExecutor_RunDirAndEnv(t *testing.T) {
+	dir := t.TempDir()
+	e := newTestExecutor(t, func(c *Config) {
+		c.Dir = dir
+		c.Env = []string{"BATON_TEST_VAR=hello"}
+	})
+	r := e.Run(context.Background(), Command{Line: `pwd; echo "$BATON_TEST_VAR"`})
+	if want := dir + "\nhello\n"; string(r.Stdout) != want {
+		t.Fatalf("stdout %q, want %q", r.Stdout, want)
+	}
+}
+
+func TestExecutor_RunTimeout(t *testing.T) {
+	cases := []struct{ name, line string }{
+		{"sleep", "sleep 10"},
+		{"read from stdin", "read x"},
+		{"background and foreground", "sleep 30 & echo $!; sleep 30"},
+		{"grandchild holds the pipe", "sh -c 'sleep 30; :' & echo $!; wait"},
+	}
+	e := newTestExecutor(t, func(c *Config) { c.Timeout = 300 * time.Millisecond })
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.Run(context.Background(), Command{Line: tc.line})
+			if r.Kind != TimedOut || r.ExitCode != -1 {
+				t.Fatalf("kind %v, exit code %d, want timed out, -1", r.Kind, r.ExitCode)
+			}
+			if r.Err == nil || !strings.Contains(r.Err.Error(), "timed out") {
+				t.Errorf("error %v, want it to say timed out", r.Err)
+			}
+			for _, pid := range pids(t, r.Stdout) {
+				waitGone(t, pid)
+			}
+		})
+	}
+}
+
+// A process that leaves the group keeps running by design, but its open
+// pipe must not hold the result past WaitDelay.
+func TestExecutor_RunEscapeeHoldingPipe(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) {
+		c.Timeout = 300 * time.Millisecond
+		c.WaitDelay = 100 * time.Millisecond
+	})
+	start := time.Now()
+	r := e.Run(context.Background(), Command{Line: "setsid sh -c 'echo $$; sleep 30' & sleep 30"})
+	elapsed := time.Since(start)
+	if r.Kind != TimedOut {
+		t.Fatalf("kind %v, want timed out", r.Kind)
+	}
+	// Sequential bound: the timeout plus WaitDelay, with generous slack for
+	// a loaded machine, yet far below the escapee's 30 s.
+	if elapsed > 5*time.Second {
+		t.Errorf("result after %v, want it soon after the 300ms timeout", elapsed)
+	}
+	for _, pid := range pids(t, r.Stdout) {
+		if err := syscallKill(pid); err != nil {
+			t.Logf("kill escapee %d: %v", pid, err)
+		}
+	}
+}
+
+func TestExecutor_RunKillsLeftoversOnExit(t *testing.T) {
+	e := newTestExecutor(t, nil)
+	r := e.Run(context.Background(), Command{Line: "sleep 30 >/dev/null 2>&1 & echo $!"})
+	if r.Kind != Completed || r.ExitCode != 0 {
+		t.Fatalf("kind %v exit %d, want completed 0", r.Kind, r.ExitCode)
+	}
+	for _, pid := range pids(t, r.Stdout) {
+		waitGone(t, pid)
+	}
+}
+
+func TestExecutor_RunOutputCap(t *testing.T) {
+	const limit = 1000
+	e := newTestExecutor(t, func(c *Config) { c.MaxOutput = limit })
+	// 5 MB on stdout and 3000 bytes on stderr.
+	r := e.Run(context.Background(), Command{Line: "head -c 5000000 /dev/zero; head -c 3000 /dev/zero >&2; echo done >&2"})
+	if r.Kind != Completed || r.ExitCode != 0 {
+		t.Fatalf("kind %v exit %d, want completed 0 (err %v)", r.Kind, r.ExitCode, r.Err)
+	}
+	if len(r.Stdout) != limit || r.StdoutDropped != 5000000-limit {
+		t.Errorf("stdout kept %d dropped %d, want %d and %d", len(r.Stdout), r.StdoutDropped, limit, 5000000-limit)
+	}
+	if len(r.Stderr) != limit || r.StderrDropped != 3005-limit {
+		t.Errorf("stderr kept %d dropped %d, want %d and %d", len(r.Stderr), r.StderrDropped, limit, 3005-limit)
+	}
+}
+
+func TestExecutor_RunParallel(t *testing.T) {
+	e := newTestExecutor(t, nil)
+	const n = 12
+	start := time.Now()
+	var wg sync.WaitGroup
+	results := make([]Result, n)
+	for i := range n {
+		wg.Go(func() { results[i] = e.Run(context.Background(), Command{Line: "sleep 1"}) })
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for i, r := range results {
+		if r.Kind != Completed || r.ExitCode != 0 {
+			t.Errorf("command %d: kind %v exit %d, want completed 0", i, r.Kind, r.ExitCode)
+		}
+	}
+	// Run one after another they would take 12 s.
+	if elapsed > 6*time.Second {
+		t.Errorf("%d parallel `sleep 1` took %v, want them to overlap", n, elapsed)
+	}
+}
+
+func TestExecutor_RunBusy(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.MaxParallel = 1 })
+	started := make(chan struct{})
+	done := make(chan Result)
+	go func() {
+		done <- e.Run(context.Background(), Command{Line: "sleep 1", Started: func() { close(started) }})
+	}()
+	<-started
+	r := e.Run(context.Background(), Command{Line: "true", StartBy: time.Now().Add(100 * time.Millisecond)})
+	if r.Kind != Busy || r.ExitCode != -1 || !strings.Contains(r.Err.Error(), "busy") {
+		t.Errorf("kind %v exit %d err %v, want busy, -1", r.Kind, r.ExitCode, r.Err)
+	}
+	// A request that may wait long enough gets the slot once it frees.
+	r = e.Run(context.Background(), Command{Line: "true", StartBy: time.Now().Add(10 * time.Second)})
+	if r.Kind != Completed {
+		t.Errorf("kind %v (%v), want completed after waiting for the slot", r.Kind, r.Err)
+	}
+	<-done
+}
+
+func TestExecutor_RunCanceled(t *testing.T) {
+	e := newTestExecutor(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	r := e.Run(ctx, Command{Line: "sleep 30 & echo $!; wait"})
+	if r.Kind != Canceled || r.ExitCode != -1 {
+		t.Fatalf("kind %v exit %d, want canceled, -1", r.Kind, r.ExitCode)
+	}
+	for _, pid := range pids(t, r.Stdout) {
+		waitGone(t, pid)
+	}
+}
+
+func TestExecutor_RunStartFailed(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.Shell = "/nonexistent/sh" })
+	r := e.Run(context.Background(), Command{Line: "true"})
+	if r.Kind != StartFailed || r.ExitCode != -1 || r.Err == nil {
+		t.Fatalf("kind %v exit %d err %v, want start failed, -1, an error", r.Kind, r.ExitCode, r.Err)
+	}
+}
+
+func TestNew_InvalidConfig(t *testing.T) {
+	cases := map[string]func(*Config){
+		"no shell":        func(c *Config) { c.Shell = "" },
+		"zero timeout":    func(c *Config) { c.Timeout = 0 },
+		"zero output":     func(c *Config) { c.MaxOutput = 0 },
+		"zero parallel":   func(c *Config) { c.MaxParallel = 0 },
+		"zero wait delay": func(c *Config) { c.WaitDelay = 0 },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			mutate(&cfg)
+			if _, err := New(cfg); err == nil {
+				t.Fatal("got nil error, want invalid config")
+			}
+		})
+	}
+}
