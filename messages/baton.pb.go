@@ -385,7 +385,7 @@ func (x *HeartbeatAck) GetEpoch() uint64 {
 }
 
 // Deregister announces a graceful leave (node.deregister, request-reply;
-// the reply is an empty Deregister echo).
+// the reply is the Announcement made after the node was removed).
 type Deregister struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -528,8 +528,13 @@ type Announcement struct {
 	Members []*Member `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
 	// Event says what changed last, e.g. "beta joined" or "alpha lost:
 	// connection closed".
-	Event         string                 `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	Event string                 `protobuf:"bytes,4,opt,name=event,proto3" json:"event,omitempty"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	// Member_count is the number of live members. On master.current the
+	// members list holds only the best-ranked ones (see election), so that a
+	// large cluster's once-a-second announcement stays small; master.get
+	// answers with all of them.
+	MemberCount   uint32 `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +602,13 @@ func (x *Announcement) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *Announcement) GetMemberCount() uint32 {
+	if x != nil {
+		return x.MemberCount
+	}
+	return 0
 }
 
 // ExecRequest asks the master to run one shell command (exec.request,
@@ -952,13 +964,14 @@ const file_baton_proto_rawDesc = "" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x12\n" +
 	"\x04rank\x18\x03 \x01(\rR\x04rank\x129\n" +
 	"\n" +
-	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xaa\x01\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xcd\x01\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
 	"\amembers\x18\x03 \x03(\v2\x10.baton.v1.MemberR\amembers\x12\x14\n" +
 	"\x05event\x18\x04 \x01(\tR\x05event\x12*\n" +
-	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb7\x01\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
+	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\"\xb7\x01\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +

@@ -1,0 +1,351 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/bus"
+	"baton/messages"
+)
+
+// ErrRefused is wrapped by the error of a registration the broker refused.
+var ErrRefused = errors.New("election: registration refused")
+
+// MemberConfig describes a node to the election.
+type MemberConfig struct {
+	Name     string
+	Priority int32
+	// StartedAt breaks priority ties (earlier ranks first).
+	StartedAt time.Time
+	// HeartbeatInterval is the time between beats.
+	HeartbeatInterval time.Duration
+	// RegisterTimeout bounds one registration attempt; Start keeps trying
+	// for five of them before it gives up.
+	RegisterTimeout time.Duration
+	Version         string
+	Logger          *slog.Logger
+}
+
+// DefaultMemberConfig returns a node's defaults, named after the host.
+func DefaultMemberConfig(name string) MemberConfig {
+	return MemberConfig{
+		Name:      name,
+		StartedAt: time.Now(),
+		// Four beats per default heartbeat timeout (1 s).
+		HeartbeatInterval: 250 * time.Millisecond,
+		// A broker on a LAN answers in milliseconds; a second covers a GC
+		// pause or a busy broker without delaying a retry for long.
+		RegisterTimeout: time.Second,
+		Logger:          slog.Default().With("component", "member"),
+	}
+}
+
+func (c MemberConfig) validate() error {
+	switch {
+	case c.Name == "":
+		return fmt.Errorf("%w: empty name", ErrInvalidConfig)
+	case c.StartedAt.IsZero():
+		return fmt.Errorf("%w: no start time", ErrInvalidConfig)
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("%w: heartbeat interval %v must be positive", ErrInvalidConfig, c.HeartbeatInterval)
+	case c.RegisterTimeout <= 0:
+		return fmt.Errorf("%w: register timeout %v must be positive", ErrInvalidConfig, c.RegisterTimeout)
+	}
+	return nil
+}
+
+// Member is a node's membership in the election: it registers, beats, and
+// follows the broker's announcements. It sets the connection's reconnect
+// handler, to register again at once after a reconnect.
+type Member struct {
+	cfg        MemberConfig
+	nc         *nats.Conn
+	instanceID string
+
+	changes  chan *messages.Announcement
+	kick     chan struct{} // asks the loop to register again now
+	done     chan struct{}
+	err      error // set before done closes
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	subs     []*nats.Subscription
+	ackInbox string
+
+	mu      sync.Mutex
+	current *messages.Announcement
+
+	lastHeard     atomic.Int64 // unix nanos of the broker's last word
+	serveClientID atomic.Uint64
+	seq           atomic.Uint64
+	closeOnce     sync.Once
+}
+
+// NewMember prepares a member on nc. It starts nothing.
+func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultMemberConfig(cfg.Name).Logger
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Member{
+		cfg: cfg, nc: nc, instanceID: nuid.Next(),
+		changes: make(chan *messages.Announcement, 1),
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}, nil
+}
+
+// Start subscribes to announcements, registers, and starts beating. It
+// blocks until the broker admitted the node, and fails with ErrRefused (a
+// duplicate name, an invalid registration) or when the broker did not
+// answer after five attempts.
+func (m *Member) Start(ctx context.Context) error {
+	m.ackInbox = m.nc.NewRespInbox()
+	for subj, h := range map[string]nats.MsgHandler{bus.SubjectMaster: m.handleAnnouncement, m.ackInbox: m.handleAck} {
+		sub, err := m.nc.Subscribe(subj, h)
+		if err != nil {
+			m.unsubscribe()
+			return fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		m.subs = append(m.subs, sub)
+	}
+	var err error
+	for range 5 {
+		if err = m.register(ctx); err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
+			break
+		}
+		m.cfg.Logger.Warn("registration not answered; retrying", keyErr, err)
+	}
+	if err != nil {
+		m.unsubscribe()
+		return err
+	}
+	m.nc.SetReconnectHandler(func(*nats.Conn) { m.registerSoon() })
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.wg.Go(func() { m.loop(ctx) })
+	return nil
+}
+
+func (m *Member) unsubscribe() {
+	for _, s := range m.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+// Changes delivers the newest announcement whenever it changes. Only the
+// latest value is kept: a slow reader skips stale ones. The channel is
+// closed when the member stops (see Done).
+func (m *Member) Changes() <-chan *messages.Announcement { return m.changes }
+
+// Current returns the newest announcement seen, nil before the first.
+func (m *Member) Current() *messages.Announcement {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.current
+}
+
+// Done is closed when the member has stopped: after Close, or when the
+// broker refused a re-registration (Err says why).
+func (m *Member) Done() <-chan struct{} { return m.done }
+
+// Err returns why the member stopped on its own, nil after Close. It is
+// valid once Done is closed.
+func (m *Member) Err() error { return m.err }
+
+// SetServeClientID reports the client id of the connection on which the
+// node takes exec requests (0 for none), so that the broker can cut it off
+// if the node goes silent.
+func (m *Member) SetServeClientID(id uint64) { m.serveClientID.Store(id) }
+
+// SinceHeard is the time since the broker last answered this member.
+func (m *Member) SinceHeard() time.Duration {
+	return time.Since(time.Unix(0, m.lastHeard.Load()))
+}
+
+func (m *Member) heard() { m.lastHeard.Store(time.Now().UnixNano()) }
+
+// observe keeps a newer (or equal-epoch, fresher) announcement and offers
+// it on Changes, replacing any value not yet taken.
+func (m *Member) observe(a *messages.Announcement) {
+	if a == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.current != nil && a.Epoch < m.current.Epoch {
+		return
+	}
+	m.current = a
+	select {
+	case <-m.changes:
+	default:
+	}
+	select {
+	case <-m.done:
+	default:
+		m.changes <- a
+	}
+}
+
+func (m *Member) handleAnnouncement(msg *nats.Msg) {
+	var a messages.Announcement
+	if err := proto.Unmarshal(msg.Data, &a); err != nil {
+		m.cfg.Logger.Warn("malformed announcement", keyErr, err)
+		return
+	}
+	m.heard()
+	m.observe(&a)
+}
+
+func (m *Member) handleAck(msg *nats.Msg) {
+	var ack messages.HeartbeatAck
+	if err := proto.Unmarshal(msg.Data, &ack); err != nil {
+		m.cfg.Logger.Warn("malformed heartbeat ack", keyErr, err)
+		return
+	}
+	m.heard()
+	if ack.Reregister {
+		m.registerSoon()
+	}
+}
+
+func (m *Member) registerSoon() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// register admits the node once; it returns an error wrapping ErrRefused
+// when the broker said no.
+func (m *Member) register(ctx context.Context) error {
+	cid, err := m.nc.GetClientID()
+	if err != nil {
+		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
+	}
+	b, err := proto.Marshal(&messages.Register{
+		Name: m.cfg.Name, Priority: m.cfg.Priority, StartedAt: timestamppb.New(m.cfg.StartedAt),
+		InstanceId: m.instanceID, ClientId: cid, Version: m.cfg.Version,
+	})
+	if err != nil {
+		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
+	defer cancel()
+	resp, err := m.nc.RequestWithContext(ctx, bus.SubjectRegister, b)
+	if err != nil {
+		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
+	}
+	var reply messages.RegisterReply
+	if err := proto.Unmarshal(resp.Data, &reply); err != nil {
+		return fmt.Errorf("register %q: malformed reply: %w", m.cfg.Name, err)
+	}
+	if reply.Error != "" {
+		return fmt.Errorf("%w: %s", ErrRefused, reply.Error)
+	}
+	m.heard()
+	m.observe(reply.Current)
+	m.cfg.Logger.Info("registered", keyNode, m.cfg.Name, "client_id", cid)
+	return nil
+}
+
+// loop beats every interval (after a random first stagger, so that nodes
+// started together do not beat in lockstep) and registers again when asked.
+func (m *Member) loop(ctx context.Context) {
+	t := time.NewTimer(rand.N(m.cfg.HeartbeatInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+			err := m.register(ctx)
+			if errors.Is(err, ErrRefused) {
+				m.stop(err)
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				m.cfg.Logger.Warn("re-registration failed; will retry", keyErr, err)
+				m.registerSoon()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(m.cfg.HeartbeatInterval):
+				}
+			}
+		case <-t.C:
+			m.beat()
+			t.Reset(m.cfg.HeartbeatInterval)
+		}
+	}
+}
+
+func (m *Member) beat() {
+	var epoch uint64
+	if a := m.Current(); a != nil {
+		epoch = a.Epoch
+	}
+	b, err := proto.Marshal(&messages.Heartbeat{
+		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: m.seq.Add(1),
+		Epoch: epoch, ServeClientId: m.serveClientID.Load(),
+	})
+	if err == nil {
+		err = m.nc.PublishRequest(bus.SubjectHeartbeat, m.ackInbox, b)
+	}
+	if err != nil {
+		m.cfg.Logger.Debug("heartbeat not sent", keyErr, err)
+	}
+}
+
+// Leave deregisters the node so that the broker elects a new master at
+// once. It blocks until the broker answered or ctx ends, and returns the
+// broker's announcement made after the removal.
+func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announcement, error) {
+	b, err := proto.Marshal(&messages.Deregister{Name: m.cfg.Name, InstanceId: m.instanceID, Reason: reason})
+	if err != nil {
+		return nil, fmt.Errorf("leave: %w", err)
+	}
+	resp, err := m.nc.RequestWithContext(ctx, bus.SubjectDeregister, b)
+	if err != nil {
+		return nil, fmt.Errorf("leave: %w", err)
+	}
+	var a messages.Announcement
+	if err := proto.Unmarshal(resp.Data, &a); err != nil {
+		return nil, fmt.Errorf("leave: malformed reply: %w", err)
+	}
+	m.observe(&a)
+	return &a, nil
+}
+
+// Close stops beating and unsubscribes; it does not deregister (see
+// Leave). It blocks until the loop has stopped and is safe to call twice.
+func (m *Member) Close() {
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	m.stop(nil)
+}
+
+func (m *Member) stop(err error) {
+	m.closeOnce.Do(func() {
+		m.unsubscribe()
+		m.mu.Lock()
+		m.err = err
+		close(m.done)
+		close(m.changes)
+		m.mu.Unlock()
+	})
+}

@@ -1,0 +1,43 @@
+package election
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/messages"
+)
+
+// candidate is what ranking needs to know of a member.
+type candidate struct {
+	name      string
+	priority  int32
+	startedAt time.Time
+}
+
+// rank orders candidates for master: priority descending, then start time
+// (earlier first), then name. It returns the members with their ranks, rank
+// 0 first, without gaps.
+func rank(cs []candidate) []*messages.Member {
+	slices.SortFunc(cs, func(a, b candidate) int {
+		if c := cmp.Compare(b.priority, a.priority); c != 0 {
+			return c
+		}
+		if c := a.startedAt.Compare(b.startedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.name, b.name)
+	})
+	ms := make([]*messages.Member, len(cs))
+	for i, c := range cs {
+		ms[i] = &messages.Member{
+			Name:      c.name,
+			Priority:  c.priority,
+			Rank:      uint32(i),
+			StartedAt: timestamppb.New(c.startedAt),
+		}
+	}
+	return ms
+}

@@ -1,0 +1,62 @@
+package election
+
+import (
+	"testing"
+	"time"
+)
+
+func TestRank(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	cases := []struct {
+		name string
+		in   []candidate
+		want []string
+	}{
+		{"empty", nil, []string{}},
+		{"priority descending", []candidate{{"a", 1, t0}, {"b", 100, t0}, {"c", 10, t0}}, []string{"b", "c", "a"}},
+		{"earlier start wins a tie", []candidate{{"late", 5, t0.Add(time.Second)}, {"early", 5, t0}}, []string{"early", "late"}},
+		{"name breaks a full tie", []candidate{{"y", 5, t0}, {"x", 5, t0}}, []string{"x", "y"}},
+		{"negative priorities", []candidate{{"n", -5, t0}, {"z", 0, t0}}, []string{"z", "n"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := rank(tc.in)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d members, want %d", len(got), len(tc.want))
+			}
+			for i, m := range got {
+				if m.Name != tc.want[i] || m.Rank != uint32(i) {
+					t.Errorf("rank %d: got %s (rank %d), want %s", i, m.Name, m.Rank, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestEpochStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openEpochStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.load(); err != nil || e != 0 {
+		t.Fatalf("fresh store: got %d %v, want 0", e, err)
+	}
+	if err := s.save(42); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openEpochStore(dir); err == nil {
+		t.Fatal("second store on the same directory: got nil error, want ErrDataDirInUse")
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openEpochStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if e, err := s.load(); err != nil || e != 42 {
+		t.Fatalf("reopened store: got %d %v, want 42", e, err)
+	}
+}

@@ -1,0 +1,518 @@
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/bus"
+	"baton/messages"
+)
+
+// Log keys.
+const (
+	keyNode   = "node"
+	keyEpoch  = "epoch"
+	keyMaster = "master"
+	keyCause  = "cause"
+	keyErr    = "err"
+)
+
+// Errors of the election service.
+var (
+	ErrInvalidConfig = errors.New("election: invalid config")
+	ErrNameTaken     = errors.New("election: name taken by a live node")
+	ErrInvalidMember = errors.New("election: invalid registration")
+)
+
+// Priorities are int32 on the wire; the documented range is all of it.
+const (
+	MinPriority = math.MinInt32
+	MaxPriority = math.MaxInt32
+)
+
+// AnnouncedMembersMax bounds the members listed on master.current.
+const AnnouncedMembersMax = 100
+
+// maxNameLen bounds node names (a DNS name's length).
+const maxNameLen = 253
+
+// Broker is what the Service needs of the embedded NATS server.
+type Broker interface {
+	// Conn opens an in-process connection in the clients' account.
+	Conn(name string, opts ...nats.Option) (*nats.Conn, error)
+	// SystemConn opens an in-process connection to the system account.
+	SystemConn(name string, opts ...nats.Option) (*nats.Conn, error)
+	// Kick closes a client connection by server client id.
+	Kick(clientID uint64)
+}
+
+// ServiceConfig tunes the broker-side election service.
+type ServiceConfig struct {
+	// DataDir holds the persisted epoch.
+	DataDir string
+	// HeartbeatTimeout is how long a member may stay silent before it is
+	// declared dead. After a start, the service also waits this long to hear
+	// from every node before it elects.
+	HeartbeatTimeout time.Duration
+	// AnnounceInterval is how often master.current is re-published.
+	AnnounceInterval time.Duration
+	Logger           *slog.Logger
+}
+
+// DefaultServiceConfig returns the broker's defaults.
+func DefaultServiceConfig() ServiceConfig {
+	return ServiceConfig{
+		// Like etcd's default.etcd: next to where the broker runs.
+		DataDir: "baton-broker.data",
+		// Four missed beats at the nodes' default 250 ms: long enough not to
+		// evict a node for one late beat, short enough to replace a hung
+		// master within about a second.
+		HeartbeatTimeout: time.Second,
+		// A late subscriber learns the master within a second.
+		AnnounceInterval: time.Second,
+		Logger:           slog.Default().With("component", "election"),
+	}
+}
+
+func (c ServiceConfig) validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("%w: empty data directory", ErrInvalidConfig)
+	case c.HeartbeatTimeout <= 0:
+		return fmt.Errorf("%w: heartbeat timeout %v must be positive", ErrInvalidConfig, c.HeartbeatTimeout)
+	case c.AnnounceInterval <= 0:
+		return fmt.Errorf("%w: announce interval %v must be positive", ErrInvalidConfig, c.AnnounceInterval)
+	}
+	return nil
+}
+
+// member is a live node as the service tracks it.
+type member struct {
+	candidate
+	instanceID    string
+	clientID      uint64
+	serveClientID uint64
+	lastBeat      time.Time
+}
+
+// Service is the broker-side election: it admits nodes, tracks their
+// liveness (deregistration, connection close, heartbeat silence), and
+// announces the master on master.current.
+type Service struct {
+	cfg    ServiceConfig
+	broker Broker
+
+	nc, sys *nats.Conn
+	store   *epochStore
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+
+	mu        sync.Mutex
+	members   map[string]*member
+	byClient  map[uint64]string
+	epoch     uint64
+	master    string
+	electFrom time.Time // no election before this: hear from everyone first
+	event     string
+	current   *messages.Announcement
+}
+
+// NewService prepares the service. It starts nothing.
+func NewService(b Broker, cfg ServiceConfig) (*Service, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultServiceConfig().Logger
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Service{
+		cfg: cfg, broker: b,
+		members:  make(map[string]*member),
+		byClient: make(map[uint64]string),
+	}, nil
+}
+
+// Start loads the epoch, subscribes, and starts the liveness and
+// announcement loop. It returns once the service answers requests. The
+// first election happens one heartbeat timeout later.
+func (s *Service) Start(ctx context.Context) error {
+	store, err := openEpochStore(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	epoch, err := store.load()
+	if err != nil {
+		store.close()
+		return err
+	}
+	s.store = store
+	if err := s.connect(); err != nil {
+		s.closeConns()
+		store.close()
+		return err
+	}
+	s.mu.Lock()
+	s.epoch = epoch
+	s.electFrom = time.Now().Add(s.cfg.HeartbeatTimeout)
+	// Whoever was master before this start is unknown now: that is a change
+	// of master, to none, and fences any master of the previous epoch.
+	s.changeMaster("", "broker started; waiting one heartbeat timeout for nodes")
+	s.mu.Unlock()
+
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.wg.Go(func() { s.loop(ctx) })
+	return nil
+}
+
+func (s *Service) connect() error {
+	var err error
+	if s.nc, err = s.broker.Conn("baton-election"); err != nil {
+		return err
+	}
+	if s.sys, err = s.broker.SystemConn("baton-election-events"); err != nil {
+		return err
+	}
+	subs := []struct {
+		nc      *nats.Conn
+		subject string
+		handler nats.MsgHandler
+	}{
+		{s.nc, bus.SubjectRegister, s.handleRegister},
+		{s.nc, bus.SubjectHeartbeat, s.handleHeartbeat},
+		{s.nc, bus.SubjectDeregister, s.handleDeregister},
+		{s.nc, bus.SubjectMasterGet, s.handleGet},
+		{s.sys, bus.DisconnectEvents, s.handleDisconnect},
+	}
+	for _, sub := range subs {
+		if _, err := sub.nc.Subscribe(sub.subject, sub.handler); err != nil {
+			return fmt.Errorf("subscribe %s: %w", sub.subject, err)
+		}
+	}
+	if err := s.nc.Flush(); err != nil {
+		return fmt.Errorf("flush subscriptions: %w", err)
+	}
+	if err := s.sys.Flush(); err != nil {
+		return fmt.Errorf("flush subscriptions: %w", err)
+	}
+	return nil
+}
+
+// Close stops the service and releases the data directory. It is safe to
+// call twice.
+func (s *Service) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("close election service: %w", ctx.Err())
+	}
+	s.closeConns()
+	if s.store != nil {
+		return s.store.close()
+	}
+	return nil
+}
+
+func (s *Service) closeConns() {
+	for _, nc := range []*nats.Conn{s.nc, s.sys} {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+}
+
+// Current returns the latest announcement, with every member listed.
+func (s *Service) Current() *messages.Announcement {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// loop expires silent members, runs the first election when the start-up
+// wait is over, and re-publishes the announcement.
+func (s *Service) loop(ctx context.Context) {
+	// Check ten times per timeout so that a silent member is declared dead
+	// at most a tenth of the timeout late.
+	sweep := time.NewTicker(max(s.cfg.HeartbeatTimeout/10, time.Millisecond))
+	defer sweep.Stop()
+	announce := time.NewTicker(s.cfg.AnnounceInterval)
+	defer announce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-sweep.C:
+			s.mu.Lock()
+			s.expire(now)
+			s.mu.Unlock()
+		case <-announce.C:
+			s.mu.Lock()
+			s.publish()
+			s.mu.Unlock()
+		}
+	}
+}
+
+// expire removes members silent for longer than the heartbeat timeout and
+// cuts their connections, so that a hung master's subscriptions vanish
+// with them. It runs the election once the start-up wait is over.
+func (s *Service) expire(now time.Time) {
+	var lost []string
+	for name, m := range s.members {
+		if now.Sub(m.lastBeat) > s.cfg.HeartbeatTimeout {
+			lost = append(lost, name)
+			s.remove(name)
+			s.broker.Kick(m.clientID)
+			if m.serveClientID != 0 {
+				s.broker.Kick(m.serveClientID)
+			}
+		}
+	}
+	switch {
+	case len(lost) > 0:
+		s.cfg.Logger.Warn("members lost", "nodes", lost, keyCause, "heartbeat timeout")
+		s.elect(fmt.Sprintf("%s lost: heartbeat timeout", strings.Join(lost, ", ")))
+	case s.master == "" && len(s.members) > 0 && !now.Before(s.electFrom):
+		s.elect("election after start-up wait")
+	}
+}
+
+func (s *Service) remove(name string) {
+	if m, ok := s.members[name]; ok {
+		delete(s.byClient, m.clientID)
+		delete(s.members, name)
+	}
+}
+
+// elect ranks the members and, if the master changes, moves the epoch. It
+// publishes the new announcement either way: ranks may have changed.
+// Callers hold s.mu.
+func (s *Service) elect(event string) {
+	master := ""
+	if !time.Now().Before(s.electFrom) {
+		if ranked := s.ranked(); len(ranked) > 0 {
+			master = ranked[0].Name
+		}
+	}
+	if master != s.master {
+		s.changeMaster(master, event)
+		return
+	}
+	s.event = event
+	s.announce()
+}
+
+// changeMaster moves the epoch forward, persists it, and announces.
+// Callers hold s.mu.
+func (s *Service) changeMaster(master, event string) {
+	s.epoch++
+	if err := s.store.save(s.epoch); err != nil {
+		// Announcing anyway keeps the cluster available; the risk is an
+		// epoch reused after a restart, which the operator must hear of.
+		s.cfg.Logger.Error("epoch not persisted; fix the data directory", keyEpoch, s.epoch, keyErr, err)
+	}
+	s.master, s.event = master, event
+	s.cfg.Logger.Info("master changed", keyMaster, master, keyEpoch, s.epoch, "event", event)
+	s.announce()
+}
+
+func (s *Service) ranked() []*messages.Member {
+	cs := make([]candidate, 0, len(s.members))
+	for _, m := range s.members {
+		cs = append(cs, m.candidate)
+	}
+	return rank(cs)
+}
+
+// announce rebuilds the current announcement and publishes it. Callers
+// hold s.mu, which keeps announcements in epoch order on the wire.
+func (s *Service) announce() {
+	s.current = &messages.Announcement{
+		Epoch:       s.epoch,
+		Master:      s.master,
+		Members:     s.ranked(),
+		Event:       s.event,
+		At:          timestamppb.Now(),
+		MemberCount: uint32(len(s.members)),
+	}
+	s.publish()
+}
+
+// publish sends the current announcement, its member list cut to the best
+// AnnouncedMembersMax. Callers hold s.mu.
+func (s *Service) publish() {
+	a := s.current
+	if len(a.Members) > AnnouncedMembersMax {
+		a = &messages.Announcement{
+			Epoch: a.Epoch, Master: a.Master, Members: a.Members[:AnnouncedMembersMax],
+			Event: a.Event, At: a.At, MemberCount: a.MemberCount,
+		}
+	}
+	b, err := proto.Marshal(a)
+	if err == nil {
+		err = s.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectMaster, Data: b})
+	}
+	if err != nil {
+		s.cfg.Logger.Error("publish announcement", keyEpoch, a.Epoch, keyErr, err)
+	}
+}
+
+func (s *Service) reply(m *nats.Msg, pm proto.Message) {
+	if m.Reply == "" {
+		return
+	}
+	b, err := proto.Marshal(pm)
+	if err == nil {
+		err = s.nc.Publish(m.Reply, b)
+	}
+	if err != nil {
+		s.cfg.Logger.Error("reply", "subject", m.Subject, keyErr, err)
+	}
+}
+
+func (s *Service) handleRegister(msg *nats.Msg) {
+	var req messages.Register
+	if err := proto.Unmarshal(msg.Data, &req); err != nil {
+		s.cfg.Logger.Warn("malformed registration", keyErr, err)
+		s.reply(msg, &messages.RegisterReply{Error: fmt.Sprintf("%v: not a protobuf Register message: %v", ErrInvalidMember, err)})
+		return
+	}
+	if err := validateRegister(&req); err != nil {
+		s.cfg.Logger.Warn("registration refused", keyNode, req.Name, keyErr, err)
+		s.reply(msg, &messages.RegisterReply{Error: err.Error()})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.members[req.Name]; ok && old.instanceID != req.InstanceId {
+		err := fmt.Errorf("%w: %q is registered by another live node process; pick another --name, or retry once that node has stopped", ErrNameTaken, req.Name)
+		s.cfg.Logger.Warn("registration refused", keyNode, req.Name, keyErr, err)
+		s.reply(msg, &messages.RegisterReply{Error: err.Error()})
+		return
+	}
+	_, rejoin := s.members[req.Name]
+	s.remove(req.Name)
+	s.members[req.Name] = &member{
+		candidate:  candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime()},
+		instanceID: req.InstanceId,
+		clientID:   req.ClientId,
+		lastBeat:   time.Now(),
+	}
+	s.byClient[req.ClientId] = req.Name
+	event := req.Name + " joined"
+	if rejoin {
+		event = req.Name + " re-registered"
+	}
+	s.cfg.Logger.Info("member registered", keyNode, req.Name, "priority", req.Priority, "client_id", req.ClientId)
+	s.elect(event)
+	s.reply(msg, &messages.RegisterReply{
+		Current:            s.current,
+		HeartbeatTimeoutMs: uint32(s.cfg.HeartbeatTimeout.Milliseconds()),
+	})
+}
+
+func validateRegister(r *messages.Register) error {
+	switch {
+	case r.Name == "":
+		return fmt.Errorf("%w: empty name", ErrInvalidMember)
+	case len(r.Name) > maxNameLen:
+		return fmt.Errorf("%w: name is %d bytes, at most %d allowed", ErrInvalidMember, len(r.Name), maxNameLen)
+	case strings.IndexFunc(r.Name, func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) }) >= 0:
+		return fmt.Errorf("%w: name %q has a space or unprintable character", ErrInvalidMember, r.Name)
+	case r.InstanceId == "":
+		return fmt.Errorf("%w: %q has no instance id", ErrInvalidMember, r.Name)
+	case r.ClientId == 0:
+		return fmt.Errorf("%w: %q has no client id", ErrInvalidMember, r.Name)
+	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
+		return fmt.Errorf("%w: %q has no valid start time", ErrInvalidMember, r.Name)
+	}
+	return nil
+}
+
+func (s *Service) handleHeartbeat(msg *nats.Msg) {
+	var hb messages.Heartbeat
+	if err := proto.Unmarshal(msg.Data, &hb); err != nil {
+		s.cfg.Logger.Warn("malformed heartbeat", keyErr, err)
+		return
+	}
+	s.mu.Lock()
+	m, ok := s.members[hb.Name]
+	known := ok && m.instanceID == hb.InstanceId
+	if known {
+		m.lastBeat = time.Now()
+		m.serveClientID = hb.ServeClientId
+	}
+	ack := &messages.HeartbeatAck{Reregister: !known, Epoch: s.epoch}
+	s.mu.Unlock()
+	if !known {
+		s.cfg.Logger.Debug("heartbeat from unknown member; asking it to register", keyNode, hb.Name)
+	}
+	s.reply(msg, ack)
+}
+
+func (s *Service) handleDeregister(msg *nats.Msg) {
+	var req messages.Deregister
+	if err := proto.Unmarshal(msg.Data, &req); err != nil {
+		s.cfg.Logger.Warn("malformed deregistration", keyErr, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId {
+		s.remove(req.Name)
+		s.cfg.Logger.Info("member left", keyNode, req.Name, "reason", req.Reason)
+		s.elect(req.Name + " left")
+	}
+	s.reply(msg, s.current)
+}
+
+func (s *Service) handleGet(msg *nats.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reply(msg, s.current)
+}
+
+func (s *Service) handleDisconnect(msg *nats.Msg) {
+	var ev server.DisconnectEventMsg
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		s.cfg.Logger.Warn("malformed disconnect event", keyErr, err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name, ok := s.byClient[ev.Client.ID]
+	if !ok {
+		return
+	}
+	s.remove(name)
+	s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", "reason", ev.Reason)
+	s.elect(name + " lost: connection closed")
+}
