@@ -2,8 +2,6 @@ package bus
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ErrInvalidServerConfig is wrapped by ServerConfig validation errors.
@@ -91,8 +90,8 @@ func splitAddr(addr string) (string, int, error) {
 type Server struct {
 	cfg      ServerConfig
 	ns       *server.Server
-	sysUser  string
-	sysPass  string
+	sysKey   nkeys.KeyPair
+	sysPub   string
 	stopOnce sync.Once
 }
 
@@ -108,11 +107,20 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	secret := make([]byte, 16)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("generate system password: %w", err)
+	// Both users are nkeys generated per start: the system user's key never
+	// leaves this process, and clients without credentials are mapped to the
+	// other one without a signature check.
+	sysKey, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("generate system user key: %w", err)
 	}
-	s := &Server{cfg: cfg, sysUser: "baton-system", sysPass: hex.EncodeToString(secret)}
+	noAuthKey, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("generate client user key: %w", err)
+	}
+	sysPub, _ := sysKey.PublicKey()
+	noAuthPub, _ := noAuthKey.PublicKey()
+	s := &Server{cfg: cfg, sysKey: sysKey, sysPub: sysPub}
 	sysAcc := server.NewAccount("SYS")
 	opts := &server.Options{
 		ServerName:    "baton-broker",
@@ -125,12 +133,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		NoSigs:        true,
 		Accounts:      []*server.Account{sysAcc},
 		SystemAccount: sysAcc.Name,
-		Users: []*server.User{
-			{Username: s.sysUser, Password: s.sysPass, Account: sysAcc},
+		Nkeys: []*server.NkeyUser{
+			{Nkey: sysPub, Account: sysAcc},
 			// Clients without credentials land here, in the global account.
-			{Username: "baton"},
+			{Nkey: noAuthPub},
 		},
-		NoAuthUser: "baton",
+		NoAuthUser: noAuthPub,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -182,7 +190,7 @@ func (s *Server) Conn(name string, opts ...nats.Option) (*nats.Conn, error) {
 // the server publishes client events such as
 // $SYS.ACCOUNT.$G.DISCONNECT.
 func (s *Server) SystemConn(name string, opts ...nats.Option) (*nats.Conn, error) {
-	return s.inProcess(name, append(opts, nats.UserInfo(s.sysUser, s.sysPass))...)
+	return s.inProcess(name, append(opts, nats.Nkey(s.sysPub, s.sysKey.Sign))...)
 }
 
 func (s *Server) inProcess(name string, opts ...nats.Option) (*nats.Conn, error) {

@@ -257,7 +257,7 @@ func (m *Member) register(ctx context.Context) error {
 	}
 	m.heard()
 	m.observe(reply.Current)
-	m.cfg.Logger.Info("registered", keyNode, m.cfg.Name, "client_id", cid)
+	m.cfg.Logger.Info("registered", "client_id", cid)
 	return nil
 }
 

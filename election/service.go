@@ -30,12 +30,8 @@ const (
 	keyErr    = "err"
 )
 
-// Errors of the election service.
-var (
-	ErrInvalidConfig = errors.New("election: invalid config")
-	ErrNameTaken     = errors.New("election: name taken by a live node")
-	ErrInvalidMember = errors.New("election: invalid registration")
-)
+// ErrInvalidConfig is wrapped by every config validation error.
+var ErrInvalidConfig = errors.New("election: invalid config")
 
 // Priorities are int32 on the wire; the documented range is all of it.
 const (
@@ -402,7 +398,7 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	var req messages.Register
 	if err := proto.Unmarshal(msg.Data, &req); err != nil {
 		s.cfg.Logger.Warn("malformed registration", keyErr, err)
-		s.reply(msg, &messages.RegisterReply{Error: fmt.Sprintf("%v: not a protobuf Register message: %v", ErrInvalidMember, err)})
+		s.reply(msg, &messages.RegisterReply{Error: fmt.Sprintf("not a protobuf Register message: %v", err)})
 		return
 	}
 	if err := validateRegister(&req); err != nil {
@@ -413,7 +409,7 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.members[req.Name]; ok && old.instanceID != req.InstanceId {
-		err := fmt.Errorf("%w: %q is registered by another live node process; pick another --name, or retry once that node has stopped", ErrNameTaken, req.Name)
+		err := fmt.Errorf("name %q is taken by another live node; pick another --name, or retry once that node has stopped", req.Name)
 		s.cfg.Logger.Warn("registration refused", keyNode, req.Name, keyErr, err)
 		s.reply(msg, &messages.RegisterReply{Error: err.Error()})
 		return
@@ -442,17 +438,17 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 func validateRegister(r *messages.Register) error {
 	switch {
 	case r.Name == "":
-		return fmt.Errorf("%w: empty name", ErrInvalidMember)
+		return errors.New("empty name")
 	case len(r.Name) > maxNameLen:
-		return fmt.Errorf("%w: name is %d bytes, at most %d allowed", ErrInvalidMember, len(r.Name), maxNameLen)
+		return fmt.Errorf("name is %d bytes, at most %d allowed", len(r.Name), maxNameLen)
 	case strings.IndexFunc(r.Name, func(c rune) bool { return unicode.IsSpace(c) || !unicode.IsPrint(c) }) >= 0:
-		return fmt.Errorf("%w: name %q has a space or unprintable character", ErrInvalidMember, r.Name)
+		return fmt.Errorf("name %q has a space or unprintable character", r.Name)
 	case r.InstanceId == "":
-		return fmt.Errorf("%w: %q has no instance id", ErrInvalidMember, r.Name)
+		return fmt.Errorf("%q has no instance id", r.Name)
 	case r.ClientId == 0:
-		return fmt.Errorf("%w: %q has no client id", ErrInvalidMember, r.Name)
+		return fmt.Errorf("%q has no client id", r.Name)
 	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
-		return fmt.Errorf("%w: %q has no valid start time", ErrInvalidMember, r.Name)
+		return fmt.Errorf("%q has no valid start time", r.Name)
 	}
 	return nil
 }

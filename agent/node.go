@@ -1,0 +1,401 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"baton/bus"
+	"baton/election"
+	"baton/executor"
+	"baton/messages"
+)
+
+// Log keys.
+const (
+	keyNode  = "node"
+	keyEpoch = "epoch"
+	keyID    = "id"
+	keyErr   = "err"
+)
+
+// Node is a cluster member that runs commands while it is master and
+// submits commands to whichever node is.
+type Node struct {
+	cfg    Config
+	nc     *nats.Conn
+	member *election.Member
+	exe    *executor.Executor
+	client *Client
+
+	// execCtx is the lifetime of commands; it ends only when Close gives up
+	// waiting for them.
+	execCtx    context.Context
+	execCancel context.CancelFunc
+	inflight   sync.WaitGroup
+	// closing, under acceptMu, turns away requests that a draining serving
+	// connection delivers after Close began waiting for inflight.
+	acceptMu sync.RWMutex
+	closing  bool
+
+	stop     chan struct{}
+	loopDone chan struct{}
+	done     chan struct{}
+	err      error
+	once     sync.Once
+
+	// Owned by the role loop.
+	serving      *servingConn
+	servingEpoch atomic.Uint64
+	connLost     chan struct{}
+}
+
+// servingConn is the connection a master takes exec requests on. Each term
+// opens its own and never reconnects it, so a subscription can only exist
+// on the broker while this node holds the role (see follow).
+type servingConn struct {
+	nc     *nats.Conn
+	closed chan struct{}
+}
+
+// New prepares a node. It starts nothing.
+func New(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultConfig(cfg.Name).Logger
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ecfg := executor.DefaultConfig()
+	ecfg.Timeout, ecfg.MaxParallel, ecfg.MaxOutput = cfg.ExecTimeout, cfg.MaxParallel, cfg.MaxOutput
+	ecfg.Logger = cfg.Logger.With("component", "executor")
+	exe, err := executor.New(ecfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{
+		cfg: cfg, exe: exe,
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+		done:     make(chan struct{}),
+		connLost: make(chan struct{}, 1),
+	}, nil
+}
+
+// Start connects to the broker, joins the election and starts following
+// it. It blocks until the broker admitted the node.
+func (n *Node) Start(ctx context.Context) error {
+	nc, err := bus.Connect(ctx, n.cfg.BrokerAddr, n.cfg.Name, n.cfg.ConnectTimeout,
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() {
+				n.cfg.Logger.Warn("disconnected from broker; reconnecting", keyErr, err)
+			}
+		}))
+	if err != nil {
+		return err
+	}
+	mcfg := election.DefaultMemberConfig(n.cfg.Name)
+	mcfg.Priority, mcfg.HeartbeatInterval, mcfg.Version = n.cfg.Priority, n.cfg.HeartbeatInterval, n.cfg.Version
+	mcfg.Logger = n.cfg.Logger.With("component", "member")
+	member, err := election.NewMember(nc, mcfg)
+	if err == nil {
+		err = member.Start(ctx)
+	}
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
+	}
+	n.nc, n.member = nc, member
+	n.client = NewClient(nc, n.cfg)
+	n.execCtx, n.execCancel = context.WithCancel(context.WithoutCancel(ctx))
+	go n.roleLoop()
+	return nil
+}
+
+// Submit sends cmd to the master; see Client.Submit.
+func (n *Node) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
+	return n.client.Submit(ctx, cmd)
+}
+
+// Done is closed when the node stopped on its own (the broker refused its
+// re-registration); Err says why.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err is why the node stopped on its own; valid once Done is closed.
+func (n *Node) Err() error { return n.err }
+
+// Master returns the newest announcement the node has seen (nil before the
+// first).
+func (n *Node) Master() *messages.Announcement { return n.member.Current() }
+
+// roleLoop takes and gives up the master role as announcements say.
+func (n *Node) roleLoop() {
+	defer close(n.loopDone)
+	// Retry a serving connection that failed to open, or that dropped.
+	retry := time.NewTicker(500 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		select {
+		case <-n.stop:
+			n.stepDown()
+			return
+		case a, ok := <-n.member.Changes():
+			if !ok {
+				n.stepDown()
+				n.finish(n.member.Err())
+				return
+			}
+			n.follow(a)
+		case <-n.connLost:
+			n.follow(n.member.Current())
+		case <-retry.C:
+			n.follow(n.member.Current())
+		}
+	}
+}
+
+func (n *Node) finish(err error) {
+	n.once.Do(func() {
+		n.err = err
+		close(n.done)
+	})
+}
+
+// follow makes the node serve exactly when a names it master.
+func (n *Node) follow(a *messages.Announcement) {
+	if n.serving != nil {
+		select {
+		case <-n.serving.closed:
+			n.cfg.Logger.Warn("serving connection lost")
+			n.serving = nil
+			n.member.SetServeClientID(0)
+		default:
+		}
+	}
+	if a == nil || a.Master != n.cfg.Name {
+		n.stepDown()
+		return
+	}
+	n.servingEpoch.Store(a.Epoch)
+	if n.serving != nil {
+		return
+	}
+	sc, err := n.serve()
+	if err != nil {
+		n.cfg.Logger.Error("cannot take exec requests; will retry", keyEpoch, a.Epoch, keyErr, err)
+		return
+	}
+	n.serving = sc
+	n.cfg.Logger.Info("serving as master", keyEpoch, a.Epoch)
+}
+
+// serve opens a serving connection and subscribes to exec requests on it.
+func (n *Node) serve() (*servingConn, error) {
+	sc := &servingConn{closed: make(chan struct{})}
+	nc, err := bus.Connect(context.Background(), n.cfg.BrokerAddr, n.cfg.Name+"/exec", time.Second,
+		nats.NoReconnect(),
+		// Draining needs one round trip to a live broker; a hung one must
+		// not hold the role loop for nats.go's default 30 s.
+		nats.DrainTimeout(2*time.Second),
+		nats.ClosedHandler(func(*nats.Conn) {
+			close(sc.closed)
+			select {
+			case n.connLost <- struct{}{}:
+			default:
+			}
+		}))
+	if err != nil {
+		return nil, err
+	}
+	_, err = nc.QueueSubscribe(bus.SubjectExec, bus.ExecQueue, n.handleExec)
+	if err == nil {
+		err = nc.Flush()
+	}
+	var cid uint64
+	if err == nil {
+		cid, err = nc.GetClientID()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("subscribe %s: %w", bus.SubjectExec, err)
+	}
+	n.member.SetServeClientID(cid)
+	sc.nc = nc
+	return sc, nil
+}
+
+// stepDown stops taking requests at once. Requests already delivered are
+// still handled: draining unsubscribes, lets the handler take what the
+// client had buffered, then closes the connection.
+func (n *Node) stepDown() {
+	if n.serving == nil {
+		return
+	}
+	sc := n.serving
+	n.serving = nil
+	n.member.SetServeClientID(0)
+	if err := sc.nc.Drain(); err != nil {
+		// Drain refuses only a connection that is already closed or
+		// reconnecting; closing it leaves the broker no subscription.
+		sc.nc.Close()
+	}
+	n.cfg.Logger.Info("stepped down as master")
+	// Block until the handler has taken its last request, so that inflight
+	// counts everything this term accepted.
+	<-sc.closed
+}
+
+func (n *Node) handleExec(msg *nats.Msg) {
+	received := time.Now()
+	epoch := n.servingEpoch.Load()
+	n.acceptMu.RLock()
+	defer n.acceptMu.RUnlock()
+	if n.closing {
+		n.reply(msg.Reply, &messages.ExecResult{
+			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_CANCELED,
+			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
+		})
+		return
+	}
+	n.inflight.Add(1)
+	go func() {
+		defer n.inflight.Done()
+		n.execute(msg, received, epoch)
+	}()
+}
+
+// execute runs one request and replies on the node's main connection (the
+// serving connection may be gone by the time the command ends).
+func (n *Node) execute(msg *nats.Msg, received time.Time, epoch uint64) {
+	if msg.Reply == "" {
+		n.cfg.Logger.Warn("dropped an exec request without a reply subject", "bytes", len(msg.Data))
+		return
+	}
+	res := n.run(msg.Data, received)
+	res.Master, res.Epoch = n.cfg.Name, epoch
+	n.reply(msg.Reply, res)
+}
+
+func (n *Node) reply(subject string, res *messages.ExecResult) {
+	if subject == "" {
+		return
+	}
+	b, err := proto.Marshal(res)
+	if err == nil {
+		err = n.nc.Publish(subject, b)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("reply lost", keyID, res.Id, keyErr, err)
+	}
+}
+
+func (n *Node) run(data []byte, received time.Time) *messages.ExecResult {
+	var req messages.ExecRequest
+	if err := proto.Unmarshal(data, &req); err != nil {
+		return rejected("", fmt.Sprintf("request is not a protobuf ExecRequest: %v", err))
+	}
+	switch {
+	case strings.TrimSpace(req.Cmd) == "":
+		return rejected(req.Id, "empty command")
+	case len(req.Cmd) > bus.MaxCommandBytes:
+		return rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))
+	}
+	// The master's --exec-timeout is the cluster's limit; a request may
+	// only ask for less.
+	timeout := n.cfg.ExecTimeout
+	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 && t < timeout {
+		timeout = t
+	}
+	queue := n.cfg.QueueTimeout
+	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
+		queue = q
+	}
+	n.cfg.Logger.Debug("running", keyID, req.Id, "cmd", req.Cmd, "requester", req.Requester)
+	r := n.exe.Run(n.execCtx, executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)})
+	return resultMessage(req.Id, r)
+}
+
+func rejected(id, why string) *messages.ExecResult {
+	return &messages.ExecResult{Id: id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED, Error: "rejected: " + why}
+}
+
+var errorKinds = map[executor.ErrorKind]messages.ErrorKind{
+	executor.Completed:   messages.ErrorKind_ERROR_KIND_NONE,
+	executor.TimedOut:    messages.ErrorKind_ERROR_KIND_TIMEOUT,
+	executor.StartFailed: messages.ErrorKind_ERROR_KIND_START_FAILED,
+	executor.Busy:        messages.ErrorKind_ERROR_KIND_BUSY,
+	executor.Canceled:    messages.ErrorKind_ERROR_KIND_CANCELED,
+}
+
+func resultMessage(id string, r executor.Result) *messages.ExecResult {
+	res := &messages.ExecResult{
+		Id:              id,
+		ExitCode:        int32(r.ExitCode),
+		Stdout:          strings.ToValidUTF8(string(r.Stdout), "\uFFFD"),
+		Stderr:          strings.ToValidUTF8(string(r.Stderr), "\uFFFD"),
+		ErrorKind:       errorKinds[r.Kind],
+		TimedOut:        r.Kind == executor.TimedOut,
+		DurationMs:      r.Duration.Milliseconds(),
+		StdoutTruncated: r.StdoutDropped > 0,
+		StderrTruncated: r.StderrDropped > 0,
+		StdoutDropped:   uint64(r.StdoutDropped),
+		StderrDropped:   uint64(r.StderrDropped),
+	}
+	if r.Err != nil {
+		res.Error = r.Err.Error()
+	}
+	return res
+}
+
+// Close leaves the cluster gracefully: it deregisters (the broker elects a
+// successor at once), stops taking requests, and waits for the commands it
+// is running to finish and be answered. If ctx ends first, the remaining
+// commands are killed and answered as canceled. It is safe to call twice.
+func (n *Node) Close(ctx context.Context) error {
+	var errs []error
+	n.once.Do(func() {
+		if _, err := n.member.Leave(ctx, "node stopping"); err != nil {
+			errs = append(errs, err)
+		}
+		close(n.stop)
+		<-n.loopDone
+		close(n.done)
+	})
+	n.acceptMu.Lock()
+	wasClosing := n.closing
+	n.closing = true
+	n.acceptMu.Unlock()
+	if wasClosing {
+		return errors.Join(errs...)
+	}
+	idle := make(chan struct{})
+	go func() {
+		n.inflight.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		n.cfg.Logger.Warn("stopping commands still running", keyErr, ctx.Err())
+		n.execCancel()
+		<-idle
+	}
+	n.execCancel()
+	n.member.Close()
+	// Drain flushes the replies still buffered, then closes.
+	closed := make(chan struct{})
+	n.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := n.nc.Drain(); err != nil {
+		n.nc.Close()
+		return errors.Join(append(errs, fmt.Errorf("flush replies: %w", err))...)
+	}
+	<-closed
+	return errors.Join(errs...)
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"baton/bus"
+	"baton/messages"
+)
+
+// Status asks the broker for the cluster's state, every member listed. It
+// blocks until the broker answers or ctx ends.
+func Status(ctx context.Context, nc *nats.Conn) (*messages.Announcement, error) {
+	msg, err := nc.RequestWithContext(ctx, bus.SubjectMasterGet, nil)
+	if err != nil {
+		return nil, fmt.Errorf("ask the broker for the cluster status: %w", err)
+	}
+	var a messages.Announcement
+	if err := proto.Unmarshal(msg.Data, &a); err != nil {
+		return nil, fmt.Errorf("cluster status: malformed reply: %w", err)
+	}
+	return &a, nil
+}
+
+// StatusMember is one member in `node status --json`.
+type StatusMember struct {
+	Name     string `json:"name"`
+	Priority int32  `json:"priority"`
+	Rank     uint32 `json:"rank"`
+	Master   bool   `json:"master"`
+}
+
+// StatusJSON is `node status --json`.
+type StatusJSON struct {
+	Epoch   uint64         `json:"epoch"`
+	Master  string         `json:"master"`
+	Members []StatusMember `json:"members"`
+}
+
+// WriteStatus prints a as a table, or as one JSON object.
+func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
+	members := make([]StatusMember, len(a.Members))
+	for i, m := range a.Members {
+		members[i] = StatusMember{Name: m.Name, Priority: m.Priority, Rank: m.Rank, Master: a.Master != "" && m.Name == a.Master}
+	}
+	if asJSON {
+		return json.NewEncoder(w).Encode(StatusJSON{Epoch: a.Epoch, Master: a.Master, Members: members})
+	}
+	if a.Master == "" {
+		fmt.Fprintf(w, "epoch %d, no master elected yet (%s)\n", a.Epoch, a.Event)
+	} else {
+		fmt.Fprintf(w, "epoch %d, master %s\n", a.Epoch, a.Master)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER")
+	for _, m := range members {
+		mark := ""
+		if m.Master {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", m.Name, m.Priority, m.Rank, mark)
+	}
+	return tw.Flush()
+}

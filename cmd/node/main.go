@@ -1,0 +1,165 @@
+// Command node joins a baton cluster and runs shell commands on its master.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"golang.org/x/sys/unix"
+
+	"baton/agent"
+	"baton/bus"
+)
+
+// Globals are the flags every subcommand takes.
+type Globals struct {
+	BrokerAddr string `default:"127.0.0.1:4222" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+}
+
+// CLI is the node's command line.
+type CLI struct {
+	Globals
+	Join   JoinCmd   `cmd:"" default:"withargs" help:"Join the cluster and run the commands read from standard input, one per line (the default: plain 'node' does this)."`
+	Exec   ExecCmd   `cmd:"" help:"Run one command on the master without joining the cluster; exits with the command's status (124 on timeout, 125 when baton failed)."`
+	Status StatusCmd `cmd:"" help:"Show the cluster's members, their ranks, the master and the epoch."`
+}
+
+// JoinCmd is `node` / `node join`.
+type JoinCmd struct {
+	Priority          int32         `default:"0" env:"BATON_PRIORITY" help:"Election priority, an integer from -2147483648 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
+	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name)."`
+	ExecTimeout       time.Duration `default:"5s" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
+	MaxParallel       int           `default:"64" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
+	HeartbeatInterval time.Duration `default:"250ms" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
+	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
+	Serve             bool          `env:"BATON_SERVE" help:"Read no commands: stay a member (and master candidate) until SIGINT or SIGTERM."`
+}
+
+// Run joins the cluster and serves or reads commands until end of input or
+// a signal; then it leaves the cluster gracefully.
+func (j *JoinCmd) Run(g *Globals) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGALRM)
+	defer stop()
+	name := j.Name
+	if name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no --name given and no host name: %w", err)
+		}
+		name = host
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", name)
+	cfg := agent.DefaultConfig(name)
+	cfg.BrokerAddr, cfg.Priority = g.BrokerAddr, j.Priority
+	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
+	cfg.Version = version
+	cfg.Logger = logger
+	n, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+
+	sessionDone := make(chan error, 1)
+	if !j.Serve {
+		s := &agent.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON,
+			Interactive: !j.JSON && isTerminal(os.Stdin)}
+		go func() { sessionDone <- s.Run(ctx, n) }()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		// A session reading a terminal or pipe still delivers the results
+		// of what it already submitted.
+		if !j.Serve {
+			runErr = <-sessionDone
+		}
+	case runErr = <-sessionDone:
+	case <-n.Done():
+		runErr = n.Err()
+	}
+	// Leave, then finish what this node is running as master.
+	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ExecTimeout+cfg.QueueTimeout+2*time.Second)
+	defer cancel()
+	return errors.Join(runErr, n.Close(closeCtx))
+}
+
+// ExecCmd is `node exec -- CMD [ARGS...]`.
+type ExecCmd struct {
+	Cmd []string `arg:"" passthrough:"" name:"cmd" help:"The command. One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
+}
+
+// Run submits the command and mirrors its output and exit status.
+func (e *ExecCmd) Run(g *Globals) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	host, _ := os.Hostname()
+	name := fmt.Sprintf("exec@%s/%d", host, os.Getpid())
+	nc, err := bus.Connect(ctx, g.BrokerAddr, name, bus.DefaultConnectTimeout)
+	if err != nil {
+		return &agent.ExitError{Code: agent.ExitFailed, Err: err}
+	}
+	defer nc.Close()
+	cfg := agent.DefaultConfig(name)
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	args := e.Cmd
+	if len(args) > 0 && args[0] == "--" {
+		// kong passes the separator through with the arguments after it.
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		return &agent.ExitError{Code: agent.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
+	}
+	return agent.Exec(ctx, agent.NewClient(nc, cfg), agent.ShellJoin(args), os.Stdout, os.Stderr)
+}
+
+// StatusCmd is `node status`.
+type StatusCmd struct {
+	JSON bool `name:"json" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master}]} instead of a table."`
+}
+
+// Run prints the cluster's state.
+func (s *StatusCmd) Run(g *Globals) error {
+	ctx, cancel := context.WithTimeout(context.Background(), bus.DefaultConnectTimeout+2*time.Second)
+	defer cancel()
+	nc, err := bus.Connect(ctx, g.BrokerAddr, "status", bus.DefaultConnectTimeout)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	a, err := agent.Status(ctx, nc)
+	if err != nil {
+		return err
+	}
+	return agent.WriteStatus(os.Stdout, a, s.JSON)
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func main() {
+	var cli CLI
+	ctx := kong.Parse(&cli,
+		kong.Name("node"),
+		kong.Description("Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input."),
+	)
+	err := ctx.Run(&cli.Globals)
+	if code, ok := agent.IsQuietExit(err); ok {
+		os.Exit(code)
+	}
+	ctx.FatalIfErrorf(err)
+}
