@@ -30,11 +30,13 @@ type MemberConfig struct {
 	StartedAt time.Time
 	// HeartbeatInterval is the time between beats.
 	HeartbeatInterval time.Duration
-	// RegisterTimeout bounds one registration attempt; Start keeps trying
-	// for five of them before it gives up.
+	// RegisterTimeout bounds one registration attempt.
 	RegisterTimeout time.Duration
-	Version         string
-	Logger          *slog.Logger
+	// JoinTimeout bounds how long Start keeps trying to register (the
+	// broker may still be starting its election service).
+	JoinTimeout time.Duration
+	Version     string
+	Logger      *slog.Logger
 }
 
 // DefaultMemberConfig returns a node's defaults, named after the host.
@@ -47,7 +49,10 @@ func DefaultMemberConfig(name string) MemberConfig {
 		// A broker on a LAN answers in milliseconds; a second covers a GC
 		// pause or a busy broker without delaying a retry for long.
 		RegisterTimeout: time.Second,
-		Logger:          slog.Default().With("component", "member"),
+		// As long as the first connection may take: a node started with its
+		// broker waits for the broker's election service as well.
+		JoinTimeout: bus.DefaultConnectTimeout,
+		Logger:      slog.Default().With("component", "member"),
 	}
 }
 
@@ -61,6 +66,8 @@ func (c MemberConfig) validate() error {
 		return fmt.Errorf("%w: heartbeat interval %v must be positive", ErrInvalidConfig, c.HeartbeatInterval)
 	case c.RegisterTimeout <= 0:
 		return fmt.Errorf("%w: register timeout %v must be positive", ErrInvalidConfig, c.RegisterTimeout)
+	case c.JoinTimeout <= 0:
+		return fmt.Errorf("%w: join timeout %v must be positive", ErrInvalidConfig, c.JoinTimeout)
 	}
 	return nil
 }
@@ -110,7 +117,7 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 // Start subscribes to announcements, registers, and starts beating. It
 // blocks until the broker admitted the node, and fails with ErrRefused (a
 // duplicate name, an invalid registration) or when the broker did not
-// answer after five attempts.
+// admit it within JoinTimeout.
 func (m *Member) Start(ctx context.Context) error {
 	m.ackInbox = m.nc.NewRespInbox()
 	for subj, h := range map[string]nats.MsgHandler{bus.SubjectMaster: m.handleAnnouncement, m.ackInbox: m.handleAck} {
@@ -121,14 +128,7 @@ func (m *Member) Start(ctx context.Context) error {
 		}
 		m.subs = append(m.subs, sub)
 	}
-	var err error
-	for range 5 {
-		if err = m.register(ctx); err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
-			break
-		}
-		m.cfg.Logger.Warn("registration not answered; retrying", keyErr, err)
-	}
-	if err != nil {
+	if err := m.join(ctx); err != nil {
 		m.unsubscribe()
 		return err
 	}
@@ -225,6 +225,27 @@ func (m *Member) registerSoon() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
+	}
+}
+
+// join registers, retrying with backoff until JoinTimeout.
+func (m *Member) join(ctx context.Context) error {
+	giveUp := time.Now().Add(m.cfg.JoinTimeout)
+	for attempt := 1; ; attempt++ {
+		err := m.register(ctx)
+		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
+			return err
+		}
+		wait := bus.ReconnectDelay(attempt)
+		if time.Now().Add(wait).After(giveUp) {
+			return fmt.Errorf("%w (no answer for %v; is that a baton broker?)", err, m.cfg.JoinTimeout)
+		}
+		m.cfg.Logger.Debug("registration not answered; retrying", keyErr, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 }
 
