@@ -1,0 +1,203 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"baton/agent"
+	"baton/bus"
+	"baton/bus/bustest"
+	"baton/election"
+	"baton/messages"
+)
+
+func startCluster(t testing.TB) *bus.Server {
+	t.Helper()
+	srv := bustest.StartServer(t)
+	cfg := election.DefaultServiceConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.Logger = bustest.Logger(t).With("component", "election")
+	svc, err := election.NewService(srv, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	return srv
+}
+
+func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutate func(*agent.Config)) *agent.Node {
+	t.Helper()
+	cfg := agent.DefaultConfig(name)
+	cfg.BrokerAddr, cfg.Priority = srv.Addr(), priority
+	cfg.HeartbeatInterval = 75 * time.Millisecond
+	cfg.Logger = bustest.Logger(t).With("node", name)
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	n, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+	})
+	return n
+}
+
+func waitMaster(t testing.TB, n *agent.Node, master string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if a := n.Master(); a != nil && a.Master == master {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("master %q not announced; last %v", master, n.Master())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNode_SubmitRunsOnMaster(t *testing.T) {
+	srv := startCluster(t)
+	startNode(t, srv, "alpha", 100, nil)
+	b := startNode(t, srv, "beta", 1, nil)
+	waitMaster(t, b, "alpha")
+	res, err := b.Submit(context.Background(), "echo out; echo err >&2; exit 4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stdout != "out\n" || res.Stderr != "err\n" || res.ExitCode != 4 || res.Master != "alpha" || res.Epoch == 0 || res.Error != "" {
+		t.Errorf("got %v, want out/err/exit 4 from alpha", res)
+	}
+}
+
+// A master that loses its role still runs and answers what it was
+// already given: the running command and those waiting for a slot.
+func TestNode_HandoverFinishesDeliveredCommands(t *testing.T) {
+	srv := startCluster(t)
+	old := startNode(t, srv, "old", 10, func(c *agent.Config) { c.MaxParallel = 1 })
+	waitMaster(t, old, "old")
+
+	type outcome struct {
+		res *messages.ExecResult
+		err error
+	}
+	const n = 3
+	outcomes := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res, err := old.Submit(context.Background(), fmt.Sprintf("sleep 0.3; echo %d", i))
+			outcomes[i] = outcome{res, err}
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // all three delivered, one running
+	startNode(t, srv, "new", 100, nil)
+	waitMaster(t, old, "new")
+	wg.Wait()
+	for i, o := range outcomes {
+		if o.err != nil || o.res.Error != "" || o.res.Stdout != fmt.Sprintf("%d\n", i) || o.res.Master != "old" {
+			t.Errorf("command %d: got %v %v, want it run and answered by old", i, o.res, o.err)
+		}
+	}
+	res, err := old.Submit(context.Background(), "true")
+	if err != nil || res.Master != "new" {
+		t.Errorf("after the handover: got %v %v, want it run by new", res, err)
+	}
+}
+
+func TestNode_Busy(t *testing.T) {
+	srv := startCluster(t)
+	m := startNode(t, srv, "m", 1, func(c *agent.Config) { c.MaxParallel = 1 })
+	waitMaster(t, m, "m")
+	hurried := agent.DefaultConfig("hurried")
+	hurried.QueueTimeout = 100 * time.Millisecond
+	nc, err := bus.Connect(context.Background(), srv.Addr(), "hurried", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	client := agent.NewClient(nc, hurried)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = m.Submit(context.Background(), "sleep 1")
+	}()
+	time.Sleep(200 * time.Millisecond)
+	res, err := client.Submit(context.Background(), "true")
+	if err != nil || res.ErrorKind != messages.ErrorKind_ERROR_KIND_BUSY || !strings.Contains(res.Error, "busy") {
+		t.Errorf("got %v %v, want a busy error", res, err)
+	}
+	<-done
+}
+
+func TestNode_BadRequests(t *testing.T) {
+	srv := startCluster(t)
+	m := startNode(t, srv, "m", 1, nil)
+	waitMaster(t, m, "m")
+	nc, err := srv.Conn("raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	encode := func(cmd string) []byte {
+		b, _ := proto.Marshal(&messages.ExecRequest{Id: "x", Cmd: cmd})
+		return b
+	}
+	cases := []struct {
+		name string
+		body []byte
+		want string
+	}{
+		{"not protobuf", []byte("\xff\xff\xff garbage"), "not a protobuf ExecRequest"},
+		{"empty command", encode(""), "empty command"},
+		{"whitespace command", encode(" \t "), "empty command"},
+		{"too long", encode(strings.Repeat("x", bus.MaxCommandBytes+1)), "longer than"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, err := nc.Request(bus.SubjectExec, tc.body, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var res messages.ExecResult
+			if err := proto.Unmarshal(msg.Data, &res); err != nil {
+				t.Fatal(err)
+			}
+			if res.ErrorKind != messages.ErrorKind_ERROR_KIND_REJECTED || !strings.Contains(res.Error, tc.want) || res.ExitCode != -1 || res.Master != "m" {
+				t.Errorf("got %v, want rejected with %q", &res, tc.want)
+			}
+		})
+	}
+}
+
+func TestClient_NoMaster(t *testing.T) {
+	srv := startCluster(t)
+	nc, err := bus.Connect(context.Background(), srv.Addr(), "lonely", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	cfg := agent.DefaultConfig("lonely")
+	cfg.SubmitRetry = 300 * time.Millisecond
+	_, err = agent.NewClient(nc, cfg).Submit(context.Background(), "true")
+	if err == nil || !strings.Contains(err.Error(), "no master available") {
+		t.Fatalf("got %v, want no master available", err)
+	}
+}

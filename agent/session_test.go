@@ -1,0 +1,133 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"baton/agent"
+	"baton/messages"
+)
+
+// echoSubmitter answers every command as if the master "m" ran it.
+type echoSubmitter struct{}
+
+func (echoSubmitter) Submit(_ context.Context, cmd string) (*messages.ExecResult, error) {
+	if cmd == "fail" {
+		return nil, errors.New("no master available")
+	}
+	return &messages.ExecResult{Stdout: "ran " + cmd + "\n", Master: "m", Epoch: 7, DurationMs: 3}, nil
+}
+
+func TestSession_Run(t *testing.T) {
+	cases := []struct {
+		name        string
+		interactive bool
+		wantOut     []string
+	}{
+		{"script", false, []string{"[1] echo on m (epoch 7): exit 0 in 3ms\nran echo\n"}},
+		{"terminal", true, []string{agent.Banner + "> ", "ran echo\n> "}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			s := &agent.Session{In: strings.NewReader("echo\n\n"), Out: &out, Err: &errOut, Interactive: tc.interactive}
+			if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.wantOut {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output %q lacks %q", out.String(), w)
+				}
+			}
+			if shown := strings.Contains(out.String(), "#####"); shown != tc.interactive {
+				t.Errorf("banner shown %v, want %v", shown, tc.interactive)
+			}
+		})
+	}
+}
+
+func TestSession_RunJSON(t *testing.T) {
+	var out bytes.Buffer
+	s := &agent.Session{In: strings.NewReader("a\nfail\n"), Out: &out, Err: &bytes.Buffer{}, JSON: true}
+	if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2: %q", len(lines), out.String())
+	}
+	wantKeys := []string{"id", "cmd", "exit_code", "stdout", "stderr", "error", "timed_out", "master", "epoch", "duration_ms"}
+	for _, line := range lines {
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatal(err)
+		}
+		if len(obj) != len(wantKeys) {
+			t.Errorf("keys %v, want exactly %v", obj, wantKeys)
+		}
+		for _, k := range wantKeys {
+			if _, ok := obj[k]; !ok {
+				t.Errorf("line %s lacks key %q", line, k)
+			}
+		}
+		if obj["cmd"] == "fail" && (obj["error"] != "no master available" || obj["exit_code"] != float64(-1)) {
+			t.Errorf("failed submission printed %s", line)
+		}
+	}
+}
+
+func TestShellJoin(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ls | wc -l"}, "ls | wc -l"},
+		{[]string{"sh", "-c", "echo a; exit 3"}, "sh -c 'echo a; exit 3'"},
+		{[]string{"echo", "it's", ""}, `echo 'it'\''s' ''`},
+		{[]string{"printf", "%s\n", "a=b,c"}, "printf '%s\n' a=b,c"},
+	}
+	for _, tc := range cases {
+		if got := agent.ShellJoin(tc.args); got != tc.want {
+			t.Errorf("ShellJoin(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestExec_ExitStatus(t *testing.T) {
+	cases := []struct {
+		name string
+		res  *messages.ExecResult
+		err  error
+		want int
+	}{
+		{"success", &messages.ExecResult{}, nil, 0},
+		{"remote status", &messages.ExecResult{ExitCode: 3}, nil, 3},
+		{"timeout", &messages.ExecResult{ExitCode: -1, TimedOut: true, ErrorKind: messages.ErrorKind_ERROR_KIND_TIMEOUT}, nil, agent.ExitTimedOut},
+		{"rejected", &messages.ExecResult{ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED}, nil, agent.ExitFailed},
+		{"no master", nil, agent.ErrNoMaster, agent.ExitFailed},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := agent.Exec(context.Background(), fixed{tc.res, tc.err}, "x", &bytes.Buffer{}, &bytes.Buffer{})
+			got := 0
+			var ee *agent.ExitError
+			if errors.As(err, &ee) {
+				got = ee.ExitCode()
+			}
+			if got != tc.want {
+				t.Errorf("exit %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+type fixed struct {
+	res *messages.ExecResult
+	err error
+}
+
+func (f fixed) Submit(context.Context, string) (*messages.ExecResult, error) { return f.res, f.err }
