@@ -42,7 +42,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer nc.Close()
-		client := agent.NewClient(nc, agent.DefaultConfig("requester"))
+		client := newClient(b, nc, agent.DefaultConfig("requester"))
 		for b.Loop() {
 			res, err := client.Submit(context.Background(), "true")
 			if err != nil || res.ExitCode != 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,81 +20,414 @@ var (
 	// ErrNoMaster: no node took the request during the retry window; the
 	// command did not run.
 	ErrNoMaster = errors.New("no master available")
-	// ErrNoReply: the request reached a master but no result came back in
-	// time; the command may or may not have run.
+	// ErrNoReply: the request may have reached a master but no result came
+	// back in time; the command may or may not have run.
 	ErrNoReply = errors.New("no result from the master")
+	// ErrMasterLost: the master that had the request was lost (crash, hang,
+	// partition); the command may or may not have run.
+	ErrMasterLost = errors.New("master lost")
 )
 
 // replyGrace is added to a command's queue and run time for the reply to
 // travel back; past it the requester gives up.
 const replyGrace = 2 * time.Second
 
+// statusTimeout bounds one ExecStatusQuery.
+const statusTimeout = time.Second
+
 // Client submits commands to the master. It does not join the election.
-// It is safe for concurrent use.
+// It is safe for concurrent use. The connection's owner calls Reconnected
+// after each reconnect, and Close when done.
 type Client struct {
-	nc  *nats.Conn
-	cfg Config
+	nc    *nats.Conn
+	cfg   Config
+	inbox string
+	subs  []*nats.Subscription
+
+	mu    sync.Mutex
+	calls map[string]*call
+	view  *messages.Announcement // newest announcement seen
+	// reconnected is closed and replaced at every reconnect; viewAt is when
+	// view last changed.
+	reconnected chan struct{}
+	viewAt      time.Time
 }
 
-// NewClient returns a client on nc, configured by cfg (its Name,
-// ExecTimeout, QueueTimeout, SubmitRetry and Logger).
-func NewClient(nc *nats.Conn, cfg Config) *Client {
+// call is one Submit in progress.
+type call struct {
+	events chan callEvent
+	sentTo string // the master the requester believed in when it sent
+	acked  *messages.ExecAck
+}
+
+type callEvent struct {
+	result       *messages.ExecResult
+	ack          *messages.ExecAck
+	noResponders bool
+	lost         string
+}
+
+// NewClient subscribes to results and announcements on nc and learns the
+// current master. It blocks for at most one round trip to the broker.
+func NewClient(ctx context.Context, nc *nats.Conn, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultConfig(cfg.Name).Logger
 	}
-	return &Client{nc: nc, cfg: cfg}
+	c := &Client{
+		nc: nc, cfg: cfg, inbox: nats.NewInbox(),
+		calls:       make(map[string]*call),
+		reconnected: make(chan struct{}),
+	}
+	for subj, h := range map[string]nats.MsgHandler{c.inbox + ".>": c.handleInbox, bus.SubjectMaster: c.handleAnnouncement} {
+		sub, err := nc.Subscribe(subj, h)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	if a, err := Status(ctx, nc); err == nil {
+		c.observe(a)
+	} else {
+		cfg.Logger.Debug("no cluster status yet", keyErr, err)
+	}
+	return c, nil
 }
 
-// Submit sends cmd to the master and blocks until its result arrives. A
-// request that finds no master is retried with short backoff for up to
-// SubmitRetry; a request that may have been delivered is never sent again,
-// so a command runs at most once. The error wraps ErrNoMaster or ErrNoReply
-// when no result came back; a command that ran but failed (timeout,
-// rejected, busy) is a result, not an error.
-func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
-	req := &messages.ExecRequest{
-		Id:             nuid.Next(),
-		Cmd:            cmd,
-		Requester:      c.cfg.Name,
-		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
-		QueueTimeoutMs: uint32(c.cfg.QueueTimeout.Milliseconds()),
+// Close unsubscribes. It is safe to call twice.
+func (c *Client) Close() {
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
 	}
-	data, err := proto.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("encode request: %w", err)
+}
+
+// Reconnected tells in-flight submissions that replies may have been lost
+// while the connection was down; they ask the masters once the cluster has
+// settled.
+func (c *Client) Reconnected() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	close(c.reconnected)
+	c.reconnected = make(chan struct{})
+}
+
+func (c *Client) observe(a *messages.Announcement) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.view != nil && a.Epoch < c.view.Epoch {
+		return
 	}
-	wait := c.cfg.ExecTimeout + c.cfg.QueueTimeout + replyGrace
-	giveUp := time.Now().Add(c.cfg.SubmitRetry)
-	for attempt := 1; ; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, wait)
-		msg, err := c.nc.RequestMsgWithContext(rctx, &nats.Msg{Subject: bus.SubjectExec, Data: data})
-		cancel()
-		switch {
-		case err == nil:
-			var res messages.ExecResult
-			if err := proto.Unmarshal(msg.Data, &res); err != nil {
-				return nil, fmt.Errorf("%w: malformed result: %w", ErrNoReply, err)
+	c.view, c.viewAt = a, time.Now()
+	for _, d := range a.Departed {
+		if d.Cause == messages.Cause_CAUSE_LEFT {
+			// A leaving master finishes what it runs: keep waiting.
+			continue
+		}
+		for _, cl := range c.calls {
+			lost := false
+			switch {
+			case cl.acked != nil:
+				lost = cl.acked.Master == d.Name && cl.acked.Epoch < a.Epoch
+			default:
+				lost = cl.sentTo == d.Name
 			}
-			return &res, nil
-		case errors.Is(err, nats.ErrNoResponders):
-			// Nobody subscribed, so nobody received it: safe to send again.
-			backoff := min(10*time.Millisecond<<min(attempt-1, 4), 200*time.Millisecond)
-			if time.Now().Add(backoff).After(giveUp) {
-				return nil, fmt.Errorf("%w: no node took the request for %v; is the broker electing (see `node status`)?", ErrNoMaster, c.cfg.SubmitRetry)
+			if lost {
+				c.deliver(cl, callEvent{lost: fmt.Sprintf("master %s was lost while running the command (%s); it may or may not have run", d.Name, causeText(d.Cause))})
 			}
-			c.cfg.Logger.Debug("no master yet; retrying", "id", req.Id, "attempt", attempt)
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %w", ErrNoMaster, ctx.Err())
-			case <-time.After(backoff):
-			}
-		case errors.Is(err, nats.ErrMaxPayload):
-			return nil, fmt.Errorf("command of %d bytes is too large: %w", len(cmd), err)
-		case ctx.Err() != nil:
-			return nil, fmt.Errorf("%w: %w", ErrNoReply, ctx.Err())
-		default:
-			return nil, fmt.Errorf("%w within %v (%v); the master may have been lost while running the command; it may or may not have run",
-				ErrNoReply, wait, err)
 		}
 	}
+}
+
+func causeText(c messages.Cause) string {
+	switch c {
+	case messages.Cause_CAUSE_CONNECTION_CLOSED:
+		return "connection closed"
+	case messages.Cause_CAUSE_HEARTBEAT_TIMEOUT:
+		return "heartbeat timeout"
+	case messages.Cause_CAUSE_LEFT:
+		return "left"
+	}
+	return "unknown cause"
+}
+
+// deliver hands ev to cl without blocking; a call has room for every
+// event it can get before it reads one. Callers hold c.mu.
+func (c *Client) deliver(cl *call, ev callEvent) {
+	select {
+	case cl.events <- ev:
+	default:
+		c.cfg.Logger.Warn("dropped a submission event: queue full")
+	}
+}
+
+func (c *Client) handleAnnouncement(msg *nats.Msg) {
+	var a messages.Announcement
+	if err := proto.Unmarshal(msg.Data, &a); err != nil {
+		c.cfg.Logger.Warn("malformed announcement", keyErr, err)
+		return
+	}
+	c.observe(&a)
+}
+
+// handleInbox takes results (INBOX.r.ID), no-responder statuses (also on
+// INBOX.r.ID) and acks (INBOX.a.ID).
+func (c *Client) handleInbox(msg *nats.Msg) {
+	rest := msg.Subject[len(c.inbox)+1:]
+	if len(rest) < 3 || rest[1] != '.' {
+		return
+	}
+	kind, id := rest[0], rest[2:]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl := c.calls[id]
+	switch {
+	case kind == 'r' && msg.Header.Get("Status") == "503":
+		if cl != nil {
+			c.deliver(cl, callEvent{noResponders: true})
+		}
+	case kind == 'r':
+		var res messages.ExecResult
+		if err := proto.Unmarshal(msg.Data, &res); err != nil {
+			c.cfg.Logger.Warn("malformed result", keyID, id, keyErr, err)
+			return
+		}
+		if cl == nil {
+			c.cfg.Logger.Warn("late result ignored: the command was already reported lost or unanswered",
+				keyID, id, "master", res.Master, keyEpoch, res.Epoch, "exit_code", res.ExitCode, "error", res.Error)
+			return
+		}
+		c.deliver(cl, callEvent{result: &res})
+	case kind == 'a' && cl != nil:
+		var ack messages.ExecAck
+		if err := proto.Unmarshal(msg.Data, &ack); err != nil {
+			c.cfg.Logger.Warn("malformed ack", keyID, id, keyErr, err)
+			return
+		}
+		cl.acked = &ack
+		c.deliver(cl, callEvent{ack: &ack})
+	}
+}
+
+// Submit sends cmd to the master and blocks until its result arrives.
+//
+// A command runs at most once: a request is sent again only when nobody
+// can have it: no node was subscribed (mid-election), a master refused it
+// unrun (its epoch was stale), or, after a reconnect, every master that
+// could have received it says it never did. The error wraps ErrNoMaster,
+// ErrMasterLost or ErrNoReply when no result came back; a command that ran
+// but failed (timeout, rejected, busy) is a result, not an error.
+func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
+	s := &submission{c: c, id: nuid.Next(), cl: &call{events: make(chan callEvent, 16)},
+		candidates: make(map[string]string)}
+	s.req = &messages.ExecRequest{
+		Id: s.id, Cmd: cmd, Requester: c.cfg.Name,
+		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
+		QueueTimeoutMs: uint32(c.cfg.QueueTimeout.Milliseconds()),
+		AckSubject:     c.inbox + ".a." + s.id,
+	}
+	c.mu.Lock()
+	c.calls[s.id] = s.cl
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, s.id)
+		c.mu.Unlock()
+	}()
+	return s.run(ctx)
+}
+
+// submission is the state of one Submit.
+type submission struct {
+	c          *Client
+	id         string
+	req        *messages.ExecRequest
+	cl         *call
+	attempt    int
+	retryUntil time.Time
+	// candidates are the masters (instance id → name) that may have
+	// received the request.
+	candidates map[string]string
+}
+
+func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
+	c := s.c
+	wait := c.cfg.ExecTimeout + c.cfg.QueueTimeout + replyGrace
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	s.retryUntil = time.Now().Add(c.cfg.SubmitRetry)
+	c.mu.Lock()
+	reconnected := c.reconnected
+	c.mu.Unlock()
+	if err := s.send(); err != nil {
+		return nil, err
+	}
+	// After a reconnect, recover polls until the cluster has settled and
+	// the masters have been asked.
+	var recover <-chan time.Time
+	var since time.Time
+	for {
+		select {
+		case ev := <-s.cl.events:
+			switch {
+			case ev.ack != nil:
+				s.candidates[ev.ack.InstanceId] = ev.ack.Master
+			case ev.lost != "":
+				return nil, fmt.Errorf("%w: %s", ErrMasterLost, ev.lost)
+			case ev.noResponders,
+				ev.result != nil && ev.result.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE:
+				// Nobody received it, or the master refused it unrun.
+				c.mu.Lock()
+				s.cl.sentTo = ""
+				c.mu.Unlock()
+				if err := s.backoff(ctx); err != nil {
+					return nil, err
+				}
+				if err := s.send(); err != nil {
+					return nil, err
+				}
+			case ev.result != nil:
+				return ev.result, nil
+			}
+		case <-reconnected:
+			c.mu.Lock()
+			reconnected = c.reconnected
+			c.mu.Unlock()
+			since = time.Now()
+			recover = time.After(0)
+		case <-recover:
+			res, settled, err := s.recover(ctx, since)
+			if res != nil || err != nil {
+				return res, err
+			}
+			recover = nil
+			if !settled {
+				recover = time.After(100 * time.Millisecond)
+			}
+		case <-deadline.C:
+			if res := s.ask(ctx); res != nil {
+				return res, nil
+			}
+			return nil, fmt.Errorf("%w within %v; the master may have been lost while running the command; it may or may not have run", ErrNoReply, wait)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrNoReply, ctx.Err())
+		}
+	}
+}
+
+func (s *submission) send() error {
+	c := s.c
+	c.mu.Lock()
+	if v := c.view; v != nil {
+		s.req.Epoch = v.Epoch
+		s.cl.sentTo = v.Master
+		if m := master(v); m != nil {
+			s.candidates[m.InstanceId] = m.Name
+		}
+	}
+	c.mu.Unlock()
+	data, err := proto.Marshal(s.req)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	if err := c.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectExec, Reply: c.inbox + ".r." + s.id, Data: data}); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("command of %d bytes is too large: %w", len(s.req.Cmd), err)
+		}
+		return fmt.Errorf("send request: %w", err)
+	}
+	return nil
+}
+
+// master returns the master's entry in a's members, nil if none.
+func master(a *messages.Announcement) *messages.Member {
+	for _, m := range a.Members {
+		if a.Master != "" && m.Name == a.Master {
+			return m
+		}
+	}
+	return nil
+}
+
+// backoff waits before a resend: 10 ms doubling to 200 ms. It fails with
+// ErrNoMaster once the retry window is over.
+func (s *submission) backoff(ctx context.Context) error {
+	s.attempt++
+	d := min(10*time.Millisecond<<min(s.attempt-1, 5), 200*time.Millisecond)
+	if time.Now().Add(d).After(s.retryUntil) {
+		return fmt.Errorf("%w: no node took the request for %v; is any node running (see `node status`)?", ErrNoMaster, s.c.cfg.SubmitRetry)
+	}
+	s.c.cfg.Logger.Debug("no master took the request; retrying", keyID, s.id, "attempt", s.attempt)
+	if !sleep(ctx, d) {
+		return fmt.Errorf("%w: %w", ErrNoMaster, ctx.Err())
+	}
+	return nil
+}
+
+// recover runs after a reconnect: replies sent while this connection was
+// down are lost, so once an announcement naming a master has arrived since
+// the reconnect (every live node has re-registered by then), it asks the
+// candidate masters. A result found is returned; if every candidate says it
+// never received the request, the request is sent again. settled is false
+// while the cluster has not settled yet.
+func (s *submission) recover(ctx context.Context, since time.Time) (res *messages.ExecResult, settled bool, err error) {
+	c := s.c
+	c.mu.Lock()
+	settled = c.view != nil && c.view.Master != "" && c.viewAt.After(since)
+	if settled {
+		if m := master(c.view); m != nil && s.cl.acked == nil {
+			s.candidates[m.InstanceId] = m.Name
+		}
+	}
+	c.mu.Unlock()
+	if !settled {
+		return nil, false, nil
+	}
+	nobody := true
+	for inst, name := range s.candidates {
+		st, err := s.query(ctx, inst)
+		switch {
+		case err != nil:
+			c.cfg.Logger.Debug("status query unanswered", keyID, s.id, "master", name, keyErr, err)
+			nobody = false
+		case st.Result != nil:
+			return st.Result, true, nil
+		case st.Known:
+			nobody = false
+		}
+	}
+	if nobody {
+		c.cfg.Logger.Info("request lost in transit; sending it again", keyID, s.id)
+		return nil, true, s.send()
+	}
+	return nil, true, nil
+}
+
+// ask asks every candidate for the result, and returns it if one has it.
+func (s *submission) ask(ctx context.Context) *messages.ExecResult {
+	for inst := range s.candidates {
+		if st, err := s.query(ctx, inst); err == nil && st.Result != nil {
+			return st.Result
+		}
+	}
+	return nil
+}
+
+func (s *submission) query(ctx context.Context, instanceID string) (*messages.ExecStatus, error) {
+	b, err := proto.Marshal(&messages.ExecStatusQuery{Id: s.id})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	msg, err := s.c.nc.RequestWithContext(ctx, bus.ExecStatusSubject(instanceID), b)
+	if err != nil {
+		return nil, err
+	}
+	var st messages.ExecStatus
+	if err := proto.Unmarshal(msg.Data, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
@@ -34,6 +35,7 @@ type Node struct {
 	member *election.Member
 	exe    *executor.Executor
 	client *Client
+	ledger *ledger
 
 	// execCtx is the lifetime of commands; it ends only when Close gives up
 	// waiting for them.
@@ -82,6 +84,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	return &Node{
 		cfg: cfg, exe: exe,
+		// Results stay answerable well past any requester's deadline.
+		ledger:   newLedger(time.Minute, 64<<20),
 		stop:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 		done:     make(chan struct{}),
@@ -112,11 +116,31 @@ func (n *Node) Start(ctx context.Context) error {
 		nc.Close()
 		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
 	}
-	n.nc, n.member = nc, member
-	n.client = NewClient(nc, n.cfg)
+	client, err := NewClient(ctx, nc, n.cfg)
+	if err == nil {
+		_, err = nc.Subscribe(bus.ExecStatusSubject(member.InstanceID()), n.handleStatus)
+	}
+	if err != nil {
+		member.Close()
+		nc.Close()
+		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
+	}
+	nc.SetReconnectHandler(func(*nats.Conn) {
+		member.Reconnected()
+		client.Reconnected()
+	})
+	n.nc, n.member, n.client = nc, member, client
 	n.execCtx, n.execCancel = context.WithCancel(context.WithoutCancel(ctx))
 	go n.roleLoop()
 	return nil
+}
+
+// silent reports whether the broker has not had this node alive for
+// longer than its heartbeat timeout: it may have declared the node dead and
+// elected another master, so the node must not take new commands.
+func (n *Node) silent() bool {
+	timeout := n.member.HeartbeatTimeout()
+	return timeout > 0 && n.member.SinceHeard() > timeout
 }
 
 // Submit sends cmd to the master; see Client.Submit.
@@ -138,8 +162,9 @@ func (n *Node) Master() *messages.Announcement { return n.member.Current() }
 // roleLoop takes and gives up the master role as announcements say.
 func (n *Node) roleLoop() {
 	defer close(n.loopDone)
-	// Retry a serving connection that failed to open, or that dropped.
-	retry := time.NewTicker(500 * time.Millisecond)
+	// Check for silence, and retry a serving connection that failed to
+	// open or dropped, once per heartbeat.
+	retry := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer retry.Stop()
 	for {
 		select {
@@ -180,6 +205,14 @@ func (n *Node) follow(a *messages.Announcement) {
 		}
 	}
 	if a == nil || a.Master != n.cfg.Name {
+		n.stepDown()
+		return
+	}
+	if n.silent() {
+		if n.serving != nil {
+			n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
+				"since_heard", n.member.SinceHeard().Round(time.Millisecond))
+		}
 		n.stepDown()
 		return
 	}
@@ -259,7 +292,7 @@ func (n *Node) handleExec(msg *nats.Msg) {
 	defer n.acceptMu.RUnlock()
 	if n.closing {
 		n.reply(msg.Reply, &messages.ExecResult{
-			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_CANCELED,
+			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
 		})
 		return
@@ -278,35 +311,76 @@ func (n *Node) execute(msg *nats.Msg, received time.Time, epoch uint64) {
 		n.cfg.Logger.Warn("dropped an exec request without a reply subject", "bytes", len(msg.Data))
 		return
 	}
-	res := n.run(msg.Data, received)
-	res.Master, res.Epoch = n.cfg.Name, epoch
-	n.reply(msg.Reply, res)
+	stamp := func(res *messages.ExecResult) *messages.ExecResult {
+		res.Master, res.Epoch = n.cfg.Name, epoch
+		return res
+	}
+	var req messages.ExecRequest
+	if err := proto.Unmarshal(msg.Data, &req); err != nil {
+		n.reply(msg.Reply, stamp(rejected("", fmt.Sprintf("request is not a protobuf ExecRequest: %v", err))))
+		return
+	}
+	switch {
+	case strings.TrimSpace(req.Cmd) == "":
+		n.reply(msg.Reply, stamp(rejected(req.Id, "empty command")))
+		return
+	case len(req.Cmd) > bus.MaxCommandBytes:
+		n.reply(msg.Reply, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))))
+		return
+	case req.Epoch > epoch:
+		// The requester has seen a newer epoch: this node is no longer
+		// master there. Refuse unrun; the requester sends it again.
+		n.reply(msg.Reply, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+			Error: fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch)}))
+		return
+	}
+	if req.Id == "" {
+		req.Id = nuid.Next()
+	}
+	fresh, prior := n.ledger.begin(req.Id, msg.Reply)
+	if !fresh {
+		// A request seen before is never run again: answer with its result,
+		// or let it wait for the run in progress.
+		if prior != nil {
+			n.reply(msg.Reply, prior)
+		}
+		return
+	}
+	if req.AckSubject != "" {
+		n.publish(req.AckSubject, &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()})
+	}
+	res := stamp(n.run(&req, received))
+	for _, reply := range n.ledger.finish(req.Id, res) {
+		n.reply(reply, res)
+	}
 }
 
-func (n *Node) reply(subject string, res *messages.ExecResult) {
+// handleStatus answers an ExecStatusQuery from the ledger.
+func (n *Node) handleStatus(msg *nats.Msg) {
+	var q messages.ExecStatusQuery
+	if err := proto.Unmarshal(msg.Data, &q); err != nil {
+		n.cfg.Logger.Warn("malformed status query", keyErr, err)
+		return
+	}
+	n.publish(msg.Reply, n.ledger.status(q.Id))
+}
+
+func (n *Node) reply(subject string, res *messages.ExecResult) { n.publish(subject, res) }
+
+func (n *Node) publish(subject string, m proto.Message) {
 	if subject == "" {
 		return
 	}
-	b, err := proto.Marshal(res)
+	b, err := proto.Marshal(m)
 	if err == nil {
 		err = n.nc.Publish(subject, b)
 	}
 	if err != nil {
-		n.cfg.Logger.Error("reply lost", keyID, res.Id, keyErr, err)
+		n.cfg.Logger.Error("reply lost", "subject", subject, keyErr, err)
 	}
 }
 
-func (n *Node) run(data []byte, received time.Time) *messages.ExecResult {
-	var req messages.ExecRequest
-	if err := proto.Unmarshal(data, &req); err != nil {
-		return rejected("", fmt.Sprintf("request is not a protobuf ExecRequest: %v", err))
-	}
-	switch {
-	case strings.TrimSpace(req.Cmd) == "":
-		return rejected(req.Id, "empty command")
-	case len(req.Cmd) > bus.MaxCommandBytes:
-		return rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))
-	}
+func (n *Node) run(req *messages.ExecRequest, received time.Time) *messages.ExecResult {
 	// The master's --exec-timeout is the cluster's limit; a request may
 	// only ask for less.
 	timeout := n.cfg.ExecTimeout
@@ -388,6 +462,7 @@ func (n *Node) Close(ctx context.Context) error {
 		<-idle
 	}
 	n.execCancel()
+	n.client.Close()
 	n.member.Close()
 	// Drain flushes the replies still buffered, then closes.
 	closed := make(chan struct{})

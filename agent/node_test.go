@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
 	"baton/agent"
@@ -57,6 +58,17 @@ func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutat
 		_ = n.Close(ctx)
 	})
 	return n
+}
+
+func newClient(t testing.TB, nc *nats.Conn, cfg agent.Config) *agent.Client {
+	t.Helper()
+	cfg.Logger = bustest.Logger(t).With("client", cfg.Name)
+	c, err := agent.NewClient(context.Background(), nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 func waitMaster(t testing.TB, n *agent.Node, master string) {
@@ -133,7 +145,7 @@ func TestNode_Busy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	client := agent.NewClient(nc, hurried)
+	client := newClient(t, nc, hurried)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -196,7 +208,7 @@ func TestClient_NoMaster(t *testing.T) {
 	defer nc.Close()
 	cfg := agent.DefaultConfig("lonely")
 	cfg.SubmitRetry = 300 * time.Millisecond
-	_, err = agent.NewClient(nc, cfg).Submit(context.Background(), "true")
+	_, err = newClient(t, nc, cfg).Submit(context.Background(), "true")
 	if err == nil || !strings.Contains(err.Error(), "no master available") {
 		t.Fatalf("got %v, want no master available", err)
 	}

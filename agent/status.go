@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -15,9 +17,17 @@ import (
 )
 
 // Status asks the broker for the cluster's state, every member listed. It
-// blocks until the broker answers or ctx ends.
+// blocks until the broker answers or ctx ends; a broker still starting its
+// election service is asked again.
 func Status(ctx context.Context, nc *nats.Conn) (*messages.Announcement, error) {
-	msg, err := nc.RequestWithContext(ctx, bus.SubjectMasterGet, nil)
+	var msg *nats.Msg
+	var err error
+	for attempt := 1; ; attempt++ {
+		msg, err = nc.RequestWithContext(ctx, bus.SubjectMasterGet, nil)
+		if !errors.Is(err, nats.ErrNoResponders) || !sleep(ctx, bus.ReconnectDelay(attempt)) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ask the broker for the cluster status: %w", err)
 	}
@@ -26,6 +36,18 @@ func Status(ctx context.Context, nc *nats.Conn) (*messages.Announcement, error) 
 		return nil, fmt.Errorf("cluster status: malformed reply: %w", err)
 	}
 	return &a, nil
+}
+
+// sleep waits d, or less if ctx ends first; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // StatusMember is one member in `node status --json`.

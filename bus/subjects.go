@@ -20,7 +20,13 @@ const (
 	// ExecQueue is the queue group of exec.request subscribers, so that a
 	// request reaches one master even while two briefly overlap.
 	ExecQueue = "baton-exec"
+	// SubjectExecStatus prefixes the subject on which each node answers
+	// ExecStatusQuery: exec.status.<instance id> (see ExecStatusSubject).
+	SubjectExecStatus = "exec.status"
 )
+
+// ExecStatusSubject is the status subject of the node with instanceID.
+func ExecStatusSubject(instanceID string) string { return SubjectExecStatus + "." + instanceID }
 
 // Size limits, chosen together: the largest result is two output streams of
 // MaxOutput bytes that JSON escaping can grow up to six-fold (a control byte

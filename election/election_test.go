@@ -58,6 +58,7 @@ func newMember(t testing.TB, srv *bus.Server, name string, priority int32) (*tes
 	if err := m.Start(context.Background()); err != nil {
 		return nil, err
 	}
+	nc.SetReconnectHandler(func(*nats.Conn) { m.Reconnected() })
 	t.Cleanup(m.Close)
 	return &testMember{m, nc}, nil
 }

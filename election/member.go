@@ -73,8 +73,8 @@ func (c MemberConfig) validate() error {
 }
 
 // Member is a node's membership in the election: it registers, beats, and
-// follows the broker's announcements. It sets the connection's reconnect
-// handler, to register again at once after a reconnect.
+// follows the broker's announcements. The connection's owner calls
+// Reconnected after each reconnect.
 type Member struct {
 	cfg        MemberConfig
 	nc         *nats.Conn
@@ -92,9 +92,16 @@ type Member struct {
 	mu      sync.Mutex
 	current *messages.Announcement
 
-	lastHeard     atomic.Int64 // unix nanos of the broker's last word
+	// lastHeard is when the broker was last known to have us alive: the
+	// send time of the newest acknowledged heartbeat or registration, in
+	// unix nanos. Send times, not arrival times: an ack that sat in a
+	// socket buffer while this process was stopped proves nothing recent.
+	lastHeard     atomic.Int64
+	hbTimeout     atomic.Int64 // the broker's heartbeat timeout, in nanos
 	serveClientID atomic.Uint64
 	seq           atomic.Uint64
+	sentMu        sync.Mutex
+	sent          map[uint64]time.Time // send times of recent heartbeats
 	closeOnce     sync.Once
 }
 
@@ -108,6 +115,7 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 	}
 	return &Member{
 		cfg: cfg, nc: nc, instanceID: nuid.Next(),
+		sent:    make(map[uint64]time.Time),
 		changes: make(chan *messages.Announcement, 1),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -132,7 +140,6 @@ func (m *Member) Start(ctx context.Context) error {
 		m.unsubscribe()
 		return err
 	}
-	m.nc.SetReconnectHandler(func(*nats.Conn) { m.registerSoon() })
 	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.wg.Go(func() { m.loop(ctx) })
 	return nil
@@ -169,12 +176,31 @@ func (m *Member) Err() error { return m.err }
 // if the node goes silent.
 func (m *Member) SetServeClientID(id uint64) { m.serveClientID.Store(id) }
 
+// Reconnected makes the member register again at once, with the new
+// connection's client id. Call it from the connection's reconnect handler.
+func (m *Member) Reconnected() { m.registerSoon() }
+
+// HeartbeatTimeout is the broker's silence limit, as it last told this
+// member.
+func (m *Member) HeartbeatTimeout() time.Duration { return time.Duration(m.hbTimeout.Load()) }
+
 // SinceHeard is the time since the broker last answered this member.
 func (m *Member) SinceHeard() time.Duration {
 	return time.Since(time.Unix(0, m.lastHeard.Load()))
 }
 
-func (m *Member) heard() { m.lastHeard.Store(time.Now().UnixNano()) }
+// InstanceID identifies this node process (see messages.Member).
+func (m *Member) InstanceID() string { return m.instanceID }
+
+// heard records that the broker had us alive at t.
+func (m *Member) heard(t time.Time) {
+	for {
+		old := m.lastHeard.Load()
+		if t.UnixNano() <= old || m.lastHeard.CompareAndSwap(old, t.UnixNano()) {
+			return
+		}
+	}
+}
 
 // observe keeps a newer (or equal-epoch, fresher) announcement and offers
 // it on Changes, replacing any value not yet taken.
@@ -205,7 +231,6 @@ func (m *Member) handleAnnouncement(msg *nats.Msg) {
 		m.cfg.Logger.Warn("malformed announcement", keyErr, err)
 		return
 	}
-	m.heard()
 	m.observe(&a)
 }
 
@@ -215,7 +240,16 @@ func (m *Member) handleAck(msg *nats.Msg) {
 		m.cfg.Logger.Warn("malformed heartbeat ack", keyErr, err)
 		return
 	}
-	m.heard()
+	m.sentMu.Lock()
+	sentAt, ok := m.sent[ack.Seq]
+	delete(m.sent, ack.Seq)
+	m.sentMu.Unlock()
+	if ok {
+		m.heard(sentAt)
+	}
+	if ack.Error != "" {
+		m.cfg.Logger.Error("broker could not read a heartbeat", keyErr, ack.Error)
+	}
 	if ack.Reregister {
 		m.registerSoon()
 	}
@@ -265,6 +299,7 @@ func (m *Member) register(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
+	sentAt := time.Now()
 	resp, err := m.nc.RequestWithContext(ctx, bus.SubjectRegister, b)
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
@@ -276,7 +311,8 @@ func (m *Member) register(ctx context.Context) error {
 	if reply.Error != "" {
 		return fmt.Errorf("%w: %s", ErrRefused, reply.Error)
 	}
-	m.heard()
+	m.heard(sentAt)
+	m.hbTimeout.Store(int64(time.Duration(reply.HeartbeatTimeoutMs) * time.Millisecond))
 	m.observe(reply.Current)
 	m.cfg.Logger.Info("registered", "client_id", cid)
 	return nil
@@ -318,10 +354,16 @@ func (m *Member) beat() {
 	if a := m.Current(); a != nil {
 		epoch = a.Epoch
 	}
+	seq := m.seq.Add(1)
 	b, err := proto.Marshal(&messages.Heartbeat{
-		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: m.seq.Add(1),
+		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq,
 		Epoch: epoch, ServeClientId: m.serveClientID.Load(),
 	})
+	m.sentMu.Lock()
+	m.sent[seq] = time.Now()
+	// Acks older than a few heartbeat timeouts will never be awaited.
+	delete(m.sent, seq-64)
+	m.sentMu.Unlock()
 	if err == nil {
 		err = m.nc.PublishRequest(bus.SubjectHeartbeat, m.ackInbox, b)
 	}

@@ -12,9 +12,10 @@ import (
 
 // candidate is what ranking needs to know of a member.
 type candidate struct {
-	name      string
-	priority  int32
-	startedAt time.Time
+	name       string
+	priority   int32
+	startedAt  time.Time
+	instanceID string
 }
 
 // rank orders candidates for master: priority descending, then start time
@@ -33,10 +34,11 @@ func rank(cs []candidate) []*messages.Member {
 	ms := make([]*messages.Member, len(cs))
 	for i, c := range cs {
 		ms[i] = &messages.Member{
-			Name:      c.name,
-			Priority:  c.priority,
-			Rank:      uint32(i),
-			StartedAt: timestamppb.New(c.startedAt),
+			Name:       c.name,
+			Priority:   c.priority,
+			Rank:       uint32(i),
+			StartedAt:  timestamppb.New(c.startedAt),
+			InstanceId: c.instanceID,
 		}
 	}
 	return ms

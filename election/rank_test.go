@@ -13,10 +13,10 @@ func TestRank(t *testing.T) {
 		want []string
 	}{
 		{"empty", nil, []string{}},
-		{"priority descending", []candidate{{"a", 1, t0}, {"b", 100, t0}, {"c", 10, t0}}, []string{"b", "c", "a"}},
-		{"earlier start wins a tie", []candidate{{"late", 5, t0.Add(time.Second)}, {"early", 5, t0}}, []string{"early", "late"}},
-		{"name breaks a full tie", []candidate{{"y", 5, t0}, {"x", 5, t0}}, []string{"x", "y"}},
-		{"negative priorities", []candidate{{"n", -5, t0}, {"z", 0, t0}}, []string{"z", "n"}},
+		{"priority descending", []candidate{{name: "a", priority: 1, startedAt: t0}, {name: "b", priority: 100, startedAt: t0}, {name: "c", priority: 10, startedAt: t0}}, []string{"b", "c", "a"}},
+		{"earlier start wins a tie", []candidate{{name: "late", priority: 5, startedAt: t0.Add(time.Second)}, {name: "early", priority: 5, startedAt: t0}}, []string{"early", "late"}},
+		{"name breaks a full tie", []candidate{{name: "y", priority: 5, startedAt: t0}, {name: "x", priority: 5, startedAt: t0}}, []string{"x", "y"}},
+		{"negative priorities", []candidate{{name: "n", priority: -5, startedAt: t0}, {name: "z", priority: 0, startedAt: t0}}, []string{"z", "n"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,9 +33,9 @@ const (
 // ErrInvalidConfig is wrapped by every config validation error.
 var ErrInvalidConfig = errors.New("election: invalid config")
 
-// Priorities are int32 on the wire; the documented range is all of it.
+// The documented range of priorities: 0 is the lowest (the default).
 const (
-	MinPriority = math.MinInt32
+	MinPriority = 0
 	MaxPriority = math.MaxInt32
 )
 
@@ -98,7 +98,6 @@ func (c ServiceConfig) validate() error {
 // member is a live node as the service tracks it.
 type member struct {
 	candidate
-	instanceID    string
 	clientID      uint64
 	serveClientID uint64
 	lastBeat      time.Time
@@ -125,6 +124,7 @@ type Service struct {
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
 	event     string
+	departed  []*messages.Departure // the departures behind the last change
 	current   *messages.Announcement
 }
 
@@ -282,9 +282,11 @@ func (s *Service) loop(ctx context.Context) {
 // with them. It runs the election once the start-up wait is over.
 func (s *Service) expire(now time.Time) {
 	var lost []string
+	var departed []*messages.Departure
 	for name, m := range s.members {
 		if now.Sub(m.lastBeat) > s.cfg.HeartbeatTimeout {
 			lost = append(lost, name)
+			departed = append(departed, &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
 			s.remove(name)
 			s.broker.Kick(m.clientID)
 			if m.serveClientID != 0 {
@@ -295,7 +297,7 @@ func (s *Service) expire(now time.Time) {
 	switch {
 	case len(lost) > 0:
 		s.cfg.Logger.Warn("members lost", "nodes", lost, keyCause, "heartbeat timeout")
-		s.elect(fmt.Sprintf("%s lost: heartbeat timeout", strings.Join(lost, ", ")))
+		s.elect(fmt.Sprintf("%s lost: heartbeat timeout", strings.Join(lost, ", ")), departed...)
 	case s.master == "" && len(s.members) > 0 && !now.Before(s.electFrom):
 		s.elect("election after start-up wait")
 	}
@@ -310,8 +312,10 @@ func (s *Service) remove(name string) {
 
 // elect ranks the members and, if the master changes, moves the epoch. It
 // publishes the new announcement either way: ranks may have changed.
-// Callers hold s.mu.
-func (s *Service) elect(event string) {
+// departed are the members whose departure caused the change. Callers hold
+// s.mu.
+func (s *Service) elect(event string, departed ...*messages.Departure) {
+	s.departed = departed
 	master := ""
 	if !time.Now().Before(s.electFrom) {
 		if ranked := s.ranked(); len(ranked) > 0 {
@@ -358,6 +362,7 @@ func (s *Service) announce() {
 		Event:       s.event,
 		At:          timestamppb.Now(),
 		MemberCount: uint32(len(s.members)),
+		Departed:    s.departed,
 	}
 	s.publish()
 }
@@ -369,7 +374,7 @@ func (s *Service) publish() {
 	if len(a.Members) > AnnouncedMembersMax {
 		a = &messages.Announcement{
 			Epoch: a.Epoch, Master: a.Master, Members: a.Members[:AnnouncedMembersMax],
-			Event: a.Event, At: a.At, MemberCount: a.MemberCount,
+			Event: a.Event, At: a.At, MemberCount: a.MemberCount, Departed: a.Departed,
 		}
 	}
 	b, err := proto.Marshal(a)
@@ -417,10 +422,9 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	_, rejoin := s.members[req.Name]
 	s.remove(req.Name)
 	s.members[req.Name] = &member{
-		candidate:  candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime()},
-		instanceID: req.InstanceId,
-		clientID:   req.ClientId,
-		lastBeat:   time.Now(),
+		candidate: candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(), instanceID: req.InstanceId},
+		clientID:  req.ClientId,
+		lastBeat:  time.Now(),
 	}
 	s.byClient[req.ClientId] = req.Name
 	event := req.Name + " joined"
@@ -447,6 +451,8 @@ func validateRegister(r *messages.Register) error {
 		return fmt.Errorf("%q has no instance id", r.Name)
 	case r.ClientId == 0:
 		return fmt.Errorf("%q has no client id", r.Name)
+	case r.Priority < MinPriority:
+		return fmt.Errorf("priority %d of %q is outside the range %d to %d", r.Priority, r.Name, MinPriority, MaxPriority)
 	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
 		return fmt.Errorf("%q has no valid start time", r.Name)
 	}
@@ -457,6 +463,7 @@ func (s *Service) handleHeartbeat(msg *nats.Msg) {
 	var hb messages.Heartbeat
 	if err := proto.Unmarshal(msg.Data, &hb); err != nil {
 		s.cfg.Logger.Warn("malformed heartbeat", keyErr, err)
+		s.reply(msg, &messages.HeartbeatAck{Error: fmt.Sprintf("not a protobuf Heartbeat message: %v", err)})
 		return
 	}
 	s.mu.Lock()
@@ -466,7 +473,7 @@ func (s *Service) handleHeartbeat(msg *nats.Msg) {
 		m.lastBeat = time.Now()
 		m.serveClientID = hb.ServeClientId
 	}
-	ack := &messages.HeartbeatAck{Reregister: !known, Epoch: s.epoch}
+	ack := &messages.HeartbeatAck{Reregister: !known, Epoch: s.epoch, Seq: hb.Seq}
 	s.mu.Unlock()
 	if !known {
 		s.cfg.Logger.Debug("heartbeat from unknown member; asking it to register", keyNode, hb.Name)
@@ -485,7 +492,7 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId {
 		s.remove(req.Name)
 		s.cfg.Logger.Info("member left", keyNode, req.Name, "reason", req.Reason)
-		s.elect(req.Name + " left")
+		s.elect(req.Name+" left", &messages.Departure{Name: req.Name, Cause: messages.Cause_CAUSE_LEFT})
 	}
 	s.reply(msg, s.current)
 }
@@ -510,5 +517,5 @@ func (s *Service) handleDisconnect(msg *nats.Msg) {
 	}
 	s.remove(name)
 	s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", "reason", ev.Reason)
-	s.elect(name + " lost: connection closed")
+	s.elect(name+" lost: connection closed", &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
 }

@@ -25,6 +25,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Cause says why a member departed.
+type Cause int32
+
+const (
+	Cause_CAUSE_UNSPECIFIED Cause = 0
+	// CAUSE_LEFT: the node deregistered; as master it finishes what it runs.
+	Cause_CAUSE_LEFT Cause = 1
+	// CAUSE_CONNECTION_CLOSED: the node's connection closed (crash, kill -9,
+	// network reset).
+	Cause_CAUSE_CONNECTION_CLOSED Cause = 2
+	// CAUSE_HEARTBEAT_TIMEOUT: the node went silent (hang, partition); the
+	// broker cut its connections.
+	Cause_CAUSE_HEARTBEAT_TIMEOUT Cause = 3
+)
+
+// Enum value maps for Cause.
+var (
+	Cause_name = map[int32]string{
+		0: "CAUSE_UNSPECIFIED",
+		1: "CAUSE_LEFT",
+		2: "CAUSE_CONNECTION_CLOSED",
+		3: "CAUSE_HEARTBEAT_TIMEOUT",
+	}
+	Cause_value = map[string]int32{
+		"CAUSE_UNSPECIFIED":       0,
+		"CAUSE_LEFT":              1,
+		"CAUSE_CONNECTION_CLOSED": 2,
+		"CAUSE_HEARTBEAT_TIMEOUT": 3,
+	}
+)
+
+func (x Cause) Enum() *Cause {
+	p := new(Cause)
+	*p = x
+	return p
+}
+
+func (x Cause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Cause) Descriptor() protoreflect.EnumDescriptor {
+	return file_baton_proto_enumTypes[0].Descriptor()
+}
+
+func (Cause) Type() protoreflect.EnumType {
+	return &file_baton_proto_enumTypes[0]
+}
+
+func (x Cause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Cause.Descriptor instead.
+func (Cause) EnumDescriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{0}
+}
+
 // ErrorKind says why a command did not run to completion.
 type ErrorKind int32
 
@@ -42,6 +100,9 @@ const (
 	ErrorKind_ERROR_KIND_BUSY ErrorKind = 4
 	// ERROR_KIND_CANCELED: the master stopped before the command finished.
 	ErrorKind_ERROR_KIND_CANCELED ErrorKind = 5
+	// ERROR_KIND_STALE: the master's epoch is older than the request's; the
+	// command did not run and may be sent again.
+	ErrorKind_ERROR_KIND_STALE ErrorKind = 6
 )
 
 // Enum value maps for ErrorKind.
@@ -53,6 +114,7 @@ var (
 		3: "ERROR_KIND_REJECTED",
 		4: "ERROR_KIND_BUSY",
 		5: "ERROR_KIND_CANCELED",
+		6: "ERROR_KIND_STALE",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_KIND_NONE":         0,
@@ -61,6 +123,7 @@ var (
 		"ERROR_KIND_REJECTED":     3,
 		"ERROR_KIND_BUSY":         4,
 		"ERROR_KIND_CANCELED":     5,
+		"ERROR_KIND_STALE":        6,
 	}
 )
 
@@ -75,11 +138,11 @@ func (x ErrorKind) String() string {
 }
 
 func (ErrorKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_baton_proto_enumTypes[0].Descriptor()
+	return file_baton_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorKind) Type() protoreflect.EnumType {
-	return &file_baton_proto_enumTypes[0]
+	return &file_baton_proto_enumTypes[1]
 }
 
 func (x ErrorKind) Number() protoreflect.EnumNumber {
@@ -88,7 +151,7 @@ func (x ErrorKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorKind.Descriptor instead.
 func (ErrorKind) EnumDescriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{0}
+	return file_baton_proto_rawDescGZIP(), []int{1}
 }
 
 // Register asks the broker to admit a node (node.register, request-reply).
@@ -334,8 +397,13 @@ type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Reregister is set when the broker does not know the node (it restarted,
 	// or declared the node dead): the node must register again.
-	Reregister    bool   `protobuf:"varint,1,opt,name=reregister,proto3" json:"reregister,omitempty"`
-	Epoch         uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Reregister bool   `protobuf:"varint,1,opt,name=reregister,proto3" json:"reregister,omitempty"`
+	Epoch      uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Error is set when the heartbeat could not be read.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Seq echoes the heartbeat's seq, so that the node knows how recent the
+	// broker's word is even if the ack itself arrives late.
+	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -380,6 +448,20 @@ func (x *HeartbeatAck) GetReregister() bool {
 func (x *HeartbeatAck) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HeartbeatAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *HeartbeatAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
 	}
 	return 0
 }
@@ -452,8 +534,11 @@ type Member struct {
 	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Priority int32                  `protobuf:"varint,2,opt,name=priority,proto3" json:"priority,omitempty"`
 	// Rank 0 is the master; ranks have no gaps.
-	Rank          uint32                 `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Rank      uint32                 `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Instance_id identifies the node process; it answers status queries on
+	// exec.status.<instance_id>.
+	InstanceId    string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,6 +601,66 @@ func (x *Member) GetStartedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Member) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+// Departure is a member that left the cluster, and why.
+type Departure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Cause         Cause                  `protobuf:"varint,2,opt,name=cause,proto3,enum=baton.v1.Cause" json:"cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Departure) Reset() {
+	*x = Departure{}
+	mi := &file_baton_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Departure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Departure) ProtoMessage() {}
+
+func (x *Departure) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Departure.ProtoReflect.Descriptor instead.
+func (*Departure) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Departure) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Departure) GetCause() Cause {
+	if x != nil {
+		return x.Cause
+	}
+	return Cause_CAUSE_UNSPECIFIED
+}
+
 // Announcement is the broker's view of the cluster (master.current). It is
 // published on every change and re-published every second.
 type Announcement struct {
@@ -534,14 +679,16 @@ type Announcement struct {
 	// members list holds only the best-ranked ones (see election), so that a
 	// large cluster's once-a-second announcement stays small; master.get
 	// answers with all of them.
-	MemberCount   uint32 `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	MemberCount uint32 `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
+	// Departed lists the members whose departure caused this change.
+	Departed      []*Departure `protobuf:"bytes,7,rep,name=departed,proto3" json:"departed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
 	*x = Announcement{}
-	mi := &file_baton_proto_msgTypes[6]
+	mi := &file_baton_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +700,7 @@ func (x *Announcement) String() string {
 func (*Announcement) ProtoMessage() {}
 
 func (x *Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[6]
+	mi := &file_baton_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +713,7 @@ func (x *Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Announcement.ProtoReflect.Descriptor instead.
 func (*Announcement) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{6}
+	return file_baton_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Announcement) GetEpoch() uint64 {
@@ -611,6 +758,13 @@ func (x *Announcement) GetMemberCount() uint32 {
 	return 0
 }
 
+func (x *Announcement) GetDeparted() []*Departure {
+	if x != nil {
+		return x.Departed
+	}
+	return nil
+}
+
 // ExecRequest asks the master to run one shell command (exec.request,
 // request-reply). The reply is an ExecResult.
 type ExecRequest struct {
@@ -625,16 +779,19 @@ type ExecRequest struct {
 	// Queue_timeout_ms bounds how long the request may wait for a free slot
 	// before it is answered with a busy error; 0 means the master's default.
 	QueueTimeoutMs uint32 `protobuf:"varint,5,opt,name=queue_timeout_ms,json=queueTimeoutMs,proto3" json:"queue_timeout_ms,omitempty"`
-	// Ack_subject, when set, receives an ExecAck as the master starts the
-	// command.
-	AckSubject    string `protobuf:"bytes,6,opt,name=ack_subject,json=ackSubject,proto3" json:"ack_subject,omitempty"`
+	// Ack_subject, when set, receives an ExecAck as soon as the master
+	// accepts the request.
+	AckSubject string `protobuf:"bytes,6,opt,name=ack_subject,json=ackSubject,proto3" json:"ack_subject,omitempty"`
+	// Epoch is the newest epoch the requester has seen. A master serving an
+	// older epoch refuses the request (ERROR_KIND_STALE) without running it.
+	Epoch         uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_baton_proto_msgTypes[7]
+	mi := &file_baton_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +803,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[7]
+	mi := &file_baton_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +816,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{7}
+	return file_baton_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -704,20 +861,29 @@ func (x *ExecRequest) GetAckSubject() string {
 	return ""
 }
 
-// ExecAck tells the requester which master, at which epoch, took its
-// request.
+func (x *ExecRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// ExecAck tells the requester which master, at which epoch, accepted its
+// request, so that it knows whose loss to watch for.
 type ExecAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Master        string                 `protobuf:"bytes,2,opt,name=master,proto3" json:"master,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Master string                 `protobuf:"bytes,2,opt,name=master,proto3" json:"master,omitempty"`
+	Epoch  uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Instance_id is the master's; see Member.instance_id.
+	InstanceId    string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecAck) Reset() {
 	*x = ExecAck{}
-	mi := &file_baton_proto_msgTypes[8]
+	mi := &file_baton_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +895,7 @@ func (x *ExecAck) String() string {
 func (*ExecAck) ProtoMessage() {}
 
 func (x *ExecAck) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[8]
+	mi := &file_baton_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +908,7 @@ func (x *ExecAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAck.ProtoReflect.Descriptor instead.
 func (*ExecAck) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{8}
+	return file_baton_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecAck) GetId() string {
@@ -764,6 +930,13 @@ func (x *ExecAck) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *ExecAck) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
 }
 
 // ExecResult is the outcome of one ExecRequest.
@@ -797,7 +970,7 @@ type ExecResult struct {
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +982,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +995,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{9}
+	return file_baton_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecResult) GetId() string {
@@ -923,6 +1096,117 @@ func (x *ExecResult) GetStderrDropped() uint64 {
 	return 0
 }
 
+// ExecStatusQuery asks one node (exec.status.<instance_id>, request-reply)
+// whether it has received request id. A requester that lost track of a
+// request (a reconnect, a broker restart) asks the masters that could have
+// received it, and sends the request again only when all say they never did.
+type ExecStatusQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStatusQuery) Reset() {
+	*x = ExecStatusQuery{}
+	mi := &file_baton_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStatusQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStatusQuery) ProtoMessage() {}
+
+func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStatusQuery.ProtoReflect.Descriptor instead.
+func (*ExecStatusQuery) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExecStatusQuery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ExecStatus answers an ExecStatusQuery.
+type ExecStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Known is false when the node never received the request.
+	Known bool `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	// Running is set while the command waits or runs; result once it is done.
+	Running       bool        `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	Result        *ExecResult `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStatus) Reset() {
+	*x = ExecStatus{}
+	mi := &file_baton_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStatus) ProtoMessage() {}
+
+func (x *ExecStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStatus.ProtoReflect.Descriptor instead.
+func (*ExecStatus) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExecStatus) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *ExecStatus) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *ExecStatus) GetResult() *ExecResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
@@ -947,31 +1231,39 @@ const file_baton_proto_rawDesc = "" +
 	"instanceId\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12&\n" +
-	"\x0fserve_client_id\x18\x05 \x01(\x04R\rserveClientId\"D\n" +
+	"\x0fserve_client_id\x18\x05 \x01(\x04R\rserveClientId\"l\n" +
 	"\fHeartbeatAck\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\bR\n" +
 	"reregister\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"Y\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"Y\n" +
 	"\n" +
 	"Deregister\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x87\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa8\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x12\n" +
 	"\x04rank\x18\x03 \x01(\rR\x04rank\x129\n" +
 	"\n" +
-	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xcd\x01\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1f\n" +
+	"\vinstance_id\x18\x05 \x01(\tR\n" +
+	"instanceId\"F\n" +
+	"\tDeparture\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xfe\x01\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
 	"\amembers\x18\x03 \x03(\v2\x10.baton.v1.MemberR\amembers\x12\x14\n" +
 	"\x05event\x18\x04 \x01(\tR\x05event\x12*\n" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
-	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\"\xb7\x01\n" +
+	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\x12/\n" +
+	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\"\xcd\x01\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -980,11 +1272,14 @@ const file_baton_proto_rawDesc = "" +
 	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\x12(\n" +
 	"\x10queue_timeout_ms\x18\x05 \x01(\rR\x0equeueTimeoutMs\x12\x1f\n" +
 	"\vack_subject\x18\x06 \x01(\tR\n" +
-	"ackSubject\"G\n" +
+	"ackSubject\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x04R\x05epoch\"h\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xc3\x03\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vinstance_id\x18\x04 \x01(\tR\n" +
+	"instanceId\"\xc3\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1003,14 +1298,28 @@ const file_baton_proto_rawDesc = "" +
 	"\x10stdout_truncated\x18\v \x01(\bR\x0fstdoutTruncated\x12)\n" +
 	"\x10stderr_truncated\x18\f \x01(\bR\x0fstderrTruncated\x12%\n" +
 	"\x0estdout_dropped\x18\r \x01(\x04R\rstdoutDropped\x12%\n" +
-	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped*\x9c\x01\n" +
+	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\"!\n" +
+	"\x0fExecStatusQuery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"j\n" +
+	"\n" +
+	"ExecStatus\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\bR\arunning\x12,\n" +
+	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result*h\n" +
+	"\x05Cause\x12\x15\n" +
+	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"CAUSE_LEFT\x10\x01\x12\x1b\n" +
+	"\x17CAUSE_CONNECTION_CLOSED\x10\x02\x12\x1b\n" +
+	"\x17CAUSE_HEARTBEAT_TIMEOUT\x10\x03*\xb2\x01\n" +
 	"\tErrorKind\x12\x13\n" +
 	"\x0fERROR_KIND_NONE\x10\x00\x12\x16\n" +
 	"\x12ERROR_KIND_TIMEOUT\x10\x01\x12\x1b\n" +
 	"\x17ERROR_KIND_START_FAILED\x10\x02\x12\x17\n" +
 	"\x13ERROR_KIND_REJECTED\x10\x03\x12\x13\n" +
 	"\x0fERROR_KIND_BUSY\x10\x04\x12\x17\n" +
-	"\x13ERROR_KIND_CANCELED\x10\x05B\x10Z\x0ebaton/messagesb\x06proto3"
+	"\x13ERROR_KIND_CANCELED\x10\x05\x12\x14\n" +
+	"\x10ERROR_KIND_STALE\x10\x06B\x10Z\x0ebaton/messagesb\x06proto3"
 
 var (
 	file_baton_proto_rawDescOnce sync.Once
@@ -1024,34 +1333,41 @@ func file_baton_proto_rawDescGZIP() []byte {
 	return file_baton_proto_rawDescData
 }
 
-var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_baton_proto_goTypes = []any{
-	(ErrorKind)(0),                // 0: baton.v1.ErrorKind
-	(*Register)(nil),              // 1: baton.v1.Register
-	(*RegisterReply)(nil),         // 2: baton.v1.RegisterReply
-	(*Heartbeat)(nil),             // 3: baton.v1.Heartbeat
-	(*HeartbeatAck)(nil),          // 4: baton.v1.HeartbeatAck
-	(*Deregister)(nil),            // 5: baton.v1.Deregister
-	(*Member)(nil),                // 6: baton.v1.Member
-	(*Announcement)(nil),          // 7: baton.v1.Announcement
-	(*ExecRequest)(nil),           // 8: baton.v1.ExecRequest
-	(*ExecAck)(nil),               // 9: baton.v1.ExecAck
-	(*ExecResult)(nil),            // 10: baton.v1.ExecResult
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(Cause)(0),                    // 0: baton.v1.Cause
+	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
+	(*Register)(nil),              // 2: baton.v1.Register
+	(*RegisterReply)(nil),         // 3: baton.v1.RegisterReply
+	(*Heartbeat)(nil),             // 4: baton.v1.Heartbeat
+	(*HeartbeatAck)(nil),          // 5: baton.v1.HeartbeatAck
+	(*Deregister)(nil),            // 6: baton.v1.Deregister
+	(*Member)(nil),                // 7: baton.v1.Member
+	(*Departure)(nil),             // 8: baton.v1.Departure
+	(*Announcement)(nil),          // 9: baton.v1.Announcement
+	(*ExecRequest)(nil),           // 10: baton.v1.ExecRequest
+	(*ExecAck)(nil),               // 11: baton.v1.ExecAck
+	(*ExecResult)(nil),            // 12: baton.v1.ExecResult
+	(*ExecStatusQuery)(nil),       // 13: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 14: baton.v1.ExecStatus
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	11, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
-	7,  // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	11, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	11, // 4: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
-	0,  // 5: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
+	15, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 3: baton.v1.Departure.cause:type_name -> baton.v1.Cause
+	7,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
+	15, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	8,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
+	1,  // 7: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
+	12, // 8: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }
@@ -1064,8 +1380,8 @@ func file_baton_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   10,
+			NumEnums:      2,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sys/unix"
 
 	"baton/agent"
@@ -111,6 +112,12 @@ func (e *ExecCmd) Run(g *Globals) error {
 	defer nc.Close()
 	cfg := agent.DefaultConfig(name)
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	client, err := agent.NewClient(ctx, nc, cfg)
+	if err != nil {
+		return &agent.ExitError{Code: agent.ExitFailed, Err: err}
+	}
+	defer client.Close()
+	nc.SetReconnectHandler(func(*nats.Conn) { client.Reconnected() })
 	args := e.Cmd
 	if len(args) > 0 && args[0] == "--" {
 		// kong passes the separator through with the arguments after it.
@@ -119,7 +126,7 @@ func (e *ExecCmd) Run(g *Globals) error {
 	if len(args) == 0 {
 		return &agent.ExitError{Code: agent.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
 	}
-	return agent.Exec(ctx, agent.NewClient(nc, cfg), agent.ShellJoin(args), os.Stdout, os.Stderr)
+	return agent.Exec(ctx, client, agent.ShellJoin(args), os.Stdout, os.Stderr)
 }
 
 // StatusCmd is `node status`.
