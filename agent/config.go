@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"baton/bus"
+	"baton/election"
 )
 
 // ErrInvalidConfig is wrapped by every Config validation error.
@@ -71,6 +72,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: empty broker address", ErrInvalidConfig)
 	case c.Name == "":
 		return fmt.Errorf("%w: empty name", ErrInvalidConfig)
+	case c.Priority < election.MinPriority:
+		return fmt.Errorf("%w: priority %d is outside the range %d to %d", ErrInvalidConfig, c.Priority, election.MinPriority, election.MaxPriority)
 	case c.ExecTimeout <= 0:
 		return fmt.Errorf("%w: exec timeout %v must be positive", ErrInvalidConfig, c.ExecTimeout)
 	case c.ExecTimeout > time.Duration(1<<32-1)*time.Millisecond:

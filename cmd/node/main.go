@@ -34,7 +34,7 @@ type CLI struct {
 
 // JoinCmd is `node` / `node join`.
 type JoinCmd struct {
-	Priority          int32         `default:"0" env:"BATON_PRIORITY" help:"Election priority, an integer from -2147483648 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
+	Priority          int32         `default:"0" env:"BATON_PRIORITY" help:"Election priority, an integer from 0 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
 	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name)."`
 	ExecTimeout       time.Duration `default:"5s" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
 	MaxParallel       int           `default:"64" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`

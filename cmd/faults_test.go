@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A requester whose command runs on a master that is then lost gets an
+// error within a second of the loss; a resumed master's late result
+// carries its old epoch and is reported as such.
+func TestLostMasterFailsInFlightCommand(t *testing.T) {
+	cases := []struct {
+		name   string
+		sig    syscall.Signal
+		resume bool
+	}{
+		{"kill -9", syscall.SIGKILL, false},
+		{"SIGSTOP then SIGCONT", syscall.SIGSTOP, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			w := c.watch()
+			alpha := c.node("alpha", 100, procOpts{}, "--serve")
+			w.waitMaster("alpha", time.Time{}, 10*time.Second)
+			beta := c.node("beta", 10, procOpts{stdin: true})
+			eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+			beta.send("sleep 2; echo finished")
+			time.Sleep(300 * time.Millisecond) // running on alpha now
+			alpha.signal(tc.sig)
+			lostAt, epoch := w.waitMaster("beta", time.Time{}, 10*time.Second)
+			eventually(t, 5*time.Second, "beta reports the loss", func() bool {
+				return strings.Contains(beta.stdout.String(), "master alpha was lost while running the command")
+			})
+			if d := time.Since(lostAt); d > time.Second {
+				t.Errorf("error reported %v after the loss was announced, want within a second", d)
+			}
+			if tc.resume {
+				alpha.signal(syscall.SIGCONT)
+				eventually(t, 10*time.Second, "late result reported", func() bool {
+					errOut := beta.stderr.String()
+					return strings.Contains(errOut, "late result ignored") && strings.Contains(errOut, fmt.Sprintf("epoch=%d", epoch-1))
+				})
+				if strings.Contains(beta.stdout.String(), "\nfinished\n") {
+					t.Errorf("the late result was printed as a result: %q", beta.stdout.String())
+				}
+			}
+		})
+	}
+}
+
+// A master declared dead while hung is cut off: when it resumes it
+// re-registers, and takes no command while another node is master.
+func TestResumedMasterTakesNoCommands(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	alpha := c.node("alpha", 100, procOpts{}, "--serve")
+	c.node("beta", 10, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	alpha.signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	w.waitMaster("beta", stopped, 10*time.Second)
+	alpha.signal(syscall.SIGCONT)
+	// Back as a member, and (highest priority) master again: a new epoch.
+	_, epoch := w.waitMaster("alpha", stopped, 10*time.Second)
+	var wg sync.WaitGroup
+	ran := make([]string, 10)
+	for i := range ran {
+		wg.Go(func() {
+			out, _, code := c.exec("echo $BATON_E2E_NODE")
+			ran[i] = fmt.Sprintf("%s/%d", strings.TrimSpace(out), code)
+		})
+	}
+	wg.Wait()
+	for _, r := range ran {
+		if r != "alpha/0" {
+			t.Errorf("a command after alpha's return (epoch %d) ran as %q, want alpha/0", epoch, r)
+		}
+	}
+}
+
+// Commands stream from two nodes while the master role moves by every
+// planned means; not one command may fail, and each runs exactly once.
+func TestPlannedHandoversLoseNothing(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	log := filepath.Join(t.TempDir(), "side-effects")
+	servers := map[string]*proc{}
+	serve := func(name string, prio int) {
+		servers[name] = c.node(name, prio, procOpts{}, "--serve")
+	}
+	serve("sa", 10)
+	serve("sb", 20)
+	w.waitMaster("sb", time.Time{}, 10*time.Second)
+
+	type submitter struct {
+		p    *proc
+		sent int
+	}
+	subs := []*submitter{{p: c.node("s1", 0, procOpts{stdin: true}, "--json")}, {p: c.node("s2", 0, procOpts{stdin: true}, "--json")}}
+	stop := make(chan struct{})
+	var streaming sync.WaitGroup
+	for i, s := range subs {
+		streaming.Go(func() {
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					s.sent++
+					s.p.send(fmt.Sprintf("echo %d-%d >> %s", i, s.sent, log))
+				}
+			}
+		})
+	}
+	step := func(what string, act func(), master string) {
+		t.Helper()
+		t0 := time.Now()
+		act()
+		at, epoch := w.waitMaster(master, t0, 15*time.Second)
+		t.Logf("%s: %s master at epoch %d after %v", what, master, epoch, at.Sub(t0).Round(time.Millisecond))
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	step("higher priority joins", func() { serve("sc", 30) }, "sc")
+	step("master SIGTERM", func() { servers["sc"].signal(syscall.SIGTERM) }, "sb")
+	step("master SIGINT", func() { servers["sb"].signal(syscall.SIGINT) }, "sa")
+	step("higher priority joins", func() { serve("sd", 40) }, "sd")
+	step("master SIGALRM", func() { servers["sd"].signal(syscall.SIGALRM) }, "sa")
+	step("broker SIGTERM and restart", func() {
+		c.broker.signal(syscall.SIGTERM)
+		c.broker.wait(10 * time.Second)
+		c.startBroker()
+	}, "sa")
+	step("broker kill -9 and restart", func() {
+		c.broker.signal(syscall.SIGKILL)
+		c.broker.wait(10 * time.Second)
+		c.startBroker()
+	}, "sa")
+	close(stop)
+	streaming.Wait()
+
+	for _, name := range []string{"sc", "sb", "sd"} {
+		if code := servers[name].wait(10 * time.Second); code != 0 {
+			t.Errorf("%s exited %d after its signal, want 0", name, code)
+		}
+	}
+	effects, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, tok := range strings.Fields(string(effects)) {
+		count[tok]++
+	}
+	failed := 0
+	for i, s := range subs {
+		s.p.stdin.Close()
+		if code := s.p.wait(30 * time.Second); code != 0 {
+			t.Errorf("%s exited %d, want 0", s.p.name, code)
+		}
+		res := jsonResults(t, s.p.stdout.String())
+		if len(res) != s.sent {
+			t.Errorf("%s: %d results for %d commands", s.p.name, len(res), s.sent)
+		}
+		for n := 1; n <= s.sent; n++ {
+			tok := fmt.Sprintf("%d-%d", i, n)
+			r, ok := res[fmt.Sprintf("echo %s >> %s", tok, log)]
+			switch {
+			case !ok:
+				t.Errorf("%s: no result for command %s", s.p.name, tok)
+			case r.Error != "" || r.ExitCode != 0:
+				failed++
+				t.Errorf("%s: command %s failed: %+v", s.p.name, tok, r)
+			}
+			if count[tok] != 1 {
+				t.Errorf("command %s ran %d times, want once", tok, count[tok])
+			}
+		}
+	}
+	t.Logf("%d and %d commands streamed through 7 handovers; %d failed", subs[0].sent, subs[1].sent, failed)
+}
+
+func TestCLIErrors(t *testing.T) {
+	c := newCluster(t)
+	cases := []struct {
+		name string
+		bin  string
+		args []string
+		want string
+	}{
+		{"non-integer priority", bins.node, []string{"--priority=high"}, "--priority"},
+		{"negative priority", bins.node, []string{"--broker-addr=" + c.addr, "--priority=-1", "--serve"}, "priority -1 is outside the range 0 to 2147483647"},
+		{"bad duration", bins.node, []string{"--exec-timeout=soon"}, "--exec-timeout"},
+		{"zero max parallel", bins.node, []string{"--broker-addr=" + c.addr, "--max-parallel=0", "--serve"}, "max parallel 0 must be positive"},
+		{"unknown flag", bins.node, []string{"--frobnicate"}, "unknown flag --frobnicate"},
+		{"unreachable broker", bins.node, []string{"--broker-addr=" + freeAddr(t), "--serve"}, "broker unreachable"},
+		{"exec without command", bins.node, []string{"exec", "--broker-addr=" + c.addr}, "expected"},
+		{"broker address in use", bins.broker, []string{c.addr, "--data-dir", t.TempDir()}, "address already in use"},
+		{"broker bad address", bins.broker, []string{"127.0.0.1:99999", "--data-dir", t.TempDir()}, "port"},
+		{"broker data dir in use", bins.broker, []string{freeAddr(t), "--data-dir", c.dataDir}, "in use by another broker"},
+		{"broker zero heartbeat timeout", bins.broker, []string{freeAddr(t), "--data-dir", t.TempDir(), "--heartbeat-timeout=0s"}, "heartbeat timeout 0s must be positive"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := start(t, tc.name, tc.bin, procOpts{}, tc.args...)
+			code := p.wait(20 * time.Second)
+			errOut := strings.TrimSpace(p.stderr.String())
+			if code == 0 {
+				t.Errorf("exit 0, want non-zero")
+			}
+			last := errOut[strings.LastIndexByte(errOut, '\n')+1:]
+			if !strings.Contains(last, tc.want) {
+				t.Errorf("last stderr line %q, want one naming %q", last, tc.want)
+			}
+		})
+	}
+}
+
+// A master whose slots keep both cores busy keeps its role: heartbeats do
+// not starve.
+func TestNoFalseFailoverUnderLoad(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	c.node("alpha", 100, procOpts{}, "--serve", "--max-parallel=4", "--exec-timeout=15s")
+	c.node("beta", 10, procOpts{}, "--serve")
+	_, epoch := w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	spin := "timeout 10 sh -c 'while :; do :; done'"
+	// The requester's timeout can only shorten the master's, so both say 15 s.
+	p := c.node("load", 0, procOpts{input: strings.Repeat(spin+"\n", 4)}, "--json", "--exec-timeout=15s")
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, r := range jsonResults(t, p.stdout.String()) {
+		if r.Master != "alpha" || r.Epoch != epoch || r.ExitCode != 124 || r.DurationMs < 9900 {
+			t.Errorf("got %+v, want 10 s of spinning on alpha at epoch %d (exit 124 from timeout(1))", r, epoch)
+		}
+	}
+	if s := c.status(); s.Master != "alpha" || s.Epoch != epoch {
+		t.Errorf("after 10 s of load: master %s at epoch %d, want alpha at %d", s.Master, s.Epoch, epoch)
+	}
+}
