@@ -327,6 +327,12 @@ func (n *Node) execute(msg *nats.Msg, received time.Time, epoch uint64) {
 	case len(req.Cmd) > bus.MaxCommandBytes:
 		n.reply(msg.Reply, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))))
 		return
+	case n.silent():
+		// Requests read after a hang or partition may already be served by
+		// a successor: refuse unrun.
+		n.reply(msg.Reply, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+			Error: fmt.Sprintf("master %s has not heard from the broker for %v; the command did not run", n.cfg.Name, n.member.SinceHeard().Round(time.Millisecond))}))
+		return
 	case req.Epoch > epoch:
 		// The requester has seen a newer epoch: this node is no longer
 		// master there. Refuse unrun; the requester sends it again.

@@ -244,7 +244,9 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	sentAt, ok := m.sent[ack.Seq]
 	delete(m.sent, ack.Seq)
 	m.sentMu.Unlock()
-	if ok {
+	// Only an ack that accepts the beat says the broker has us alive; one
+	// asking to re-register says it declared us dead.
+	if ok && !ack.Reregister && ack.Error == "" {
 		m.heard(sentAt)
 	}
 	if ack.Error != "" {
