@@ -180,6 +180,8 @@ func (n *Node) roleLoop() {
 			n.follow(a)
 		case <-n.connLost:
 			n.follow(n.member.Current())
+		case <-n.member.Heard():
+			n.follow(n.member.Current())
 		case <-retry.C:
 			n.follow(n.member.Current())
 		}

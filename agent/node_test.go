@@ -163,6 +163,10 @@ func TestNode_BadRequests(t *testing.T) {
 	srv := startCluster(t)
 	m := startNode(t, srv, "m", 1, nil)
 	waitMaster(t, m, "m")
+	// Raw requests do not retry: wait until the master serves.
+	if _, err := m.Submit(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
 	nc, err := srv.Conn("raw")
 	if err != nil {
 		t.Fatal(err)

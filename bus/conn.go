@@ -48,8 +48,11 @@ func Connect(ctx context.Context, addr, name string, timeout time.Duration, opts
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(ReconnectDelay),
-		// Notice a dead broker within ~3 s instead of nats.go's minutes.
-		nats.PingInterval(time.Second),
+		// Notice a dead broker host within ~15 s instead of nats.go's minutes
+		// (a dead broker process is noticed at once: its host closes the
+		// socket). A client pings whether or not it is busy, so this is a
+		// cost per interval that the broker pays for every member.
+		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(time.Second),
 		// Replies published while reconnecting wait here; room for a few of

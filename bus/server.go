@@ -35,7 +35,11 @@ type ServerConfig struct {
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections.
 	StartTimeout time.Duration
-	Logger       *slog.Logger
+	// TuneMemory keeps the process's soft memory limit a margin above what
+	// it uses (see memory.go). It is process-wide: set it in a broker
+	// process, not in a test that embeds a server.
+	TuneMemory bool
+	Logger     *slog.Logger
 }
 
 // DefaultServerConfig returns the broker's defaults.
@@ -93,6 +97,8 @@ type Server struct {
 	sysKey   nkeys.KeyPair
 	sysPub   string
 	stopOnce sync.Once
+	// stopTuning ends the memory tuning started by Start.
+	stopTuning context.CancelFunc
 }
 
 // NewServer prepares a server for cfg. It starts nothing.
@@ -168,6 +174,11 @@ func (s *Server) Start(ctx context.Context) error {
 		s.ns.Shutdown()
 		return fmt.Errorf("listen on %s: server not ready after %v", s.cfg.Addr, s.cfg.StartTimeout)
 	}
+	if s.cfg.TuneMemory {
+		var tctx context.Context
+		tctx, s.stopTuning = context.WithCancel(context.WithoutCancel(ctx))
+		go tuneMemory(tctx)
+	}
 	return nil
 }
 
@@ -222,7 +233,12 @@ func (s *Server) Kick(clientID uint64) {
 // Close shuts the server down, closing every client connection, and waits
 // until it has stopped or ctx ends. It is safe to call twice.
 func (s *Server) Close(ctx context.Context) error {
-	s.stopOnce.Do(s.ns.Shutdown)
+	s.stopOnce.Do(func() {
+		if s.stopTuning != nil {
+			s.stopTuning()
+		}
+		s.ns.Shutdown()
+	})
 	done := make(chan struct{})
 	go func() {
 		s.ns.WaitForShutdown()

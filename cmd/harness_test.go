@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -26,8 +27,11 @@ import (
 	"baton/messages"
 )
 
+// bins are the binaries under test; plain* are built without the race
+// detector, for measuring resources.
 var bins struct {
-	broker, node string
+	broker, node           string
+	plainBroker, plainNode string
 }
 
 func TestMain(m *testing.M) {
@@ -38,17 +42,26 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		args := []string{"build", "-o", dir + "/"}
-		if raceEnabled {
-			args = append(args, "-race")
+		build := func(out string, race bool) error {
+			args := []string{"build", "-o", out + "/"}
+			if race {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, "baton/cmd/broker", "baton/cmd/node")...)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			return cmd.Run()
 		}
-		build := exec.Command("go", append(args, "baton/cmd/broker", "baton/cmd/node")...)
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
+		plain := filepath.Join(dir, "plain")
+		if err := build(dir, raceEnabled); err != nil {
+			fmt.Fprintln(os.Stderr, "build binaries:", err)
+			return 1
+		}
+		if err := build(plain, false); err != nil {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)
 			return 1
 		}
 		bins.broker, bins.node = filepath.Join(dir, "broker"), filepath.Join(dir, "node")
+		bins.plainBroker, bins.plainNode = filepath.Join(plain, "broker"), filepath.Join(plain, "node")
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -174,22 +187,23 @@ func freeAddr(t testing.TB) string {
 
 // cluster is a broker and the nodes of one test.
 type cluster struct {
-	t       testing.TB
-	addr    string
-	dataDir string
-	broker  *proc
+	t         testing.TB
+	addr      string
+	dataDir   string
+	brokerBin string
+	broker    *proc
 }
 
 func newCluster(t testing.TB, brokerArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data")}
+	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"), brokerBin: bins.broker}
 	c.startBroker(brokerArgs...)
 	return c
 }
 
 func (c *cluster) startBroker(args ...string) {
 	c.t.Helper()
-	c.broker = start(c.t, "broker", bins.broker, procOpts{}, append([]string{c.addr, "--data-dir", c.dataDir}, args...)...)
+	c.broker = start(c.t, "broker", c.brokerBin, procOpts{}, append([]string{c.addr, "--data-dir", c.dataDir}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if conn, err := net.Dial("tcp", c.addr); err == nil {
@@ -334,3 +348,5 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -259,3 +259,19 @@ func TestService_BadRegistration(t *testing.T) {
 		})
 	}
 }
+
+// A member that is not master beats without asking for acks most of the
+// time; those beats must reach the broker, or it would be evicted.
+func TestService_NonMasterStaysAlive(t *testing.T) {
+	srv := bustest.StartServer(t)
+	startService(t, srv, t.TempDir())
+	master := mustMember(t, srv, "master", 100)
+	mustMember(t, srv, "follower", 1)
+	before := waitMaster(t, master, "master")
+	time.Sleep(10 * testTimeout)
+	after := master.Current()
+	if after.Epoch != before.Epoch || after.MemberCount != 2 || len(after.Departed) > 0 {
+		t.Errorf("after 10 heartbeat timeouts: epoch %d, %d members, departed %v; want epoch %d, 2 members, none departed",
+			after.Epoch, after.MemberCount, after.Departed, before.Epoch)
+	}
+}

@@ -82,6 +82,8 @@ type Member struct {
 
 	changes  chan *messages.Announcement
 	kick     chan struct{} // asks the loop to register again now
+	beatNow  chan struct{} // asks the loop to beat now
+	heardCh  chan struct{} // signalled when the broker accepts a beat
 	done     chan struct{}
 	err      error // set before done closes
 	cancel   context.CancelFunc
@@ -118,6 +120,8 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 		sent:    make(map[uint64]time.Time),
 		changes: make(chan *messages.Announcement, 1),
 		kick:    make(chan struct{}, 1),
+		beatNow: make(chan struct{}, 1),
+		heardCh: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -180,6 +184,10 @@ func (m *Member) SetServeClientID(id uint64) { m.serveClientID.Store(id) }
 // connection's client id. Call it from the connection's reconnect handler.
 func (m *Member) Reconnected() { m.registerSoon() }
 
+// Heard is signalled (never closed) whenever the broker accepts a beat:
+// SinceHeard has just dropped.
+func (m *Member) Heard() <-chan struct{} { return m.heardCh }
+
 // HeartbeatTimeout is the broker's silence limit, as it last told this
 // member.
 func (m *Member) HeartbeatTimeout() time.Duration { return time.Duration(m.hbTimeout.Load()) }
@@ -212,6 +220,11 @@ func (m *Member) observe(a *messages.Announcement) {
 	defer m.mu.Unlock()
 	if m.current != nil && a.Epoch < m.current.Epoch {
 		return
+	}
+	if m.named(a) && !m.named(m.current) {
+		// A new master must show the broker still has it alive before it
+		// serves (see Heard): beat now rather than at the next tick.
+		signal(m.beatNow)
 	}
 	m.current = a
 	select {
@@ -248,6 +261,7 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	// asking to re-register says it declared us dead.
 	if ok && !ack.Reregister && ack.Error == "" {
 		m.heard(sentAt)
+		signal(m.heardCh)
 	}
 	if ack.Error != "" {
 		m.cfg.Logger.Error("broker could not read a heartbeat", keyErr, ack.Error)
@@ -257,12 +271,18 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	}
 }
 
-func (m *Member) registerSoon() {
+func (m *Member) registerSoon() { signal(m.kick) }
+
+// signal makes a pending wake-up on a 1-buffered channel.
+func signal(ch chan struct{}) {
 	select {
-	case m.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
+
+// named reports whether a names this node master.
+func (m *Member) named(a *messages.Announcement) bool { return a != nil && a.Master == m.cfg.Name }
 
 // join registers, retrying with backoff until JoinTimeout.
 func (m *Member) join(ctx context.Context) error {
@@ -344,6 +364,8 @@ func (m *Member) loop(ctx context.Context) {
 				case <-time.After(m.cfg.HeartbeatInterval):
 				}
 			}
+		case <-m.beatNow:
+			m.beat()
 		case <-t.C:
 			m.beat()
 			t.Reset(m.cfg.HeartbeatInterval)
@@ -351,26 +373,43 @@ func (m *Member) loop(ctx context.Context) {
 	}
 }
 
+// ackEvery is how often a node that is not master asks for an ack (every
+// 2 s at the default interval): a node the broker forgot learns it then at
+// the latest, though a broker that forgets a node (restart, eviction) has
+// closed its connection and the reconnect registers it at once. The master
+// asks every time, since it must stop serving as soon as the broker may
+// have given up on it. Acks are a message per beat that the broker pays for
+// every member.
+const ackEvery = 8
+
 func (m *Member) beat() {
 	var epoch uint64
-	if a := m.Current(); a != nil {
+	a := m.Current()
+	if a != nil {
 		epoch = a.Epoch
 	}
 	seq := m.seq.Add(1)
+	wantAck := m.named(a) || seq%ackEvery == 0
 	b, err := proto.Marshal(&messages.Heartbeat{
 		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq,
 		Epoch: epoch, ServeClientId: m.serveClientID.Load(),
 	})
-	m.sentMu.Lock()
-	m.sent[seq] = time.Now()
-	// Acks older than a few heartbeat timeouts will never be awaited.
-	delete(m.sent, seq-64)
-	m.sentMu.Unlock()
-	if err == nil {
+	if wantAck {
+		m.sentMu.Lock()
+		m.sent[seq] = time.Now()
+		// Acks older than a few heartbeat timeouts will never be awaited.
+		delete(m.sent, seq-64)
+		m.sentMu.Unlock()
+	}
+	switch {
+	case err != nil:
+	case wantAck:
 		err = m.nc.PublishRequest(bus.SubjectHeartbeat, m.ackInbox, b)
+	default:
+		err = m.nc.Publish(bus.SubjectHeartbeat, b)
 	}
 	if err != nil {
-		m.cfg.Logger.Debug("heartbeat not sent", keyErr, err)
+		m.cfg.Logger.Warn("heartbeat not sent", keyErr, err)
 	}
 }
 

@@ -20,7 +20,7 @@ func TestRank(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got := rank(tc.in)
+			got := rank(tc.in, 0)
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d members, want %d", len(got), len(tc.want))
 			}

@@ -39,8 +39,10 @@ const (
 	MaxPriority = math.MaxInt32
 )
 
-// AnnouncedMembersMax bounds the members listed on master.current.
-const AnnouncedMembersMax = 100
+// AnnouncedMembersMax bounds the members listed on master.current: every
+// member receives every announcement, so its size multiplies by the
+// cluster's size. master.get lists them all.
+const AnnouncedMembersMax = 20
 
 // maxNameLen bounds node names (a DNS name's length).
 const maxNameLen = 253
@@ -124,8 +126,13 @@ type Service struct {
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
 	event     string
-	departed  []*messages.Departure // the departures behind the last change
-	current   *messages.Announcement
+	departed  []*messages.Departure // departures since the last publication
+	// published is the last announcement published on master.current (its
+	// member list cut to AnnouncedMembersMax) and publishedData its
+	// encoding; dirty says the state changed since.
+	published     *messages.Announcement
+	publishedData []byte
+	dirty         bool
 }
 
 // NewService prepares the service. It starts nothing.
@@ -245,11 +252,11 @@ func (s *Service) closeConns() {
 	}
 }
 
-// Current returns the latest announcement, with every member listed.
+// Current returns the cluster's state now, with every member listed.
 func (s *Service) Current() *messages.Announcement {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.current
+	return s.announcement(0)
 }
 
 // loop expires silent members, runs the first election when the start-up
@@ -268,10 +275,13 @@ func (s *Service) loop(ctx context.Context) {
 		case now := <-sweep.C:
 			s.mu.Lock()
 			s.expire(now)
+			if s.dirty {
+				s.publish()
+			}
 			s.mu.Unlock()
 		case <-announce.C:
 			s.mu.Lock()
-			s.publish()
+			s.republish()
 			s.mu.Unlock()
 		}
 	}
@@ -310,24 +320,29 @@ func (s *Service) remove(name string) {
 	}
 }
 
-// elect ranks the members and, if the master changes, moves the epoch. It
-// publishes the new announcement either way: ranks may have changed.
-// departed are the members whose departure caused the change. Callers hold
-// s.mu.
+// elect finds the best member and, if the master changes, moves the epoch
+// and announces at once. A change of members alone is announced with the
+// next sweep, so that a storm of joins costs a few announcements, not one
+// (and one full ranking) per join. departed are the members whose
+// departure caused the change. Callers hold s.mu.
 func (s *Service) elect(event string, departed ...*messages.Departure) {
-	s.departed = departed
+	s.departed = append(s.departed, departed...)
+	s.event, s.dirty = event, true
 	master := ""
 	if !time.Now().Before(s.electFrom) {
-		if ranked := s.ranked(); len(ranked) > 0 {
-			master = ranked[0].Name
+		var best *member
+		for _, m := range s.members {
+			if best == nil || compareRank(m.candidate, best.candidate) < 0 {
+				best = m
+			}
+		}
+		if best != nil {
+			master = best.name
 		}
 	}
 	if master != s.master {
 		s.changeMaster(master, event)
-		return
 	}
-	s.event = event
-	s.announce()
 }
 
 // changeMaster moves the epoch forward, persists it, and announces.
@@ -341,48 +356,46 @@ func (s *Service) changeMaster(master, event string) {
 	}
 	s.master, s.event = master, event
 	s.cfg.Logger.Info("master changed", keyMaster, master, keyEpoch, s.epoch, "event", event)
-	s.announce()
+	s.publish()
 }
 
-func (s *Service) ranked() []*messages.Member {
+// announcement builds the cluster's state now, listing the best limit
+// members (all when limit is 0). Callers hold s.mu.
+func (s *Service) announcement(limit int) *messages.Announcement {
 	cs := make([]candidate, 0, len(s.members))
 	for _, m := range s.members {
 		cs = append(cs, m.candidate)
 	}
-	return rank(cs)
-}
-
-// announce rebuilds the current announcement and publishes it. Callers
-// hold s.mu, which keeps announcements in epoch order on the wire.
-func (s *Service) announce() {
-	s.current = &messages.Announcement{
+	return &messages.Announcement{
 		Epoch:       s.epoch,
 		Master:      s.master,
-		Members:     s.ranked(),
+		Members:     rank(cs, limit),
 		Event:       s.event,
 		At:          timestamppb.Now(),
 		MemberCount: uint32(len(s.members)),
 		Departed:    s.departed,
 	}
-	s.publish()
 }
 
-// publish sends the current announcement, its member list cut to the best
-// AnnouncedMembersMax. Callers hold s.mu.
+// publish builds and sends a fresh announcement. Departures travel in the
+// first publication after them (and its once-a-second repeats). Callers
+// hold s.mu, which keeps announcements in epoch order on the wire.
 func (s *Service) publish() {
-	a := s.current
-	if len(a.Members) > AnnouncedMembersMax {
-		a = &messages.Announcement{
-			Epoch: a.Epoch, Master: a.Master, Members: a.Members[:AnnouncedMembersMax],
-			Event: a.Event, At: a.At, MemberCount: a.MemberCount, Departed: a.Departed,
-		}
-	}
-	b, err := proto.Marshal(a)
-	if err == nil {
-		err = s.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectMaster, Data: b})
-	}
+	s.published = s.announcement(AnnouncedMembersMax)
+	s.departed, s.dirty = nil, false
+	b, err := proto.Marshal(s.published)
 	if err != nil {
-		s.cfg.Logger.Error("publish announcement", keyEpoch, a.Epoch, keyErr, err)
+		s.cfg.Logger.Error("encode announcement", keyEpoch, s.epoch, keyErr, err)
+		return
+	}
+	s.publishedData = b
+	s.republish()
+}
+
+// republish sends the last announcement again. Callers hold s.mu.
+func (s *Service) republish() {
+	if err := s.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectMaster, Data: s.publishedData}); err != nil {
+		s.cfg.Logger.Error("publish announcement", keyEpoch, s.published.Epoch, keyErr, err)
 	}
 }
 
@@ -434,7 +447,9 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	s.cfg.Logger.Info("member registered", keyNode, req.Name, "priority", req.Priority, "client_id", req.ClientId)
 	s.elect(event)
 	s.reply(msg, &messages.RegisterReply{
-		Current:            s.current,
+		// The last published announcement: its epoch and master are
+		// current, since a change of master is published at once.
+		Current:            s.published,
 		HeartbeatTimeoutMs: uint32(s.cfg.HeartbeatTimeout.Milliseconds()),
 	})
 }
@@ -478,6 +493,7 @@ func (s *Service) handleHeartbeat(msg *nats.Msg) {
 	if !known {
 		s.cfg.Logger.Debug("heartbeat from unknown member; asking it to register", keyNode, hb.Name)
 	}
+	// A beat without a reply subject wants no ack (see Member.beat).
 	s.reply(msg, ack)
 }
 
@@ -494,13 +510,13 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 		s.cfg.Logger.Info("member left", keyNode, req.Name, "reason", req.Reason)
 		s.elect(req.Name+" left", &messages.Departure{Name: req.Name, Cause: messages.Cause_CAUSE_LEFT})
 	}
-	s.reply(msg, s.current)
+	s.reply(msg, s.published)
 }
 
 func (s *Service) handleGet(msg *nats.Msg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reply(msg, s.current)
+	s.reply(msg, s.announcement(0))
 }
 
 func (s *Service) handleDisconnect(msg *nats.Msg) {

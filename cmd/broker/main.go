@@ -31,7 +31,7 @@ func (c *CLI) Run() error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	scfg := bus.DefaultServerConfig()
-	scfg.Addr = c.Addr
+	scfg.Addr, scfg.TuneMemory = c.Addr, true
 	scfg.Logger = logger.With("component", "nats-server")
 	srv, err := bus.NewServer(scfg)
 	if err != nil {
