@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"baton/agent"
 )
 
 // A requester whose command runs on a master that is then lost gets an
@@ -154,6 +156,15 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 			t.Errorf("%s exited %d after its signal, want 0", name, code)
 		}
 	}
+	results := make([]map[string]agent.JSONResult, len(subs))
+	for i, s := range subs {
+		s.p.stdin.Close()
+		if code := s.p.wait(30 * time.Second); code != 0 {
+			t.Errorf("%s exited %d, want 0", s.p.name, code)
+		}
+		results[i] = jsonResults(t, s.p.stdout.String())
+	}
+	// Every result is in: the side effects are final.
 	effects, err := os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
@@ -164,11 +175,7 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 	}
 	failed := 0
 	for i, s := range subs {
-		s.p.stdin.Close()
-		if code := s.p.wait(30 * time.Second); code != 0 {
-			t.Errorf("%s exited %d, want 0", s.p.name, code)
-		}
-		res := jsonResults(t, s.p.stdout.String())
+		res := results[i]
 		if len(res) != s.sent {
 			t.Errorf("%s: %d results for %d commands", s.p.name, len(res), s.sent)
 		}
