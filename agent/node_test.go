@@ -186,6 +186,15 @@ func TestNode_BadRequests(t *testing.T) {
 		{"whitespace command", encode(" \t "), "empty command"},
 		{"too long", encode(strings.Repeat("x", bus.MaxCommandBytes+1)), "longer than"},
 	}
+	t.Run("no reply subject", func(t *testing.T) {
+		// Nobody to answer: dropped (and logged), the master unharmed.
+		if err := nc.Publish(bus.SubjectExec, encode("echo unanswerable")); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := m.Submit(context.Background(), "echo fine"); err != nil || res.Stdout != "fine\n" {
+			t.Errorf("after a request without reply subject: %v %v", res, err)
+		}
+	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			msg, err := nc.Request(bus.SubjectExec, tc.body, 5*time.Second)

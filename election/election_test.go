@@ -275,3 +275,34 @@ func TestService_NonMasterStaysAlive(t *testing.T) {
 			after.Epoch, after.MemberCount, after.Departed, before.Epoch)
 	}
 }
+
+func TestService_BadHeartbeat(t *testing.T) {
+	srv := bustest.StartServer(t)
+	startService(t, srv, t.TempDir())
+	nc, err := srv.Conn("bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	unknown, _ := proto.Marshal(&messages.Heartbeat{Name: "ghost", InstanceId: "i", Seq: 7})
+	cases := []struct {
+		name string
+		body []byte
+		want func(*messages.HeartbeatAck) bool
+	}{
+		{"malformed", []byte("\xff\xff"), func(a *messages.HeartbeatAck) bool { return a.Error != "" }},
+		{"unknown node", unknown, func(a *messages.HeartbeatAck) bool { return a.Reregister && a.Seq == 7 }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := nc.Request(bus.SubjectHeartbeat, tc.body, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ack messages.HeartbeatAck
+			if err := proto.Unmarshal(resp.Data, &ack); err != nil || !tc.want(&ack) {
+				t.Errorf("got %v %v", &ack, err)
+			}
+		})
+	}
+}
