@@ -16,7 +16,7 @@ type ledger struct {
 	maxBytes int
 
 	mu      sync.Mutex
-	running map[string][]string // id → reply subjects waiting for the result
+	running map[string][]replyTo // id → requesters waiting for the result
 	done    map[string]*messages.ExecResult
 	order   []doneEntry // done ids, oldest first
 	bytes   int
@@ -31,32 +31,38 @@ type doneEntry struct {
 func newLedger(ttl time.Duration, maxBytes int) *ledger {
 	return &ledger{
 		ttl: ttl, maxBytes: maxBytes,
-		running: make(map[string][]string),
+		running: make(map[string][]replyTo),
 		done:    make(map[string]*messages.ExecResult),
 	}
 }
 
-// begin records that request id arrived with reply subject reply. It
-// returns fresh when the caller must run it; otherwise the request is a
-// duplicate: res is its result if done, or nil if still running (reply
-// will get the result when it finishes).
-func (l *ledger) begin(id, reply string) (fresh bool, res *messages.ExecResult) {
+// replyTo is where, and in which encoding, a requester wants its result.
+type replyTo struct {
+	subject string
+	json    bool
+}
+
+// begin records that request id arrived from r. It returns fresh when the
+// caller must run it; otherwise the request is a duplicate: res is its
+// result if done, or nil if still running (r will get the result when it
+// finishes).
+func (l *ledger) begin(id string, r replyTo) (fresh bool, res *messages.ExecResult) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r, ok := l.done[id]; ok {
 		return false, r
 	}
 	if waiters, ok := l.running[id]; ok {
-		l.running[id] = append(waiters, reply)
+		l.running[id] = append(waiters, r)
 		return false, nil
 	}
-	l.running[id] = []string{reply}
+	l.running[id] = []replyTo{r}
 	return true, nil
 }
 
-// finish records the result of id and returns every reply subject waiting
-// for it.
-func (l *ledger) finish(id string, res *messages.ExecResult) []string {
+// finish records the result of id and returns every requester waiting for
+// it.
+func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	waiters := l.running[id]

@@ -1,16 +1,20 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
@@ -64,6 +68,7 @@ type Node struct {
 // on the broker while this node holds the role (see follow).
 type servingConn struct {
 	nc     *nats.Conn
+	svc    micro.Service // the exec endpoint, visible to `nats micro`
 	closed chan struct{}
 }
 
@@ -249,7 +254,16 @@ func (n *Node) serve() (*servingConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = nc.QueueSubscribe(bus.SubjectExec, bus.ExecQueue, n.handleExec)
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "baton",
+		Version:     serviceVersion(n.cfg.Version),
+		Description: "runs shell commands on baton's master",
+		Metadata:    map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(n.servingEpoch.Load(), 10)},
+	})
+	if err == nil {
+		err = svc.AddEndpoint("exec", micro.HandlerFunc(n.handleExec),
+			micro.WithEndpointSubject(bus.SubjectExec), micro.WithEndpointQueueGroup(bus.ExecQueue))
+	}
 	if err == nil {
 		err = nc.Flush()
 	}
@@ -262,8 +276,16 @@ func (n *Node) serve() (*servingConn, error) {
 		return nil, fmt.Errorf("subscribe %s: %w", bus.SubjectExec, err)
 	}
 	n.member.SetServeClientID(cid)
-	sc.nc = nc
+	sc.nc, sc.svc = nc, svc
 	return sc, nil
+}
+
+// serviceVersion is a SemVer for the micro service, which demands one.
+func serviceVersion(v string) string {
+	if v == "" || v == "dev" {
+		return "0.0.0-dev"
+	}
+	return strings.TrimPrefix(v, "v")
 }
 
 // stepDown stops taking requests at once. Requests already delivered are
@@ -276,6 +298,10 @@ func (n *Node) stepDown() {
 	sc := n.serving
 	n.serving = nil
 	n.member.SetServeClientID(0)
+	// Stop drains the endpoint; draining the connection then closes it.
+	if err := sc.svc.Stop(); err != nil {
+		n.cfg.Logger.Debug("stop exec service", keyErr, err)
+	}
 	if err := sc.nc.Drain(); err != nil {
 		// Drain refuses only a connection that is already closed or
 		// reconnecting; closing it leaves the broker no subscription.
@@ -287,13 +313,14 @@ func (n *Node) stepDown() {
 	<-sc.closed
 }
 
-func (n *Node) handleExec(msg *nats.Msg) {
+func (n *Node) handleExec(req micro.Request) {
 	received := time.Now()
 	epoch := n.servingEpoch.Load()
+	data, reply := req.Data(), req.Reply()
 	n.acceptMu.RLock()
 	defer n.acceptMu.RUnlock()
 	if n.closing {
-		n.reply(msg.Reply, &messages.ExecResult{
+		n.reply(replyTo{reply, isJSON(data)}, &messages.ExecResult{
 			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
 		})
@@ -302,64 +329,92 @@ func (n *Node) handleExec(msg *nats.Msg) {
 	n.inflight.Add(1)
 	go func() {
 		defer n.inflight.Done()
-		n.execute(msg, received, epoch)
+		n.execute(data, reply, received, epoch)
 	}()
+}
+
+// isJSON reports whether a request body is JSON: a protobuf ExecRequest
+// never starts with '{' (it would be a group field, which proto3 lacks).
+func isJSON(data []byte) bool {
+	b := bytes.TrimLeft(data, " \t\r\n")
+	return len(b) > 0 && b[0] == '{'
+}
+
+// decodeRequest parses a protobuf or JSON (the protobuf JSON mapping)
+// ExecRequest. asJSON says how to answer: as asked, and in JSON when the
+// body is neither, since a person typing at the nats CLI sent it.
+func decodeRequest(data []byte) (req *messages.ExecRequest, asJSON bool, err error) {
+	req = &messages.ExecRequest{}
+	switch {
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, true, errors.New(`empty request; send a protobuf ExecRequest, or JSON such as {"cmd":"uname -a"}`)
+	case isJSON(data):
+		if err := protojson.Unmarshal(data, req); err != nil {
+			return nil, true, fmt.Errorf(`request is not valid JSON for an ExecRequest (such as {"cmd":"uname -a"}): %v`, err)
+		}
+		return req, true, nil
+	}
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, true, fmt.Errorf(`request is neither a protobuf ExecRequest nor JSON such as {"cmd":"uname -a"}: %v`, err)
+	}
+	return req, false, nil
 }
 
 // execute runs one request and replies on the node's main connection (the
 // serving connection may be gone by the time the command ends).
-func (n *Node) execute(msg *nats.Msg, received time.Time, epoch uint64) {
-	if msg.Reply == "" {
-		n.cfg.Logger.Warn("dropped an exec request without a reply subject", "bytes", len(msg.Data))
+func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint64) {
+	if reply == "" {
+		n.cfg.Logger.Warn("dropped an exec request without a reply subject", "bytes", len(data))
 		return
 	}
 	stamp := func(res *messages.ExecResult) *messages.ExecResult {
 		res.Master, res.Epoch = n.cfg.Name, epoch
 		return res
 	}
-	var req messages.ExecRequest
-	if err := proto.Unmarshal(msg.Data, &req); err != nil {
-		n.reply(msg.Reply, stamp(rejected("", fmt.Sprintf("request is not a protobuf ExecRequest: %v", err))))
+	req, asJSON, err := decodeRequest(data)
+	to := replyTo{reply, asJSON}
+	if err != nil {
+		n.reply(to, stamp(rejected("", err.Error())))
 		return
 	}
 	switch {
 	case strings.TrimSpace(req.Cmd) == "":
-		n.reply(msg.Reply, stamp(rejected(req.Id, "empty command")))
+		n.reply(to, stamp(rejected(req.Id, "empty command")))
 		return
 	case len(req.Cmd) > bus.MaxCommandBytes:
-		n.reply(msg.Reply, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))))
+		n.reply(to, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), bus.MaxCommandBytes))))
 		return
 	case n.silent():
 		// Requests read after a hang or partition may already be served by
 		// a successor: refuse unrun.
-		n.reply(msg.Reply, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: fmt.Sprintf("master %s has not heard from the broker for %v; the command did not run", n.cfg.Name, n.member.SinceHeard().Round(time.Millisecond))}))
 		return
 	case req.Epoch > epoch:
 		// The requester has seen a newer epoch: this node is no longer
 		// master there. Refuse unrun; the requester sends it again.
-		n.reply(msg.Reply, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch)}))
 		return
 	}
 	if req.Id == "" {
 		req.Id = nuid.Next()
 	}
-	fresh, prior := n.ledger.begin(req.Id, msg.Reply)
+	fresh, prior := n.ledger.begin(req.Id, to)
 	if !fresh {
 		// A request seen before is never run again: answer with its result,
 		// or let it wait for the run in progress.
 		if prior != nil {
-			n.reply(msg.Reply, prior)
+			n.reply(to, prior)
 		}
 		return
 	}
 	if req.AckSubject != "" {
 		n.publish(req.AckSubject, &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()})
 	}
-	res := stamp(n.run(&req, received))
-	for _, reply := range n.ledger.finish(req.Id, res) {
-		n.reply(reply, res)
+	res := stamp(n.run(req, received))
+	for _, r := range n.ledger.finish(req.Id, res) {
+		n.reply(r, res)
 	}
 }
 
@@ -373,7 +428,23 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 	n.publish(msg.Reply, n.ledger.status(q.Id))
 }
 
-func (n *Node) reply(subject string, res *messages.ExecResult) { n.publish(subject, res) }
+// jsonResult is the JSON a result is answered with: the .proto field
+// names, every field present.
+var jsonResult = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+
+func (n *Node) reply(to replyTo, res *messages.ExecResult) {
+	if !to.json {
+		n.publish(to.subject, res)
+		return
+	}
+	b, err := jsonResult.Marshal(res)
+	if err == nil {
+		err = n.nc.Publish(to.subject, b)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("reply lost", "subject", to.subject, keyErr, err)
+	}
+}
 
 func (n *Node) publish(subject string, m proto.Message) {
 	if subject == "" {

@@ -1,7 +1,9 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"baton/agent"
@@ -177,14 +180,18 @@ func TestNode_BadRequests(t *testing.T) {
 		return b
 	}
 	cases := []struct {
-		name string
-		body []byte
-		want string
+		name     string
+		body     []byte
+		wantJSON bool
+		want     string
 	}{
-		{"not protobuf", []byte("\xff\xff\xff garbage"), "not a protobuf ExecRequest"},
-		{"empty command", encode(""), "empty command"},
-		{"whitespace command", encode(" \t "), "empty command"},
-		{"too long", encode(strings.Repeat("x", bus.MaxCommandBytes+1)), "longer than"},
+		{"not protobuf", []byte("\xff\xff\xff garbage"), true, `neither a protobuf ExecRequest nor JSON such as {"cmd":"uname -a"}`},
+		{"empty body", nil, true, "empty request"},
+		{"empty command", encode(""), false, "empty command"},
+		{"whitespace command", encode(" \t "), false, "empty command"},
+		{"too long", encode(strings.Repeat("x", bus.MaxCommandBytes+1)), false, "longer than"},
+		{"empty JSON command", []byte(`{"cmd":""}`), true, "empty command"},
+		{"bad JSON", []byte(`{"cmd":`), true, "not valid JSON"},
 	}
 	t.Run("no reply subject", func(t *testing.T) {
 		// Nobody to answer: dropped (and logged), the master unharmed.
@@ -202,13 +209,54 @@ func TestNode_BadRequests(t *testing.T) {
 				t.Fatal(err)
 			}
 			var res messages.ExecResult
-			if err := proto.Unmarshal(msg.Data, &res); err != nil {
-				t.Fatal(err)
+			if tc.wantJSON {
+				err = protojson.Unmarshal(msg.Data, &res)
+			} else {
+				err = proto.Unmarshal(msg.Data, &res)
+			}
+			if err != nil {
+				t.Fatalf("reply %q: %v", msg.Data, err)
 			}
 			if res.ErrorKind != messages.ErrorKind_ERROR_KIND_REJECTED || !strings.Contains(res.Error, tc.want) || res.ExitCode != -1 || res.Master != "m" {
 				t.Errorf("got %v, want rejected with %q", &res, tc.want)
 			}
 		})
+	}
+}
+
+// A JSON request is answered in JSON with the .proto field names and every
+// field present, zero values too.
+func TestNode_JSONRequest(t *testing.T) {
+	srv := startCluster(t)
+	m := startNode(t, srv, "m", 1, nil)
+	waitMaster(t, m, "m")
+	if _, err := m.Submit(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Conn("raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	msg, err := nc.Request(bus.SubjectExec, []byte(`{"cmd":"echo hi"}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(msg.Data, []byte("\n")) > 0 {
+		t.Errorf("reply spans lines: %s", msg.Data)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(msg.Data, &obj); err != nil {
+		t.Fatalf("reply %s: %v", msg.Data, err)
+	}
+	for _, key := range []string{"id", "exit_code", "stdout", "stderr", "error_kind", "error", "timed_out", "master", "epoch",
+		"duration_ms", "stdout_truncated", "stderr_truncated", "stdout_dropped", "stderr_dropped"} {
+		if _, ok := obj[key]; !ok {
+			t.Errorf("reply %s lacks %q", msg.Data, key)
+		}
+	}
+	if obj["stdout"] != "hi\n" || obj["exit_code"] != float64(0) || obj["master"] != "m" {
+		t.Errorf("reply %s, want hi from m", msg.Data)
 	}
 }
 

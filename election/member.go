@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,7 +323,10 @@ func (m *Member) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
 	sentAt := time.Now()
-	resp, err := m.nc.RequestWithContext(ctx, bus.SubjectRegister, b)
+	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: bus.SubjectRegister, Data: b, Header: nats.Header{
+		bus.HeaderNode:     {m.cfg.Name},
+		bus.HeaderPriority: {strconv.Itoa(int(m.cfg.Priority))},
+	}})
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
 	}
@@ -401,12 +405,16 @@ func (m *Member) beat() {
 		delete(m.sent, seq-64)
 		m.sentMu.Unlock()
 	}
-	switch {
-	case err != nil:
-	case wantAck:
-		err = m.nc.PublishRequest(bus.SubjectHeartbeat, m.ackInbox, b)
-	default:
-		err = m.nc.Publish(bus.SubjectHeartbeat, b)
+	msg := &nats.Msg{Subject: bus.SubjectHeartbeat, Data: b, Header: nats.Header{
+		bus.HeaderNode:  {m.cfg.Name},
+		bus.HeaderSeq:   {strconv.FormatUint(seq, 10)},
+		bus.HeaderEpoch: {strconv.FormatUint(epoch, 10)},
+	}}
+	if wantAck {
+		msg.Reply = m.ackInbox
+	}
+	if err == nil {
+		err = m.nc.PublishMsg(msg)
 	}
 	if err != nil {
 		m.cfg.Logger.Warn("heartbeat not sent", keyErr, err)
@@ -421,7 +429,10 @@ func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announceme
 	if err != nil {
 		return nil, fmt.Errorf("leave: %w", err)
 	}
-	resp, err := m.nc.RequestWithContext(ctx, bus.SubjectDeregister, b)
+	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: bus.SubjectDeregister, Data: b, Header: nats.Header{
+		bus.HeaderNode:   {m.cfg.Name},
+		bus.HeaderReason: {reason},
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("leave: %w", err)
 	}

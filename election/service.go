@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -130,9 +131,10 @@ type Service struct {
 	// published is the last announcement published on master.current (its
 	// member list cut to AnnouncedMembersMax) and publishedData its
 	// encoding; dirty says the state changed since.
-	published     *messages.Announcement
-	publishedData []byte
-	dirty         bool
+	published       *messages.Announcement
+	publishedData   []byte
+	publishedHeader nats.Header
+	dirty           bool
 }
 
 // NewService prepares the service. It starts nothing.
@@ -389,12 +391,19 @@ func (s *Service) publish() {
 		return
 	}
 	s.publishedData = b
+	s.publishedHeader = nats.Header{
+		bus.HeaderMaster:  {s.published.Master},
+		bus.HeaderEpoch:   {strconv.FormatUint(s.published.Epoch, 10)},
+		bus.HeaderEvent:   {s.published.Event},
+		bus.HeaderMembers: {strconv.Itoa(int(s.published.MemberCount))},
+	}
 	s.republish()
 }
 
 // republish sends the last announcement again. Callers hold s.mu.
 func (s *Service) republish() {
-	if err := s.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectMaster, Data: s.publishedData}); err != nil {
+	msg := &nats.Msg{Subject: bus.SubjectMaster, Data: s.publishedData, Header: s.publishedHeader}
+	if err := s.nc.PublishMsg(msg); err != nil {
 		s.cfg.Logger.Error("publish announcement", keyEpoch, s.published.Epoch, keyErr, err)
 	}
 }
