@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -47,6 +48,9 @@ type Client struct {
 	mu    sync.Mutex
 	calls map[string]*call
 	view  *messages.Announcement // newest announcement seen
+	// prev is the master before view's, which may still hold the exec
+	// subscription for a moment after it is demoted.
+	prev *messages.Member
 	// reconnected is closed and replaced at every reconnect; viewAt is when
 	// view last changed.
 	reconnected chan struct{}
@@ -58,6 +62,18 @@ type call struct {
 	events chan callEvent
 	sentTo string // the master the requester believed in when it sent
 	acked  *messages.ExecAck
+	// masters are the nodes (instance id → name) that may have received
+	// the request: every master announced since it was first sent, and
+	// the one before.
+	masters map[string]string
+}
+
+// addMaster records the master of a (if any) as one that may receive
+// requests now. Callers hold c.mu.
+func (cl *call) addMaster(m *messages.Member) {
+	if m != nil {
+		cl.masters[m.InstanceId] = m.Name
+	}
 }
 
 type callEvent struct {
@@ -119,7 +135,13 @@ func (c *Client) observe(a *messages.Announcement) {
 	if c.view != nil && a.Epoch < c.view.Epoch {
 		return
 	}
+	if c.view != nil && c.view.Master != a.Master {
+		c.prev = master(c.view)
+	}
 	c.view, c.viewAt = a, time.Now()
+	for _, cl := range c.calls {
+		cl.addMaster(master(a))
+	}
 	for _, d := range a.Departed {
 		if d.Cause == messages.Cause_CAUSE_LEFT {
 			// A leaving master finishes what it runs: keep waiting.
@@ -212,15 +234,16 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 
 // Submit sends cmd to the master and blocks until its result arrives.
 //
-// A command runs at most once: a request is sent again only when nobody
-// can have it: no node was subscribed (mid-election), a master refused it
-// unrun (its epoch was stale), or, after a reconnect, every master that
-// could have received it says it never did. The error wraps ErrNoMaster,
-// ErrMasterLost or ErrNoReply when no result came back; a command that ran
-// but failed (timeout, rejected, busy) is a result, not an error.
+// A command runs at most once: a request is sent again only when it
+// provably reached no one: NATS answered "no responders" (mid-election),
+// or a master refused it unrun (its epoch was stale, or it had lost touch
+// with the broker). After a reconnect, replies that were lost are fetched
+// from the masters that may have run the request. The error wraps
+// ErrNoMaster, ErrMasterLost or ErrNoReply when no result came back; a
+// command that ran but failed (timeout, rejected, busy) is a result, not an
+// error.
 func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
-	s := &submission{c: c, id: nuid.Next(), cl: &call{events: make(chan callEvent, 16)},
-		candidates: make(map[string]string)}
+	s := &submission{c: c, id: nuid.Next(), cl: &call{events: make(chan callEvent, 16), masters: make(map[string]string)}}
 	s.req = &messages.ExecRequest{
 		Id: s.id, Cmd: cmd, Requester: c.cfg.Name,
 		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
@@ -229,6 +252,7 @@ func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, 
 	}
 	c.mu.Lock()
 	c.calls[s.id] = s.cl
+	s.cl.addMaster(c.prev)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -246,9 +270,9 @@ type submission struct {
 	cl         *call
 	attempt    int
 	retryUntil time.Time
-	// candidates are the masters (instance id → name) that may have
-	// received the request.
-	candidates map[string]string
+	// unknown counts the recovery rounds in which no master had the
+	// request.
+	unknown int
 }
 
 func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
@@ -271,8 +295,6 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 		select {
 		case ev := <-s.cl.events:
 			switch {
-			case ev.ack != nil:
-				s.candidates[ev.ack.InstanceId] = ev.ack.Master
 			case ev.lost != "":
 				return nil, fmt.Errorf("%w: %s", ErrMasterLost, ev.lost)
 			case ev.noResponders,
@@ -301,12 +323,14 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 			if res != nil || err != nil {
 				return res, err
 			}
-			recover = nil
-			if !settled {
-				recover = time.After(100 * time.Millisecond)
+			// Poll for the cluster to settle; then ask once more a second
+			// later, since a master may still be reconnecting.
+			recover = time.After(100 * time.Millisecond)
+			if settled {
+				recover = time.After(time.Second)
 			}
 		case <-deadline.C:
-			if res := s.ask(ctx); res != nil {
+			if res, _ := s.ask(ctx); res != nil {
 				return res, nil
 			}
 			return nil, fmt.Errorf("%w within %v; the master may have been lost while running the command; it may or may not have run", ErrNoReply, wait)
@@ -322,9 +346,7 @@ func (s *submission) send() error {
 	if v := c.view; v != nil {
 		s.req.Epoch = v.Epoch
 		s.cl.sentTo = v.Master
-		if m := master(v); m != nil {
-			s.candidates[m.InstanceId] = m.Name
-		}
+		s.cl.addMaster(master(v))
 	}
 	c.mu.Unlock()
 	data, err := proto.Marshal(s.req)
@@ -368,50 +390,54 @@ func (s *submission) backoff(ctx context.Context) error {
 // recover runs after a reconnect: replies sent while this connection was
 // down are lost, so once an announcement naming a master has arrived since
 // the reconnect (every live node has re-registered by then), it asks the
-// candidate masters. A result found is returned; if every candidate says it
-// never received the request, the request is sent again. settled is false
-// while the cluster has not settled yet.
+// masters that may have the request. A result found is returned. The
+// request is never sent again here: a master's "unknown" does not prove
+// that no copy is still on its way to one. When no master has it in two
+// rounds a second apart, it was lost in transit, and that is reported.
+// settled is false while the cluster has not settled yet.
 func (s *submission) recover(ctx context.Context, since time.Time) (res *messages.ExecResult, settled bool, err error) {
 	c := s.c
 	c.mu.Lock()
 	settled = c.view != nil && c.view.Master != "" && c.viewAt.After(since)
-	if settled {
-		if m := master(c.view); m != nil && s.cl.acked == nil {
-			s.candidates[m.InstanceId] = m.Name
-		}
-	}
 	c.mu.Unlock()
 	if !settled {
 		return nil, false, nil
 	}
-	nobody := true
-	for inst, name := range s.candidates {
-		st, err := s.query(ctx, inst)
-		switch {
-		case err != nil:
-			c.cfg.Logger.Debug("status query unanswered", keyID, s.id, "master", name, keyErr, err)
-			nobody = false
-		case st.Result != nil:
-			return st.Result, true, nil
-		case st.Known:
-			nobody = false
-		}
+	res, known := s.ask(ctx)
+	switch {
+	case res != nil:
+		return res, true, nil
+	case known:
+		s.unknown = 0
+		return nil, true, nil
 	}
-	if nobody {
-		c.cfg.Logger.Info("request lost in transit; sending it again", keyID, s.id)
-		return nil, true, s.send()
+	s.unknown++
+	if s.unknown >= 2 {
+		return nil, true, fmt.Errorf("%w: the request was lost in transit while the connection to the broker was down, and no live master has it; it most likely did not run", ErrNoReply)
 	}
 	return nil, true, nil
 }
 
-// ask asks every candidate for the result, and returns it if one has it.
-func (s *submission) ask(ctx context.Context) *messages.ExecResult {
-	for inst := range s.candidates {
-		if st, err := s.query(ctx, inst); err == nil && st.Result != nil {
-			return st.Result
+// ask asks every master that may have the request. It returns the result
+// if one has it; known is whether any has received it (or did not answer,
+// so might have).
+func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known bool) {
+	s.c.mu.Lock()
+	masters := maps.Clone(s.cl.masters)
+	s.c.mu.Unlock()
+	for inst, name := range masters {
+		st, err := s.query(ctx, inst)
+		switch {
+		case err != nil:
+			s.c.cfg.Logger.Debug("status query unanswered", keyID, s.id, "master", name, keyErr, err)
+			known = true
+		case st.Result != nil:
+			return st.Result, true
+		case st.Known:
+			known = true
 		}
 	}
-	return nil
+	return nil, known
 }
 
 func (s *submission) query(ctx context.Context, instanceID string) (*messages.ExecStatus, error) {

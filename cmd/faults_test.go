@@ -138,13 +138,11 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 	step("master SIGINT", func() { servers["sb"].signal(syscall.SIGINT) }, "sa")
 	step("higher priority joins", func() { serve("sd", 40) }, "sd")
 	step("master SIGALRM", func() { servers["sd"].signal(syscall.SIGALRM) }, "sa")
+	// A planned broker restart (SIGTERM) first announces no master. A
+	// broker crash is not a planned handover: a request inside it when it
+	// dies is lost, and reported (see TestChaos).
 	step("broker SIGTERM and restart", func() {
 		c.broker.signal(syscall.SIGTERM)
-		c.broker.wait(10 * time.Second)
-		c.startBroker()
-	}, "sa")
-	step("broker kill -9 and restart", func() {
-		c.broker.signal(syscall.SIGKILL)
 		c.broker.wait(10 * time.Second)
 		c.startBroker()
 	}, "sa")
@@ -194,7 +192,7 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d and %d commands streamed through 7 handovers; %d failed", subs[0].sent, subs[1].sent, failed)
+	t.Logf("%d and %d commands streamed through 6 handovers; %d failed", subs[0].sent, subs[1].sent, failed)
 }
 
 func TestCLIErrors(t *testing.T) {

@@ -30,8 +30,8 @@ import (
 // bins are the binaries under test; plain* are built without the race
 // detector, for measuring resources.
 var bins struct {
-	broker, node           string
-	plainBroker, plainNode string
+	broker, node                       string
+	plainBroker, plainNode, plainBench string
 }
 
 func TestMain(m *testing.M) {
@@ -42,26 +42,27 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		build := func(out string, race bool) error {
+		build := func(out string, race bool, pkgs ...string) error {
 			args := []string{"build", "-o", out + "/"}
 			if race {
 				args = append(args, "-race")
 			}
-			cmd := exec.Command("go", append(args, "baton/cmd/broker", "baton/cmd/node")...)
+			cmd := exec.Command("go", append(args, pkgs...)...)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			return cmd.Run()
 		}
 		plain := filepath.Join(dir, "plain")
-		if err := build(dir, raceEnabled); err != nil {
+		if err := build(dir, raceEnabled, "baton/cmd/broker", "baton/cmd/node"); err != nil {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)
 			return 1
 		}
-		if err := build(plain, false); err != nil {
+		if err := build(plain, false, "baton/cmd/broker", "baton/cmd/node", "baton/cmd/bench"); err != nil {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)
 			return 1
 		}
 		bins.broker, bins.node = filepath.Join(dir, "broker"), filepath.Join(dir, "node")
 		bins.plainBroker, bins.plainNode = filepath.Join(plain, "broker"), filepath.Join(plain, "node")
+		bins.plainBench = filepath.Join(plain, "bench")
 		return m.Run()
 	}()
 	os.Exit(code)

@@ -217,8 +217,15 @@ func (s *Service) connect() error {
 	return nil
 }
 
-// Close stops the service and releases the data directory. It is safe to
-// call twice.
+// stepDownGrace is how long a stopping broker waits after announcing "no
+// master": long enough for the master to hear it and stop taking requests,
+// so that requests sent meanwhile find no responder (and are retried once a
+// broker is back) rather than being lost in a closing connection.
+const stepDownGrace = 250 * time.Millisecond
+
+// Close stops the service and releases the data directory. A running
+// service first announces that there is no master and waits
+// stepDownGrace (or until ctx ends). It is safe to call twice.
 func (s *Service) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -226,6 +233,20 @@ func (s *Service) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	if s.cancel != nil {
+		s.mu.Lock()
+		s.electFrom = time.Now().Add(time.Hour) // no election while stopping
+		if s.master != "" {
+			s.changeMaster("", "broker stopping")
+		}
+		s.mu.Unlock()
+		t := time.NewTimer(stepDownGrace)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"baton/bus"
+	"baton/election"
+)
+
+// Members is a crowd of simulated members: each a real election.Member on
+// its own NATS connection, as a node process would have, without the
+// node's executor or prompt.
+type Members struct {
+	mu      sync.Mutex
+	members []*simMember
+}
+
+type simMember struct {
+	nc *nats.Conn
+	m  *election.Member
+}
+
+// StartMembers connects and registers n members named prefix-0 … prefix-(n-1),
+// with priorities 0 … n-1, at most 50 registering at once. It blocks until
+// all are registered; on error the ones started are closed.
+func StartMembers(ctx context.Context, addr, prefix string, n int, logger *slog.Logger) (*Members, error) {
+	ms := &Members{}
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := ms.start(ctx, addr, prefix+"-"+strconv.Itoa(i), int32(i), logger); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := errors.Join(collect(errs)...); err != nil {
+		ms.Close()
+		return nil, err
+	}
+	return ms, nil
+}
+
+func collect(errs <-chan error) []error {
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return all
+}
+
+func (ms *Members) start(ctx context.Context, addr, name string, priority int32, logger *slog.Logger) error {
+	nc, err := bus.Connect(ctx, addr, name, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	cfg := election.DefaultMemberConfig(name)
+	cfg.Priority, cfg.Logger = priority, logger
+	m, err := election.NewMember(nc, cfg)
+	if err == nil {
+		err = m.Start(ctx)
+	}
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("member %s: %w", name, err)
+	}
+	nc.SetReconnectHandler(func(*nats.Conn) { m.Reconnected() })
+	ms.mu.Lock()
+	ms.members = append(ms.members, &simMember{nc, m})
+	ms.mu.Unlock()
+	return nil
+}
+
+// Close disconnects every member (without deregistering: as if they all
+// crashed). It blocks until all have stopped and is safe to call twice.
+func (ms *Members) Close() {
+	ms.mu.Lock()
+	all := ms.members
+	ms.members = nil
+	ms.mu.Unlock()
+	for _, s := range all {
+		// The connection first, so that nothing the member waits for blocks.
+		s.nc.Close()
+		s.m.Close()
+	}
+}
