@@ -343,6 +343,13 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 func (s *submission) send() error {
 	c := s.c
 	c.mu.Lock()
+	if v := c.view; v != nil && v.BrokerStopping {
+		// The broker is about to close our connection: hold the request,
+		// as if nobody had taken it, until a broker announces again.
+		c.deliver(s.cl, callEvent{noResponders: true})
+		c.mu.Unlock()
+		return nil
+	}
 	if v := c.view; v != nil {
 		s.req.Epoch = v.Epoch
 		s.cl.sentTo = v.Master

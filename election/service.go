@@ -131,6 +131,7 @@ type Service struct {
 	// published is the last announcement published on master.current (its
 	// member list cut to AnnouncedMembersMax) and publishedData its
 	// encoding; dirty says the state changed since.
+	stopping        bool // Close has begun
 	published       *messages.Announcement
 	publishedData   []byte
 	publishedHeader nats.Header
@@ -236,8 +237,12 @@ func (s *Service) Close(ctx context.Context) error {
 	if s.cancel != nil {
 		s.mu.Lock()
 		s.electFrom = time.Now().Add(time.Hour) // no election while stopping
+		s.stopping = true
 		if s.master != "" {
 			s.changeMaster("", "broker stopping")
+		} else {
+			s.event = "broker stopping"
+			s.publish()
 		}
 		s.mu.Unlock()
 		t := time.NewTimer(stepDownGrace)
@@ -390,13 +395,14 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		cs = append(cs, m.candidate)
 	}
 	return &messages.Announcement{
-		Epoch:       s.epoch,
-		Master:      s.master,
-		Members:     rank(cs, limit),
-		Event:       s.event,
-		At:          timestamppb.Now(),
-		MemberCount: uint32(len(s.members)),
-		Departed:    s.departed,
+		Epoch:          s.epoch,
+		Master:         s.master,
+		Members:        rank(cs, limit),
+		Event:          s.event,
+		At:             timestamppb.Now(),
+		MemberCount:    uint32(len(s.members)),
+		Departed:       s.departed,
+		BrokerStopping: s.stopping,
 	}
 }
 

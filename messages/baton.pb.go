@@ -681,9 +681,13 @@ type Announcement struct {
 	// answers with all of them.
 	MemberCount uint32 `protobuf:"varint,6,opt,name=member_count,json=memberCount,proto3" json:"member_count,omitempty"`
 	// Departed lists the members whose departure caused this change.
-	Departed      []*Departure `protobuf:"bytes,7,rep,name=departed,proto3" json:"departed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Departed []*Departure `protobuf:"bytes,7,rep,name=departed,proto3" json:"departed,omitempty"`
+	// Broker_stopping is set by a broker about to shut down: requesters hold
+	// new requests until a broker announces again, rather than send them into
+	// a closing connection.
+	BrokerStopping bool `protobuf:"varint,8,opt,name=broker_stopping,json=brokerStopping,proto3" json:"broker_stopping,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
@@ -763,6 +767,13 @@ func (x *Announcement) GetDeparted() []*Departure {
 		return x.Departed
 	}
 	return nil
+}
+
+func (x *Announcement) GetBrokerStopping() bool {
+	if x != nil {
+		return x.BrokerStopping
+	}
+	return false
 }
 
 // ExecRequest asks the master to run one shell command (exec.request,
@@ -1255,7 +1266,7 @@ const file_baton_proto_rawDesc = "" +
 	"instanceId\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xfe\x01\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xa7\x02\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -1263,7 +1274,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x05event\x18\x04 \x01(\tR\x05event\x12*\n" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
 	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\x12/\n" +
-	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\"\xcd\x01\n" +
+	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\x12'\n" +
+	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\xcd\x01\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
