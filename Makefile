@@ -1,5 +1,7 @@
 # baton's tasks. `make test` is the test command README.md and CI run.
 GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X baton/cmd/internal/cli.Version=$(VERSION)
 
 .PHONY: test generate check-generated build
 
@@ -22,4 +24,4 @@ check-generated: generate
 
 # Static binaries in bin/.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/broker ./cmd/node
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/broker ./cmd/node

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
+	"baton/election"
 	"baton/messages"
 )
 
@@ -50,29 +51,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// StatusMember is one member in `node status --json`.
-type StatusMember struct {
-	Name     string `json:"name"`
-	Priority int32  `json:"priority"`
-	Rank     uint32 `json:"rank"`
-	Master   bool   `json:"master"`
-}
-
-// StatusJSON is `node status --json`.
-type StatusJSON struct {
-	Epoch   uint64         `json:"epoch"`
-	Master  string         `json:"master"`
-	Members []StatusMember `json:"members"`
-}
-
 // WriteStatus prints a as a table, or as one JSON object.
 func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
-	members := make([]StatusMember, len(a.Members))
-	for i, m := range a.Members {
-		members[i] = StatusMember{Name: m.Name, Priority: m.Priority, Rank: m.Rank, Master: a.Master != "" && m.Name == a.Master}
-	}
+	st := election.StatusOf(a)
 	if asJSON {
-		return json.NewEncoder(w).Encode(StatusJSON{Epoch: a.Epoch, Master: a.Master, Members: members})
+		return json.NewEncoder(w).Encode(st)
 	}
 	if a.Master == "" {
 		fmt.Fprintf(w, "epoch %d, no master elected yet (%s)\n", a.Epoch, a.Event)
@@ -81,7 +64,7 @@ func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER")
-	for _, m := range members {
+	for _, m := range st.Members {
 		mark := ""
 		if m.Master {
 			mark = "*"

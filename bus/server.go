@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -250,4 +251,23 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("shut down nats server: %w", ctx.Err())
 	}
+}
+
+// MonitorMux serves the NATS monitoring endpoints (/varz, /connz,
+// /subsz, /routez, /healthz, /accountz, /jsz) from this server; callers
+// may add their own routes.
+func (s *Server) MonitorMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	for path, h := range map[string]http.HandlerFunc{
+		"/varz":     s.ns.HandleVarz,
+		"/connz":    s.ns.HandleConnz,
+		"/subsz":    s.ns.HandleSubsz,
+		"/routez":   s.ns.HandleRoutez,
+		"/healthz":  s.ns.HandleHealthz,
+		"/accountz": s.ns.HandleAccountz,
+		"/jsz":      s.ns.HandleJsz,
+	} {
+		mux.HandleFunc(path, h)
+	}
+	return mux
 }

@@ -24,6 +24,7 @@ import (
 
 	"baton/agent"
 	"baton/bus"
+	"baton/election"
 	"baton/messages"
 )
 
@@ -32,6 +33,10 @@ import (
 var bins struct {
 	broker, node                       string
 	plainBroker, plainNode, plainBench string
+	// nats is the stock nats CLI (natscli, pinned in go.mod as a tool).
+	nats string
+	// dir holds the race-built broker and node, for PATH.
+	dir string
 }
 
 func TestMain(m *testing.M) {
@@ -56,13 +61,14 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)
 			return 1
 		}
-		if err := build(plain, false, "baton/cmd/broker", "baton/cmd/node", "baton/cmd/bench"); err != nil {
+		if err := build(plain, false, "baton/cmd/broker", "baton/cmd/node", "baton/cmd/bench", "github.com/nats-io/natscli/nats"); err != nil {
 			fmt.Fprintln(os.Stderr, "build binaries:", err)
 			return 1
 		}
 		bins.broker, bins.node = filepath.Join(dir, "broker"), filepath.Join(dir, "node")
 		bins.plainBroker, bins.plainNode = filepath.Join(plain, "broker"), filepath.Join(plain, "node")
 		bins.plainBench = filepath.Join(plain, "bench")
+		bins.nats, bins.dir = filepath.Join(plain, "nats"), dir
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -240,13 +246,13 @@ func (c *cluster) exec(args ...string) (string, string, int) {
 	return p.stdout.String(), p.stderr.String(), code
 }
 
-func (c *cluster) status() agent.StatusJSON {
+func (c *cluster) status() election.Status {
 	c.t.Helper()
 	p := start(c.t, "status", bins.node, procOpts{}, "status", "--json", "--broker-addr="+c.addr)
 	if code := p.wait(15 * time.Second); code != 0 {
 		c.t.Fatalf("node status exited %d: %s", code, p.stderr.String())
 	}
-	var s agent.StatusJSON
+	var s election.Status
 	if err := json.Unmarshal([]byte(p.stdout.String()), &s); err != nil {
 		c.t.Fatalf("node status --json printed %q: %v", p.stdout.String(), err)
 	}

@@ -4,8 +4,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,21 +18,25 @@ import (
 	"github.com/alecthomas/kong"
 
 	"baton/bus"
+	"baton/cmd/internal/cli"
 	"baton/election"
 )
 
 // CLI is the broker's command line.
 type CLI struct {
-	Addr             string        `arg:"" optional:"" default:"127.0.0.1:4222" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
+	cli.VersionFlag
+	cli.Logging
+	Addr             string        `arg:"" optional:"" default:"127.0.0.1:4222" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
 	DataDir          string        `default:"baton-broker.data" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch, so that it never goes backwards across restarts."`
-	HeartbeatTimeout time.Duration `default:"1s" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connection cut). A restarted broker also waits this long to hear from every node before it elects."`
+	HeartbeatTimeout time.Duration `default:"1s" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connections cut). A started broker also waits this long to hear from every node before it elects."`
+	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve monitoring over HTTP on ADDR (host:port): the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status (members, ranks, master, epoch as JSON). Off by default."`
 }
 
 // Run starts the broker and blocks until SIGINT or SIGTERM.
 func (c *CLI) Run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := c.Logger(os.Stderr)
 
 	scfg := bus.DefaultServerConfig()
 	scfg.Addr, scfg.TuneMemory = c.Addr, true
@@ -47,24 +55,50 @@ func (c *CLI) Run() error {
 	if err == nil {
 		err = svc.Start(ctx)
 	}
-	if err != nil {
-		_ = srv.Close(context.Background())
-		return err
+	var monitor *http.Server
+	if err == nil && c.HTTP != "" {
+		monitor, err = serveMonitor(ctx, c.HTTP, srv, svc, logger)
 	}
-	logger.Info("broker ready", "addr", srv.Addr(), "data_dir", c.DataDir)
+	if err != nil {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return errors.Join(err, svc.Close(closeCtx), srv.Close(closeCtx))
+	}
+	logger.Info("broker ready", "addr", srv.Addr(), "data_dir", c.DataDir, "http", c.HTTP)
 	<-ctx.Done()
 	logger.Info("broker stopping")
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(svc.Close(closeCtx), srv.Close(closeCtx))
+	if monitor != nil {
+		err = monitor.Shutdown(closeCtx)
+	}
+	return errors.Join(err, svc.Close(closeCtx), srv.Close(closeCtx))
+}
+
+// serveMonitor listens on addr and serves the monitoring endpoints until
+// the returned server is shut down.
+func serveMonitor(ctx context.Context, addr string, srv *bus.Server, svc *election.Service, logger *slog.Logger) (*http.Server, error) {
+	mux := srv.MonitorMux()
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(election.StatusOf(svc.Current()))
+	})
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("monitoring: listen on %s: %w", addr, err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("monitoring server stopped", "err", err)
+		}
+	}()
+	return hs, nil
 }
 
 func main() {
-	var cli CLI
-	ctx := kong.Parse(&cli,
-		kong.Name("broker"),
-		kong.Description("Run baton's broker: an embedded NATS server plus the election service that elects the master among the nodes."),
-	)
-	err := ctx.Run()
-	ctx.FatalIfErrorf(err)
+	var c CLI
+	ctx := kong.Parse(&c, cli.Options("broker",
+		"Run baton's broker: an embedded NATS server plus the election service that elects the master among the nodes.")...)
+	ctx.FatalIfErrorf(ctx.Run())
 }

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,10 +17,13 @@ import (
 
 	"baton/agent"
 	"baton/bus"
+	"baton/cmd/internal/cli"
 )
 
 // Globals are the flags every subcommand takes.
 type Globals struct {
+	cli.VersionFlag
+	cli.Logging
 	BrokerAddr string `default:"127.0.0.1:4222" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
 }
 
@@ -30,6 +33,8 @@ type CLI struct {
 	Join   JoinCmd   `cmd:"" default:"withargs" help:"Join the cluster and run the commands read from standard input, one per line (the default: plain 'node' does this)."`
 	Exec   ExecCmd   `cmd:"" help:"Run one command on the master without joining the cluster; exits with the command's status (124 on timeout, 125 when baton failed)."`
 	Status StatusCmd `cmd:"" help:"Show the cluster's members, their ranks, the master and the epoch."`
+	Watch  WatchCmd  `cmd:"" help:"Follow the cluster live: joins, leaves, losses with their cause, and each change of master with its epoch; one line per event."`
+	Decode DecodeCmd `cmd:"" help:"Print a baton message body read from stdin as JSON (for: nats sub 'node.>' --translate 'node decode --subject {{Subject}}')."`
 }
 
 // JoinCmd is `node` / `node join`.
@@ -56,12 +61,11 @@ func (j *JoinCmd) Run(g *Globals) error {
 		}
 		name = host
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", name)
 	cfg := agent.DefaultConfig(name)
 	cfg.BrokerAddr, cfg.Priority = g.BrokerAddr, j.Priority
 	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
-	cfg.Version = version
-	cfg.Logger = logger
+	cfg.Version = cli.Version
+	cfg.Logger = g.Logger(os.Stderr).With("node", name)
 	n, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -79,8 +83,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		// A session reading a terminal or pipe still delivers the results
-		// of what it already submitted.
+		// A session still delivers the results of what it submitted.
 		if !j.Serve {
 			runErr = <-sessionDone
 		}
@@ -101,6 +104,14 @@ type ExecCmd struct {
 
 // Run submits the command and mirrors its output and exit status.
 func (e *ExecCmd) Run(g *Globals) error {
+	args := e.Cmd
+	if len(args) > 0 && args[0] == "--" {
+		// kong passes the separator through with the arguments after it.
+		args = args[1:]
+	}
+	if len(args) == 0 {
+		return &agent.ExitError{Code: agent.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	host, _ := os.Hostname()
@@ -111,27 +122,19 @@ func (e *ExecCmd) Run(g *Globals) error {
 	}
 	defer nc.Close()
 	cfg := agent.DefaultConfig(name)
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Logger = g.Logger(os.Stderr)
 	client, err := agent.NewClient(ctx, nc, cfg)
 	if err != nil {
 		return &agent.ExitError{Code: agent.ExitFailed, Err: err}
 	}
 	defer client.Close()
 	nc.SetReconnectHandler(func(*nats.Conn) { client.Reconnected() })
-	args := e.Cmd
-	if len(args) > 0 && args[0] == "--" {
-		// kong passes the separator through with the arguments after it.
-		args = args[1:]
-	}
-	if len(args) == 0 {
-		return &agent.ExitError{Code: agent.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
-	}
 	return agent.Exec(ctx, client, agent.ShellJoin(args), os.Stdout, os.Stderr)
 }
 
 // StatusCmd is `node status`.
 type StatusCmd struct {
-	JSON bool `name:"json" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master}]} instead of a table."`
+	JSON bool `name:"json" env:"BATON_JSON" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master}]} instead of a table."`
 }
 
 // Run prints the cluster's state.
@@ -150,8 +153,41 @@ func (s *StatusCmd) Run(g *Globals) error {
 	return agent.WriteStatus(os.Stdout, a, s.JSON)
 }
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// WatchCmd is `node watch`.
+type WatchCmd struct {
+	JSON bool `name:"json" env:"BATON_JSON" help:"Print each event as a JSON object: {time, event (join|master|left|lost), node, priority, master, epoch, cause}."`
+}
+
+// Run prints events until SIGINT or SIGTERM.
+func (w *WatchCmd) Run(g *Globals) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	nc, err := bus.Connect(ctx, g.BrokerAddr, "watch", bus.DefaultConnectTimeout)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	return agent.Watch(ctx, nc, os.Stdout, w.JSON)
+}
+
+// DecodeCmd is `node decode`.
+type DecodeCmd struct {
+	Subject string `required:"" help:"The subject the message travelled on, which says its type (node.register, node.heartbeat, node.deregister, master.current, exec.request, exec.status.*)."`
+}
+
+// Run decodes stdin.
+func (d *DecodeCmd) Run() error {
+	data, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return fmt.Errorf("decode: read stdin: %w", err)
+	}
+	out, err := agent.Decode(d.Subject, data)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Println(string(out))
+	return err
+}
 
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
@@ -159,12 +195,10 @@ func isTerminal(f *os.File) bool {
 }
 
 func main() {
-	var cli CLI
-	ctx := kong.Parse(&cli,
-		kong.Name("node"),
-		kong.Description("Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input."),
-	)
-	err := ctx.Run(&cli.Globals)
+	var c CLI
+	ctx := kong.Parse(&c, cli.Options("node",
+		"Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input.")...)
+	err := ctx.Run(&c.Globals)
 	if code, ok := agent.IsQuietExit(err); ok {
 		os.Exit(code)
 	}

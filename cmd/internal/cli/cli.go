@@ -1,0 +1,47 @@
+// Package cli holds the command-line plumbing the baton binaries share:
+// logging flags and the version.
+package cli
+
+import (
+	"io"
+	"log/slog"
+
+	"github.com/alecthomas/kong"
+)
+
+// Version is set at build time: -ldflags "-X baton/cmd/internal/cli.Version=v1.2.3".
+var Version = "dev"
+
+// Logging are the flags that shape a binary's logs, which always go to
+// stderr.
+type Logging struct {
+	LogLevel  string `default:"info" enum:"debug,info,warn,error" env:"BATON_LOG_LEVEL" help:"Least severe log level printed: debug, info, warn or error."`
+	LogFormat string `default:"text" enum:"text,json" env:"BATON_LOG_FORMAT" help:"Log format: text (logfmt) or json (one object per line)."`
+}
+
+// Logger builds the logger the flags ask for, writing to w.
+func (l Logging) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	// The enum tag has already rejected anything UnmarshalText would.
+	_ = level.UnmarshalText([]byte(l.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if l.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Options are the kong options both binaries parse with: a --version flag
+// and the version for it.
+func Options(name, description string) []kong.Option {
+	return []kong.Option{
+		kong.Name(name),
+		kong.Description(description),
+		kong.Vars{"version": name + " " + Version},
+	}
+}
+
+// VersionFlag is embedded in a CLI struct to provide --version.
+type VersionFlag struct {
+	Version kong.VersionFlag `help:"Print the version and exit."`
+}

@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nats runs the stock nats CLI as a user would, with no flags: NATS_URL
+// points it at this test's broker, and HOME keeps its configuration out of
+// the real one. PATH finds the node binary for --translate.
+func (c *cluster) nats(args ...string) *proc {
+	c.t.Helper()
+	return start(c.t, "nats "+strings.Join(args, " "), bins.nats, procOpts{env: []string{
+		"NATS_URL=nats://" + c.addr,
+		"HOME=" + c.t.TempDir(),
+		"PATH=" + bins.dir + ":" + os.Getenv("PATH"),
+	}}, args...)
+}
+
+// natsOutput runs a nats command to its end and returns what it printed.
+func (c *cluster) natsOutput(args ...string) string {
+	c.t.Helper()
+	p := c.nats(args...)
+	if code := p.wait(20 * time.Second); code != 0 {
+		c.t.Fatalf("nats %s exited %d: %s", strings.Join(args, " "), code, p.stderr.String())
+	}
+	return p.stdout.String() + p.stderr.String()
+}
+
+// `nats sub` shows election traffic readably: who is master at which
+// epoch, who registered, beat and left, in headers; and with node decode as
+// the translator, every field.
+func TestNatsCLI_ReadableTraffic(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	masterSub := c.nats("sub", "master.current")
+	nodeSub := c.nats("sub", "node.>")
+	decoded := c.nats("sub", "node.>", "--translate", "node decode --subject {{Subject}}")
+	time.Sleep(500 * time.Millisecond) // subscribed
+	alpha := c.node("alpha", 100, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	beta := c.node("beta", 10, procOpts{}, "--serve")
+	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	t0 := time.Now()
+	alpha.signal(syscall.SIGKILL)
+	w.waitMaster("beta", t0, 10*time.Second)
+	beta.signal(syscall.SIGTERM)
+	beta.wait(10 * time.Second)
+	w.waitMaster("", t0, 10*time.Second)
+
+	want := map[*proc][]string{
+		masterSub: {"Baton-Master: alpha", "Baton-Master: beta", "Baton-Event: alpha lost: connection closed", "Baton-Epoch: "},
+		nodeSub: {"node.register", "Baton-Node: beta", "Baton-Priority: 10", "node.heartbeat", "Baton-Seq: ",
+			"node.deregister", "Baton-Reason: node stopping"},
+		decoded: {`"name":"beta"`, `"priority":10`, `"instance_id":`, `"seq":`},
+	}
+	for p, lines := range want {
+		for _, line := range lines {
+			eventually(t, 5*time.Second, p.name+" shows "+line, func() bool { return strings.Contains(p.stdout.String(), line) })
+		}
+	}
+	t.Logf("nats sub master.current during the failover:\n%s", masterSub.stdout.String())
+}
+
+// nats req answers JSON with JSON, and garbage or an empty command with an
+// error reply, never a timeout or "no responders".
+func TestNatsCLI_Request(t *testing.T) {
+	c := newCluster(t)
+	c.node("alpha", 1, procOpts{}, "--serve")
+	c.watch().waitMaster("alpha", time.Time{}, 10*time.Second)
+	if out, _, code := c.exec("true"); code != 0 {
+		t.Fatalf("cluster not serving: %s", out)
+	}
+	cases := []struct {
+		body string
+		want []string
+	}{
+		{`{"cmd":"uname -a"}`, []string{`"exit_code":0`, `"stdout":"Linux`, `"master":"alpha"`, `"timed_out":false`, `"error_kind":"ERROR_KIND_NONE"`}},
+		{`garbage`, []string{`"error_kind":"ERROR_KIND_REJECTED"`, `neither a protobuf ExecRequest nor JSON`}},
+		{`{"cmd":""}`, []string{`"error_kind":"ERROR_KIND_REJECTED"`, `empty command`}},
+	}
+	for _, tc := range cases {
+		out := strings.ReplaceAll(c.natsOutput("req", "exec.request", tc.body), " ", "")
+		for _, w := range tc.want {
+			if !strings.Contains(out, strings.ReplaceAll(w, " ", "")) {
+				t.Errorf("nats req exec.request %s printed:\n%s\nwant %s", tc.body, out, w)
+			}
+		}
+	}
+}
+
+// The exec endpoint is a NATS micro service that moves with the master.
+func TestNatsCLI_Micro(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	alpha := c.node("alpha", 100, procOpts{}, "--serve")
+	c.node("beta", 10, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	if _, _, code := c.exec("true"); code != 0 {
+		t.Fatal("cluster not serving")
+	}
+	if out := c.natsOutput("micro", "ls"); !strings.Contains(out, "baton") {
+		t.Errorf("nats micro ls:\n%s\nwant the baton service", out)
+	}
+	info := c.natsOutput("micro", "info", "baton")
+	for _, want := range []string{"exec.request", "baton-exec", "node: alpha"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("nats micro info baton:\n%s\nwant %q", info, want)
+		}
+	}
+	t0 := time.Now()
+	alpha.signal(syscall.SIGKILL)
+	w.waitMaster("beta", t0, 10*time.Second)
+	if _, _, code := c.exec("true"); code != 0 {
+		t.Fatal("cluster not serving after the failover")
+	}
+	info = c.natsOutput("micro", "info", "baton")
+	if !strings.Contains(info, "node: beta") || strings.Contains(info, "node: alpha") {
+		t.Errorf("after the failover, nats micro info baton:\n%s\nwant node: beta only", info)
+	}
+	if stats := c.natsOutput("micro", "stats", "baton"); !strings.Contains(stats, "exec") {
+		t.Errorf("nats micro stats baton:\n%s\nwant the exec endpoint", stats)
+	}
+}
+
+// node watch prints joins, masters with epochs, leaves and losses with
+// their cause, one line each.
+func TestNodeWatch(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	watch := start(t, "node watch", bins.node, procOpts{}, "watch", "--broker-addr="+c.addr)
+	watchJSON := start(t, "node watch --json", bins.node, procOpts{}, "watch", "--json", "--broker-addr="+c.addr)
+	time.Sleep(500 * time.Millisecond)
+	alpha := c.node("alpha", 100, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	beta := c.node("beta", 10, procOpts{}, "--serve")
+	gamma := c.node("gamma", 5, procOpts{}, "--serve")
+	eventually(t, 10*time.Second, "all registered", func() bool { return len(c.status().Members) == 3 })
+	t0 := time.Now()
+	alpha.signal(syscall.SIGKILL)
+	w.waitMaster("beta", t0, 10*time.Second)
+	gamma.signal(syscall.SIGTERM)
+	gamma.wait(10 * time.Second)
+	beta.signal(syscall.SIGSTOP)
+	w.waitMaster("", t0, 10*time.Second)
+	for _, line := range []string{
+		"join    alpha priority=100", "master  alpha epoch=", "join    beta priority=10",
+		"lost    alpha (connection closed)", "master  beta epoch=", "left    gamma",
+		"lost    beta (heartbeat timeout)", "master  (none) epoch=",
+	} {
+		eventually(t, 5*time.Second, "node watch shows "+line, func() bool { return strings.Contains(watch.stdout.String(), line) })
+	}
+	eventually(t, 5*time.Second, "node watch --json shows the loss", func() bool {
+		for _, l := range strings.Split(watchJSON.stdout.String(), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(l), &e) == nil && e["event"] == "lost" && e["node"] == "beta" && e["cause"] == "heartbeat timeout" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// broker --http serves the NATS monitoring endpoints and baton's /status.
+func TestBrokerMonitoring(t *testing.T) {
+	httpAddr := freeAddr(t)
+	c := newCluster(t, "--http="+httpAddr)
+	c.node("alpha", 7, procOpts{}, "--serve")
+	c.watch().waitMaster("alpha", time.Time{}, 10*time.Second)
+	get := func(path string) string {
+		var body string
+		eventually(t, 5*time.Second, "GET "+path, func() bool {
+			resp, err := http.Get("http://" + httpAddr + path)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == http.StatusOK
+		})
+		return body
+	}
+	for path, want := range map[string]string{
+		"/varz":    `"server_name": "baton-broker"`,
+		"/connz":   `"name": "alpha"`,
+		"/healthz": `"status":"ok"`,
+		"/status":  `{"epoch":2,"master":"alpha","members":[{"name":"alpha","priority":7,"rank":0,"master":true}]}`,
+	} {
+		if body := get(path); !strings.Contains(body, want) {
+			t.Errorf("GET %s:\n%s\nwant %s", path, body, want)
+		}
+	}
+	if _, err := exec.LookPath("curl"); err == nil {
+		out, err := exec.Command("curl", "-s", "http://"+httpAddr+"/status").Output()
+		if err != nil || !strings.Contains(string(out), `"master":"alpha"`) {
+			t.Errorf("curl /status: %s %v", out, err)
+		}
+	}
+}
+
+// Every flag reads from a BATON_ environment variable.
+func TestFlagsFromEnvironment(t *testing.T) {
+	c := newCluster(t)
+	start(t, "env node", bins.node, procOpts{env: []string{
+		"BATON_BROKER_ADDR=" + c.addr, "BATON_NAME=from-env", "BATON_PRIORITY=7", "BATON_SERVE=true", "BATON_LOG_FORMAT=json",
+	}})
+	c.watch().waitMaster("from-env", time.Time{}, 10*time.Second)
+	if s := c.status(); len(s.Members) != 1 || s.Members[0].Priority != 7 {
+		t.Errorf("status %+v, want from-env at priority 7", s)
+	}
+}
