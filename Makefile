@@ -3,7 +3,11 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X baton/cmd/internal/cli.Version=$(VERSION)
 
-.PHONY: test generate check-generated build
+# docker compose v2, built from the Go module proxy when the machine lacks
+# it (Debian ships only v1, which cannot `up --wait`).
+COMPOSE_VERSION := v2.29.7
+
+.PHONY: test generate check-generated build demo demo-down image rootfs compose-plugin
 
 # Vet, formatting and every test with the race detector.
 test:
@@ -25,3 +29,38 @@ check-generated: generate
 # Static binaries in bin/.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/broker ./cmd/node
+
+# The demo cluster: build the image, then start a broker and three nodes
+# and wait until all are healthy.
+demo: image compose-plugin
+	docker compose up -d --wait
+
+demo-down: compose-plugin
+	docker compose down --remove-orphans --volumes --timeout 20
+
+# The image, FROM scratch: nothing is pulled.
+image: rootfs
+	docker build -q -t baton:demo -f Dockerfile build
+
+# build/rootfs: static baton binaries and nats CLI, and Debian's static
+# busybox (fetched with apt-get download, unpacked with dpkg -x, since it
+# conflicts with the busybox package) with a link per command.
+rootfs:
+	rm -rf build/rootfs && mkdir -p build/rootfs/bin build/rootfs/usr/local/bin build/rootfs/var/lib/baton build/rootfs/root
+	mkdir -m 1777 build/rootfs/tmp
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o build/rootfs/usr/local/bin/ \
+		./cmd/broker ./cmd/node github.com/nats-io/natscli/nats
+	cd build && { ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download busybox-static \
+		|| { apt-get update -qq && apt-get download busybox-static; }; }
+	rm -rf build/busybox && dpkg -x build/busybox-static_*.deb build/busybox
+	cp build/busybox/bin/busybox build/rootfs/bin/busybox
+	for applet in $$(build/rootfs/bin/busybox --list); do \
+		[ -e build/rootfs/bin/$$applet ] || ln -s busybox build/rootfs/bin/$$applet; done
+
+# Install docker compose v2 as a CLI plugin if `docker compose` is missing.
+compose-plugin:
+	@docker compose version >/dev/null 2>&1 || { \
+		echo "installing docker compose $(COMPOSE_VERSION) from the Go module proxy"; \
+		GOBIN=$(CURDIR)/build/compose $(GO) install github.com/docker/compose/v2/cmd@$(COMPOSE_VERSION) && \
+		mkdir -p $$HOME/.docker/cli-plugins && \
+		cp build/compose/cmd $$HOME/.docker/cli-plugins/docker-compose; }

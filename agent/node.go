@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +71,9 @@ type servingConn struct {
 	nc     *nats.Conn
 	svc    micro.Service // the exec endpoint, visible to `nats micro`
 	closed chan struct{}
+	// live is set once the connection serves; only then does its closing
+	// call for a new one (a failed start must not retry in a hot loop).
+	live atomic.Bool
 }
 
 // New prepares a node. It starts nothing.
@@ -122,20 +126,24 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
 	}
 	client, err := NewClient(ctx, nc, n.cfg)
-	if err == nil {
-		_, err = nc.Subscribe(bus.ExecStatusSubject(member.InstanceID()), n.handleStatus)
-	}
 	if err != nil {
 		member.Close()
 		nc.Close()
 		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
 	}
+	// Set before any handler that reads them can run.
+	n.nc, n.member, n.client = nc, member, client
+	n.execCtx, n.execCancel = context.WithCancel(context.WithoutCancel(ctx))
+	if _, err := nc.Subscribe(bus.ExecStatusSubject(member.InstanceID()), n.handleStatus); err != nil {
+		client.Close()
+		member.Close()
+		nc.Close()
+		return fmt.Errorf("join cluster at %s as %q: subscribe status: %w", n.cfg.BrokerAddr, n.cfg.Name, err)
+	}
 	nc.SetReconnectHandler(func(*nats.Conn) {
 		member.Reconnected()
 		client.Reconnected()
 	})
-	n.nc, n.member, n.client = nc, member, client
-	n.execCtx, n.execCancel = context.WithCancel(context.WithoutCancel(ctx))
 	go n.roleLoop()
 	return nil
 }
@@ -246,9 +254,11 @@ func (n *Node) serve() (*servingConn, error) {
 		nats.DrainTimeout(2*time.Second),
 		nats.ClosedHandler(func(*nats.Conn) {
 			close(sc.closed)
-			select {
-			case n.connLost <- struct{}{}:
-			default:
+			if sc.live.Load() {
+				select {
+				case n.connLost <- struct{}{}:
+				default:
+				}
 			}
 		}))
 	if err != nil {
@@ -277,15 +287,31 @@ func (n *Node) serve() (*servingConn, error) {
 	}
 	n.member.SetServeClientID(cid)
 	sc.nc, sc.svc = nc, svc
+	sc.live.Store(true)
 	return sc, nil
 }
 
-// serviceVersion is a SemVer for the micro service, which demands one.
+// semver matches the SemVer 2.0.0 grammar, as the micro service demands.
+var semver = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$`)
+
+// serviceVersion turns a build version (a tag such as v1.2.3, or what git
+// describe makes of an untagged tree, such as a1b2c3d-dirty) into the
+// SemVer the micro service demands: a pre-release of 0.0.0 unless it is
+// one already.
 func serviceVersion(v string) string {
-	if v == "" || v == "dev" {
-		return "0.0.0-dev"
+	if v := strings.TrimPrefix(v, "v"); semver.MatchString(v) {
+		return v
 	}
-	return strings.TrimPrefix(v, "v")
+	id := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' {
+			return r
+		}
+		return '-'
+	}, v)
+	if id == "" {
+		id = "dev"
+	}
+	return "0.0.0-" + id
 }
 
 // stepDown stops taking requests at once. Requests already delivered are

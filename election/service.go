@@ -167,14 +167,17 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.store = store
+	// The state handlers read is set before they can run.
+	s.mu.Lock()
+	s.epoch = epoch
+	s.electFrom = time.Now().Add(s.cfg.HeartbeatTimeout)
+	s.mu.Unlock()
 	if err := s.connect(); err != nil {
 		s.closeConns()
 		store.close()
 		return err
 	}
 	s.mu.Lock()
-	s.epoch = epoch
-	s.electFrom = time.Now().Add(s.cfg.HeartbeatTimeout)
 	// Whoever was master before this start is unknown now: that is a change
 	// of master, to none, and fences any master of the previous epoch.
 	s.changeMaster("", "broker started; waiting one heartbeat timeout for nodes")

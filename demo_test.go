@@ -1,0 +1,229 @@
+// Package demo_test runs README.md's "Try it" steps against the real
+// docker compose demo cluster, then breaks it further: a network partition
+// and a paused master.
+package demo_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"baton/bus"
+	"baton/messages"
+)
+
+// demo is one compose project of the demo cluster.
+type demo struct {
+	t       *testing.T
+	env     []string
+	port    string
+	project string
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+// run runs a command in the repository with the project's environment and
+// returns its combined output.
+func (d *demo) run(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), d.env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (d *demo) must(timeout time.Duration, name string, args ...string) string {
+	d.t.Helper()
+	out, err := d.run(timeout, name, args...)
+	if err != nil {
+		d.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// hostname is the README's check: which node runs a command.
+func (d *demo) hostname() string {
+	d.t.Helper()
+	return strings.TrimSpace(d.must(30*time.Second, "docker", "compose", "exec", "-T", "node-c", "node", "exec", "--", "hostname"))
+}
+
+// watcher timestamps every announcement the host sees.
+type watcher struct {
+	mu   sync.Mutex
+	seen []seen
+}
+
+type seen struct {
+	at     time.Time
+	master string
+}
+
+func (w *watcher) waitMaster(t *testing.T, master string, since time.Time) time.Duration {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		w.mu.Lock()
+		for _, s := range w.seen {
+			if s.at.After(since) && s.master == master {
+				w.mu.Unlock()
+				return s.at.Sub(since)
+			}
+		}
+		w.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s never announced master", master)
+	return 0
+}
+
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds an image and runs a cluster in containers")
+	}
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		t.Skipf("no Docker engine answers (docker info: %v): skipping the demo cluster test\n%s", err, out)
+	}
+	d := &demo{t: t, port: freePort(t), project: fmt.Sprintf("baton-test-%d", os.Getpid())}
+	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + freePort(t)}
+	// Torn down whatever happens, first thing registered, last thing run.
+	t.Cleanup(func() {
+		if out, err := d.run(2*time.Minute, "make", "demo-down"); err != nil {
+			t.Errorf("make demo-down: %v\n%s", err, out)
+		}
+	})
+	t0 := time.Now()
+	d.must(10*time.Minute, "make", "demo")
+	t.Logf("make demo: cluster healthy after %v", time.Since(t0).Round(time.Second))
+
+	nc, err := bus.Connect(context.Background(), "127.0.0.1:"+d.port, "demo-test", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	w := &watcher{}
+	if _, err := nc.Subscribe(bus.SubjectMaster, func(m *nats.Msg) {
+		var a messages.Announcement
+		if proto.Unmarshal(m.Data, &a) == nil {
+			w.mu.Lock()
+			w.seen = append(w.seen, seen{time.Now(), a.Master})
+			w.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The README's nats sub, from the host.
+	natsBin := filepath.Join(t.TempDir(), "nats")
+	d.must(5*time.Minute, "go", "build", "-o", natsBin, "github.com/nats-io/natscli/nats")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := exec.CommandContext(ctx, natsBin, "sub", "master.current")
+	sub.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+d.port, "HOME="+t.TempDir())
+	var subOut syncBuffer
+	sub.Stdout = &subOut
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Wait()
+	defer cancel()
+
+	// Try it, as the README says.
+	if got := d.hostname(); got != "node-a" {
+		t.Fatalf("hostname ran on %q, want node-a", got)
+	}
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "compose", "kill", "node-a")
+	t.Logf("failover after docker compose kill: %v", w.waitMaster(t, "node-b", t0))
+	if got := d.hostname(); got != "node-b" {
+		t.Errorf("after kill: ran on %q, want node-b", got)
+	}
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "compose", "start", "node-a")
+	w.waitMaster(t, "node-a", t0)
+	if got := d.hostname(); got != "node-a" {
+		t.Errorf("after start: ran on %q, want node-a", got)
+	}
+	for _, want := range []string{"Baton-Master: node-a", "Baton-Master: node-b"} {
+		if !strings.Contains(subOut.String(), want) {
+			t.Errorf("nats sub master.current on the host lacks %q", want)
+		}
+	}
+
+	// A network partition of the master: failover by heartbeat timeout,
+	// and the cut-off master stops taking commands on its own.
+	container := strings.TrimSpace(d.must(time.Minute, "docker", "compose", "ps", "-q", "node-a"))
+	network := d.project + "_default"
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "network", "disconnect", network, container)
+	t.Logf("failover after docker network disconnect: %v", w.waitMaster(t, "node-b", t0))
+	for range 5 {
+		if got := d.hostname(); got != "node-b" {
+			t.Errorf("during the partition: ran on %q, want node-b", got)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.must(time.Minute, "docker", "compose", "logs", "node-a"), "not taking commands") {
+		if time.Now().After(deadline) {
+			t.Fatal("partitioned node-a never stopped taking commands on its own")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "network", "connect", network, container)
+	w.waitMaster(t, "node-a", t0)
+	if got := d.hostname(); got != "node-a" {
+		t.Errorf("after the partition healed: ran on %q, want node-a", got)
+	}
+
+	// A paused master.
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "compose", "pause", "node-a")
+	t.Logf("failover after docker compose pause: %v", w.waitMaster(t, "node-b", t0))
+	if got := d.hostname(); got != "node-b" {
+		t.Errorf("while node-a is paused: ran on %q, want node-b", got)
+	}
+	t0 = time.Now()
+	d.must(time.Minute, "docker", "compose", "unpause", "node-a")
+	w.waitMaster(t, "node-a", t0)
+	if got := d.hostname(); got != "node-a" {
+		t.Errorf("after unpause: ran on %q, want node-a", got)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
