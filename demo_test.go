@@ -109,6 +109,10 @@ func TestDemo(t *testing.T) {
 	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + freePort(t)}
 	// Torn down whatever happens, first thing registered, last thing run.
 	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := d.run(time.Minute, "docker", "compose", "logs", "--timestamps")
+			t.Logf("docker compose logs:\n%s", out)
+		}
 		if out, err := d.run(2*time.Minute, "make", "demo-down"); err != nil {
 			t.Errorf("make demo-down: %v\n%s", err, out)
 		}

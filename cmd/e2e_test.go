@@ -14,6 +14,7 @@ import (
 // The three-terminal session, with pipes for terminals: a command
 // typed at the low-priority node runs on the master and prints its output.
 func TestSession(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
 	c := newCluster(t)
 	w := c.watch()
 	masterDir := t.TempDir()
@@ -51,6 +52,7 @@ func TestSession(t *testing.T) {
 // At end of input a node waits for every outstanding result, leaves the
 // cluster and exits 0.
 func TestEndOfInputDeliversAllResults(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
 	c := newCluster(t)
 	c.node("master", 100, procOpts{}, "--serve")
 	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
@@ -114,6 +116,7 @@ func TestEpochSurvivesBrokerRestart(t *testing.T) {
 }
 
 func TestTimeouts(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
 	c := newCluster(t)
 	c.node("master", 1, procOpts{}, "--serve")
 	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
@@ -302,6 +305,7 @@ func TestDuplicateNameRefused(t *testing.T) {
 }
 
 func TestExecExitCodes(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
 	c := newCluster(t)
 	c.node("master", 1, procOpts{}, "--serve", "--exec-timeout=1s")
 	c.watch().waitMaster("master", time.Time{}, 10*time.Second)

@@ -51,28 +51,34 @@ func (c *CLI) Run() error {
 	ecfg := election.DefaultServiceConfig()
 	ecfg.DataDir, ecfg.HeartbeatTimeout = c.DataDir, c.HeartbeatTimeout
 	ecfg.Logger = logger.With("component", "election")
-	svc, err := election.NewService(srv, ecfg)
-	if err == nil {
-		err = svc.Start(ctx)
+	closeCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 10*time.Second)
 	}
+	svc, err := election.NewService(srv, ecfg)
+	if err != nil {
+		ctx, cancel := closeCtx()
+		defer cancel()
+		return errors.Join(err, srv.Close(ctx))
+	}
+	err = svc.Start(ctx)
 	var monitor *http.Server
 	if err == nil && c.HTTP != "" {
 		monitor, err = serveMonitor(ctx, c.HTTP, srv, svc, logger)
 	}
 	if err != nil {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := closeCtx()
 		defer cancel()
-		return errors.Join(err, svc.Close(closeCtx), srv.Close(closeCtx))
+		return errors.Join(err, svc.Close(ctx), srv.Close(ctx))
 	}
 	logger.Info("broker ready", "addr", srv.Addr(), "data_dir", c.DataDir, "http", c.HTTP)
 	<-ctx.Done()
 	logger.Info("broker stopping")
-	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stopCtx, cancel := closeCtx()
 	defer cancel()
 	if monitor != nil {
-		err = monitor.Shutdown(closeCtx)
+		err = monitor.Shutdown(stopCtx)
 	}
-	return errors.Join(err, svc.Close(closeCtx), srv.Close(closeCtx))
+	return errors.Join(err, svc.Close(stopCtx), srv.Close(stopCtx))
 }
 
 // serveMonitor listens on addr and serves the monitoring endpoints until
