@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
+	"baton/bus/bustest"
 	"baton/messages"
 )
 
@@ -144,7 +145,7 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	sub := exec.CommandContext(ctx, natsBin, "sub", "master.current")
 	sub.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+d.port, "HOME="+t.TempDir())
-	var subOut syncBuffer
+	var subOut bustest.Buffer
 	sub.Stdout = &subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)
@@ -213,21 +214,4 @@ func TestDemo(t *testing.T) {
 	if got := d.hostname(); got != "node-a" {
 		t.Errorf("after unpause: ran on %q, want node-a", got)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

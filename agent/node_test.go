@@ -63,6 +63,25 @@ func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutat
 	return n
 }
 
+// servingMaster starts a cluster whose master "m" takes requests, and a raw
+// connection to send it some. Raw requests do not retry, so it waits until
+// the master serves.
+func servingMaster(t testing.TB) (*agent.Node, *nats.Conn) {
+	t.Helper()
+	srv := startCluster(t)
+	m := startNode(t, srv, "m", 1, nil)
+	waitMaster(t, m, "m")
+	if _, err := m.Submit(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Conn("raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return m, nc
+}
+
 func newClient(t testing.TB, nc *nats.Conn, cfg agent.Config) *agent.Client {
 	t.Helper()
 	cfg.Logger = bustest.Logger(t).With("client", cfg.Name)
@@ -163,18 +182,7 @@ func TestNode_Busy(t *testing.T) {
 }
 
 func TestNode_BadRequests(t *testing.T) {
-	srv := startCluster(t)
-	m := startNode(t, srv, "m", 1, nil)
-	waitMaster(t, m, "m")
-	// Raw requests do not retry: wait until the master serves.
-	if _, err := m.Submit(context.Background(), "true"); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := srv.Conn("raw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	m, nc := servingMaster(t)
 	encode := func(cmd string) []byte {
 		b, _ := proto.Marshal(&messages.ExecRequest{Id: "x", Cmd: cmd})
 		return b
@@ -227,17 +235,7 @@ func TestNode_BadRequests(t *testing.T) {
 // A JSON request is answered in JSON with the .proto field names and every
 // field present, zero values too.
 func TestNode_JSONRequest(t *testing.T) {
-	srv := startCluster(t)
-	m := startNode(t, srv, "m", 1, nil)
-	waitMaster(t, m, "m")
-	if _, err := m.Submit(context.Background(), "true"); err != nil {
-		t.Fatal(err)
-	}
-	nc, err := srv.Conn("raw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	_, nc := servingMaster(t)
 	msg, err := nc.Request(bus.SubjectExec, []byte(`{"cmd":"echo hi"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)

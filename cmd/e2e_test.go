@@ -24,7 +24,7 @@ func TestSession(t *testing.T) {
 	alpha := c.node("alpha", 100, procOpts{dir: masterDir, stdin: true})
 	w.waitMaster("alpha", time.Time{}, 10*time.Second)
 	beta := c.node("beta", 10, procOpts{stdin: true})
-	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	c.waitMembers(2)
 
 	start := time.Now()
 	alpha.send("sleep 3")
@@ -208,7 +208,7 @@ func TestFailover(t *testing.T) {
 			alpha := c.node("alpha", 100, procOpts{}, "--serve")
 			c.node("beta", 50, procOpts{}, "--serve")
 			w.waitMaster("alpha", time.Time{}, 10*time.Second)
-			eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+			c.waitMembers(2)
 			t0 := time.Now()
 			alpha.signal(tc.sig)
 			at, _ := w.waitMaster("beta", t0, 10*time.Second)

@@ -32,7 +32,7 @@ func TestLostMasterFailsInFlightCommand(t *testing.T) {
 			alpha := c.node("alpha", 100, procOpts{}, "--serve")
 			w.waitMaster("alpha", time.Time{}, 10*time.Second)
 			beta := c.node("beta", 10, procOpts{stdin: true})
-			eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+			c.waitMembers(2)
 			beta.send("sleep 2; echo finished")
 			time.Sleep(300 * time.Millisecond) // running on alpha now
 			alpha.signal(tc.sig)
@@ -65,7 +65,7 @@ func TestResumedMasterTakesNoCommands(t *testing.T) {
 	alpha := c.node("alpha", 100, procOpts{}, "--serve")
 	c.node("beta", 10, procOpts{}, "--serve")
 	w.waitMaster("alpha", time.Time{}, 10*time.Second)
-	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	c.waitMembers(2)
 	alpha.signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	w.waitMaster("beta", stopped, 10*time.Second)

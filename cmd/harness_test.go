@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 
 	"baton/agent"
 	"baton/bus"
+	"baton/bus/bustest"
 	"baton/election"
 	"baton/messages"
 )
@@ -74,32 +74,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a running broker or node process.
 type proc struct {
 	t      testing.TB
 	name   string
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *bustest.Buffer
+	stderr *bustest.Buffer
 	done   chan struct{}
 	state  *os.ProcessState
 }
@@ -115,7 +97,7 @@ type procOpts struct {
 // the test already did.
 func start(t testing.TB, name, bin string, o procOpts, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, stdout: &bustest.Buffer{}, stderr: &bustest.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = o.dir
 	p.cmd.Env = append(os.Environ(), o.env...)
@@ -244,6 +226,12 @@ func (c *cluster) exec(args ...string) (string, string, int) {
 	p := start(c.t, "exec", bins.node, procOpts{}, append([]string{"exec", "--broker-addr=" + c.addr, "--"}, args...)...)
 	code := p.wait(30 * time.Second)
 	return p.stdout.String(), p.stderr.String(), code
+}
+
+// waitMembers waits until the broker lists n members.
+func (c *cluster) waitMembers(n int) {
+	c.t.Helper()
+	eventually(c.t, 10*time.Second, fmt.Sprintf("%d members registered", n), func() bool { return len(c.status().Members) == n })
 }
 
 func (c *cluster) status() election.Status {

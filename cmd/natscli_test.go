@@ -47,7 +47,7 @@ func TestNatsCLI_ReadableTraffic(t *testing.T) {
 	alpha := c.node("alpha", 100, procOpts{}, "--serve")
 	w.waitMaster("alpha", time.Time{}, 10*time.Second)
 	beta := c.node("beta", 10, procOpts{}, "--serve")
-	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	c.waitMembers(2)
 	t0 := time.Now()
 	alpha.signal(syscall.SIGKILL)
 	w.waitMaster("beta", t0, 10*time.Second)
@@ -103,7 +103,7 @@ func TestNatsCLI_Micro(t *testing.T) {
 	alpha := c.node("alpha", 100, procOpts{}, "--serve")
 	c.node("beta", 10, procOpts{}, "--serve")
 	w.waitMaster("alpha", time.Time{}, 10*time.Second)
-	eventually(t, 10*time.Second, "beta registered", func() bool { return len(c.status().Members) == 2 })
+	c.waitMembers(2)
 	if _, _, code := c.exec("true"); code != 0 {
 		t.Fatal("cluster not serving")
 	}
@@ -143,7 +143,7 @@ func TestNodeWatch(t *testing.T) {
 	w.waitMaster("alpha", time.Time{}, 10*time.Second)
 	beta := c.node("beta", 10, procOpts{}, "--serve")
 	gamma := c.node("gamma", 5, procOpts{}, "--serve")
-	eventually(t, 10*time.Second, "all registered", func() bool { return len(c.status().Members) == 3 })
+	c.waitMembers(3)
 	t0 := time.Now()
 	alpha.signal(syscall.SIGKILL)
 	w.waitMaster("beta", t0, 10*time.Second)

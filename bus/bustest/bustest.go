@@ -3,14 +3,36 @@
 package bustest
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"baton/bus"
 )
+
+// Buffer is a bytes.Buffer that one writer (a process's output) and
+// concurrent readers may share.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // Logger returns a debug-level logger that writes to t.Log.
 func Logger(t testing.TB) *slog.Logger {
