@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,8 +61,11 @@ type Client struct {
 // call is one Submit in progress.
 type call struct {
 	events chan callEvent
-	sentTo string // the master the requester believed in when it sent
-	acked  *messages.ExecAck
+	// sent is whether a copy may be out (no 503 or refusal since the last
+	// send), and sentEpoch the requester's epoch when it sent it.
+	sent      bool
+	sentEpoch uint64
+	acked     *messages.ExecAck
 	// masters are the nodes (instance id → name) that may have received
 	// the request: every master announced since it was first sent, and
 	// the one before.
@@ -152,8 +156,11 @@ func (c *Client) observe(a *messages.Announcement) {
 			switch {
 			case cl.acked != nil:
 				lost = cl.acked.Master == d.Name && cl.acked.Epoch < a.Epoch
-			default:
-				lost = cl.sentTo == d.Name
+			case cl.sent && a.Epoch > cl.sentEpoch:
+				// Unacknowledged: any master that could have received it
+				// (the requester's view may lag a takeover) counts, but
+				// only for a departure newer than the request.
+				lost = slices.Contains(slices.Collect(maps.Values(cl.masters)), d.Name)
 			}
 			if lost {
 				c.deliver(cl, callEvent{lost: fmt.Sprintf("master %s was lost while running the command (%s); it may or may not have run", d.Name, causeText(d.Cause))})
@@ -301,7 +308,7 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 				ev.result != nil && ev.result.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE:
 				// Nobody received it, or the master refused it unrun.
 				c.mu.Lock()
-				s.cl.sentTo = ""
+				s.cl.sent = false
 				c.mu.Unlock()
 				if err := s.backoff(ctx); err != nil {
 					return nil, err
@@ -352,9 +359,9 @@ func (s *submission) send() error {
 	}
 	if v := c.view; v != nil {
 		s.req.Epoch = v.Epoch
-		s.cl.sentTo = v.Master
 		s.cl.addMaster(master(v))
 	}
+	s.cl.sent, s.cl.sentEpoch = true, s.req.Epoch
 	c.mu.Unlock()
 	data, err := proto.Marshal(s.req)
 	if err != nil {

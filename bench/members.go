@@ -24,8 +24,9 @@ type Members struct {
 }
 
 type simMember struct {
-	nc *nats.Conn
-	m  *election.Member
+	name string
+	nc   *nats.Conn
+	m    *election.Member
 }
 
 // StartMembers connects and registers n members named prefix-0 … prefix-(n-1),
@@ -79,9 +80,37 @@ func (ms *Members) start(ctx context.Context, addr, name string, priority int32,
 	}
 	nc.SetReconnectHandler(func(*nats.Conn) { m.Reconnected() })
 	ms.mu.Lock()
-	ms.members = append(ms.members, &simMember{nc, m})
+	ms.members = append(ms.members, &simMember{name, nc, m})
 	ms.mu.Unlock()
 	return nil
+}
+
+// Kill closes the named member's connection without deregistering, as a
+// crash would. It reports whether there was such a member.
+func (ms *Members) Kill(name string) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for i, s := range ms.members {
+		if s.name == name {
+			s.nc.Close()
+			s.m.Close()
+			ms.members = append(ms.members[:i], ms.members[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// AllSee reports whether every member's newest announcement names master.
+func (ms *Members) AllSee(master string) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for _, s := range ms.members {
+		if a := s.m.Current(); a == nil || a.Master != master {
+			return false
+		}
+	}
+	return true
 }
 
 // Close disconnects every member (without deregistering: as if they all

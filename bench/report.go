@@ -1,0 +1,107 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// Targets and anchors the figures are judged by.
+const (
+	targetRoundTripRatio  = 1.3
+	targetThroughputRatio = 0.9
+	targetKillMs          = 50
+	targetHangMs          = 1000 + 200 // heartbeat timeout + 200 ms
+	targetPreemptMs       = 50
+	targetBrokerRestartMs = 3000
+	targetAllSeenMs       = 200
+	targetBrokerCPU       = 1.0
+)
+
+var failoverTargets = map[string]struct {
+	ms     float64
+	anchor string
+}{
+	"kill -9":                  {targetKillMs, "etcd election timeout 1 s; NATS-based elections 0.5–60 s"},
+	"SIGSTOP (hang)":           {targetHangMs, "Kubernetes leader election 15 s; Consul lock 15 s + 15 s lock delay"},
+	"SIGTERM (leave)":          {targetKillMs, "etcd election timeout 1 s"},
+	"preemption":               {targetPreemptMs, "etcd election timeout 1 s"},
+	"broker restart (kill -9)": {targetBrokerRestartMs, "NATS-based elections 0.5–60 s"},
+}
+
+// judge says which targets the figures meet.
+func (r *Report) judge() map[string]bool {
+	t := map[string]bool{
+		"round trip p50 ≤ 1.3 × local": r.RoundTrip.RatioP50 <= targetRoundTripRatio,
+		"throughput ≥ 0.9 × local":     r.Throughput.Ratio >= targetThroughputRatio,
+	}
+	for _, f := range r.Failover {
+		if tg, ok := failoverTargets[f.Kind]; ok {
+			t[fmt.Sprintf("failover %s ≤ %v ms", f.Kind, tg.ms)] = f.MaxMs <= tg.ms
+		}
+	}
+	for _, s := range r.Scale {
+		if s.Members == 5000 {
+			t["5,000 members: broker under one core"] = s.BrokerCPU < targetBrokerCPU
+			t["5,000 members: new master seen by all ≤ 200 ms"] = s.AllSeenMs <= targetAllSeenMs
+		}
+	}
+	return t
+}
+
+func mark(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// WriteTable prints the report as Markdown tables.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "Machine: %s. Quick run: %v.\n\n", r.Machine, r.Quick)
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	row := func(cells ...string) { fmt.Fprintln(tw, "| "+strings.Join(cells, "\t| ")+"\t|") }
+	rule := func(n int) { row(strings.Split(strings.Repeat("---,", n), ",")[:n]...) }
+
+	rt := r.RoundTrip
+	row("round trip of `true`", "p50", "p99", "target", "")
+	rule(5)
+	row("local `sh -c true`", fmt.Sprintf("%.3f ms", rt.LocalP50Ms), fmt.Sprintf("%.3f ms", rt.LocalP99Ms), "floor", "")
+	row("through the cluster", fmt.Sprintf("%.3f ms", rt.ClusterP50Ms), fmt.Sprintf("%.3f ms", rt.ClusterP99Ms), "", "")
+	row("ratio (p50)", fmt.Sprintf("%.2f ×", rt.RatioP50), "", "≤ 1.3 ×", mark(rt.RatioP50 <= targetRoundTripRatio))
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d samples each, interleaved.\n\n", rt.Samples)
+
+	th := r.Throughput
+	row(fmt.Sprintf("throughput, %d workers", th.Workers), "commands/s", "target", "")
+	rule(4)
+	row("local `sh -c true`", fmt.Sprintf("%.0f", th.LocalPerSecond), "floor", "")
+	row("through the cluster", fmt.Sprintf("%.0f", th.ClusterPerSecond), "", "")
+	row("ratio", fmt.Sprintf("%.2f ×", th.Ratio), "≥ 0.9 ×", mark(th.Ratio >= targetThroughputRatio))
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	row("failover (client-observed)", "median", "max", "trials", "target", "", "anchor")
+	rule(7)
+	for _, f := range r.Failover {
+		tg := failoverTargets[f.Kind]
+		row(f.Kind, fmt.Sprintf("%.0f ms", f.MedianMs), fmt.Sprintf("%.0f ms", f.MaxMs), fmt.Sprint(len(f.TrialsMs)),
+			fmt.Sprintf("≤ %.0f ms", tg.ms), mark(f.MaxMs <= tg.ms), tg.anchor)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	row("members", "broker CPU", "broker RSS", "loss → new master.current", "loss → seen by all", "")
+	rule(6)
+	for _, s := range r.Scale {
+		judged := ""
+		if s.Members == 5000 {
+			judged = fmt.Sprintf("CPU < 1 core: %s; seen by all ≤ 200 ms: %s", mark(s.BrokerCPU < targetBrokerCPU), mark(s.AllSeenMs <= targetAllSeenMs))
+		}
+		row(fmt.Sprint(s.Members), fmt.Sprintf("%.0f %% of a core", s.BrokerCPU*100), fmt.Sprintf("%.0f MB", s.BrokerRSSMB),
+			fmt.Sprintf("%.1f ms", s.AnnounceMs), fmt.Sprintf("%.1f ms", s.AllSeenMs), judged)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nIdle RSS: broker %.1f MB, node %.1f MB.\n", r.Idle.BrokerRSSMB, r.Idle.NodeRSSMB)
+}
