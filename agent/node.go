@@ -215,7 +215,7 @@ func (n *Node) follow(a *messages.Announcement) {
 		case <-n.serving.closed:
 			n.cfg.Logger.Warn("serving connection lost")
 			n.serving = nil
-			n.member.SetServeClientID(0)
+			n.member.StopServing()
 		default:
 		}
 	}
@@ -264,6 +264,16 @@ func (n *Node) serve() (*servingConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The broker learns this connection before it subscribes (see
+	// Member.ReportServing).
+	cid, err := nc.GetClientID()
+	if err == nil {
+		err = n.member.ReportServing(context.Background(), cid)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        "baton",
 		Version:     serviceVersion(n.cfg.Version),
@@ -277,15 +287,11 @@ func (n *Node) serve() (*servingConn, error) {
 	if err == nil {
 		err = nc.Flush()
 	}
-	var cid uint64
-	if err == nil {
-		cid, err = nc.GetClientID()
-	}
 	if err != nil {
+		n.member.StopServing()
 		nc.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", bus.SubjectExec, err)
 	}
-	n.member.SetServeClientID(cid)
 	sc.nc, sc.svc = nc, svc
 	sc.live.Store(true)
 	return sc, nil
@@ -323,7 +329,7 @@ func (n *Node) stepDown() {
 	}
 	sc := n.serving
 	n.serving = nil
-	n.member.SetServeClientID(0)
+	n.member.StopServing()
 	// Stop drains the endpoint; draining the connection then closes it.
 	if err := sc.svc.Stop(); err != nil {
 		n.cfg.Logger.Debug("stop exec service", keyErr, err)
@@ -436,13 +442,23 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		return
 	}
 	if req.AckSubject != "" {
-		n.publish(req.AckSubject, &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()})
+		// A command done within ackDelay needs no ack: its result comes
+		// first, and a master lost before acking is caught by the
+		// requester anyway (it watches every master that could hold the
+		// request). So the common short command costs one message less.
+		ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()}
+		t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
+		defer t.Stop()
 	}
 	res := stamp(n.run(req, received))
 	for _, r := range n.ledger.finish(req.Id, res) {
 		n.reply(r, res)
 	}
 }
+
+// ackDelay is how long a command runs before its requester is told which
+// master took it.
+const ackDelay = 20 * time.Millisecond
 
 // handleStatus answers an ExecStatusQuery from the ledger.
 func (n *Node) handleStatus(msg *nats.Msg) {
@@ -567,6 +583,7 @@ func (n *Node) Close(ctx context.Context) error {
 		<-idle
 	}
 	n.execCancel()
+	n.exe.Close()
 	n.client.Close()
 	n.member.Close()
 	// Drain flushes the replies still buffered, then closes.

@@ -422,36 +422,45 @@ func failovers(ctx context.Context, cfg Config, r *Report) error {
 		}
 		return c.waitServing(ctx, name, 15*time.Second)
 	}
+	// Each fault returns the moment it took effect.
+	now := func() (time.Time, error) { return time.Now(), nil }
 	kinds := []struct {
 		kind  string
-		fault func() error
+		fault func() (time.Time, error)
 		to    string
 		heal  func() error
 	}{
-		{"kill -9", func() error { c.nodes["alpha"].kill(); return nil }, "beta", func() error { return restart("alpha", 100) }},
-		{"SIGSTOP (hang)", func() error { c.nodes["alpha"].signal(syscall.SIGSTOP); return nil }, "beta", func() error {
-			c.nodes["alpha"].signal(syscall.SIGCONT)
-			return c.waitServing(ctx, "alpha", 15*time.Second)
-		}},
-		{"SIGTERM (leave)", func() error { c.nodes["alpha"].signal(syscall.SIGTERM); return nil }, "beta", func() error {
+		{"kill -9", func() (time.Time, error) { c.nodes["alpha"].signal(syscall.SIGKILL); return now() }, "beta", func() error {
 			<-c.nodes["alpha"].done
 			return restart("alpha", 100)
 		}},
-		{"preemption", func() error { return c.startNode("gamma", 200) }, "gamma", func() error {
+		{"SIGSTOP (hang)", func() (time.Time, error) { c.nodes["alpha"].signal(syscall.SIGSTOP); return now() }, "beta", func() error {
+			c.nodes["alpha"].signal(syscall.SIGCONT)
+			return c.waitServing(ctx, "alpha", 15*time.Second)
+		}},
+		{"SIGTERM (leave)", func() (time.Time, error) { c.nodes["alpha"].signal(syscall.SIGTERM); return now() }, "beta", func() error {
+			<-c.nodes["alpha"].done
+			return restart("alpha", 100)
+		}},
+		{"preemption", func() (time.Time, error) {
+			t0 := time.Now()
+			return t0, c.startNode("gamma", 200)
+		}, "gamma", func() error {
 			c.nodes["gamma"].stop(15 * time.Second)
 			delete(c.nodes, "gamma")
 			return c.waitServing(ctx, "alpha", 15*time.Second)
 		}},
-		{"broker restart (kill -9)", func() error {
-			c.broker.kill()
-			return c.startBroker()
+		{"broker restart (kill -9)", func() (time.Time, error) {
+			c.broker.kill() // returns once the broker is gone
+			t0 := time.Now()
+			return t0, c.startBroker()
 		}, "", func() error { return c.waitServing(ctx, "alpha", 15*time.Second) }},
 	}
 	for _, k := range kinds {
 		f := Failover{Kind: k.kind}
 		for range trials {
-			t0 := time.Now()
-			if err := k.fault(); err != nil {
+			t0, err := k.fault()
+			if err != nil {
 				return err
 			}
 			d, err := s.firstFrom(k.to, t0, 20*time.Second)

@@ -176,10 +176,35 @@ func (m *Member) Done() <-chan struct{} { return m.done }
 // valid once Done is closed.
 func (m *Member) Err() error { return m.err }
 
-// SetServeClientID reports the client id of the connection on which the
-// node takes exec requests (0 for none), so that the broker can cut it off
-// if the node goes silent.
-func (m *Member) SetServeClientID(id uint64) { m.serveClientID.Store(id) }
+// ReportServing tells the broker the client id of the connection on which
+// the node is about to take exec requests, so that the broker can cut it
+// off if the node goes silent. It blocks until the broker acknowledged it
+// (or ctx ends): a connection must not subscribe before the broker knows
+// it, or a node that hangs at once would keep a subscription alive.
+func (m *Member) ReportServing(ctx context.Context, id uint64) error {
+	m.serveClientID.Store(id)
+	msg, err := m.heartbeat(m.Current(), true)
+	if err != nil {
+		return fmt.Errorf("report serving connection: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
+	defer cancel()
+	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: msg.Subject, Data: msg.Data, Header: msg.Header})
+	if err != nil {
+		return fmt.Errorf("report serving connection: %w", err)
+	}
+	var ack messages.HeartbeatAck
+	if err := proto.Unmarshal(resp.Data, &ack); err != nil {
+		return fmt.Errorf("report serving connection: malformed ack: %w", err)
+	}
+	if ack.Reregister || ack.Error != "" {
+		return fmt.Errorf("report serving connection: broker does not know this node (re-registering)")
+	}
+	return nil
+}
+
+// StopServing tells the member the node takes no exec requests any more.
+func (m *Member) StopServing() { m.serveClientID.Store(0) }
 
 // Reconnected makes the member register again at once, with the new
 // connection's client id. Call it from the connection's reconnect handler.
@@ -387,23 +412,31 @@ func (m *Member) loop(ctx context.Context) {
 const ackEvery = 8
 
 func (m *Member) beat() {
-	var epoch uint64
 	a := m.Current()
+	msg, err := m.heartbeat(a, m.named(a))
+	if err == nil {
+		err = m.nc.PublishMsg(msg)
+	}
+	if err != nil {
+		m.cfg.Logger.Warn("heartbeat not sent", keyErr, err)
+	}
+}
+
+// heartbeat builds the next heartbeat; with wantAck it asks for an ack
+// (every ackEvery-th beat asks anyway) and records its send time.
+func (m *Member) heartbeat(a *messages.Announcement, wantAck bool) (*nats.Msg, error) {
+	var epoch uint64
 	if a != nil {
 		epoch = a.Epoch
 	}
 	seq := m.seq.Add(1)
-	wantAck := m.named(a) || seq%ackEvery == 0
+	wantAck = wantAck || seq%ackEvery == 0
 	b, err := proto.Marshal(&messages.Heartbeat{
 		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq,
 		Epoch: epoch, ServeClientId: m.serveClientID.Load(),
 	})
-	if wantAck {
-		m.sentMu.Lock()
-		m.sent[seq] = time.Now()
-		// Acks older than a few heartbeat timeouts will never be awaited.
-		delete(m.sent, seq-64)
-		m.sentMu.Unlock()
+	if err != nil {
+		return nil, err
 	}
 	msg := &nats.Msg{Subject: bus.SubjectHeartbeat, Data: b, Header: nats.Header{
 		bus.HeaderNode:  {m.cfg.Name},
@@ -411,14 +444,14 @@ func (m *Member) beat() {
 		bus.HeaderEpoch: {strconv.FormatUint(epoch, 10)},
 	}}
 	if wantAck {
+		m.sentMu.Lock()
+		m.sent[seq] = time.Now()
+		// Acks older than a few heartbeat timeouts will never be awaited.
+		delete(m.sent, seq-64)
+		m.sentMu.Unlock()
 		msg.Reply = m.ackInbox
 	}
-	if err == nil {
-		err = m.nc.PublishMsg(msg)
-	}
-	if err != nil {
-		m.cfg.Logger.Warn("heartbeat not sent", keyErr, err)
-	}
+	return msg, nil
 }
 
 // Leave deregisters the node so that the broker elects a new master at

@@ -30,9 +30,16 @@ type Command struct {
 type Executor struct {
 	cfg   Config
 	slots chan struct{}
+	// stdinR is every command's stdin: the read end of a pipe whose write
+	// end, stdinW, is held open and never written, so that a command that
+	// reads blocks (until its timeout) instead of seeing end of file. One
+	// pipe serves all commands: there is never anything in it to share.
+	stdinR, stdinW *os.File
+	closeOnce      sync.Once
 }
 
-// New returns an Executor for cfg. It starts nothing.
+// New returns an Executor for cfg. It starts nothing; Close releases the
+// stdin pipe it opens.
 func New(cfg Config) (*Executor, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -40,7 +47,20 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultConfig().Logger
 	}
-	return &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel)}, nil
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("executor: stdin pipe: %w", err)
+	}
+	return &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel), stdinR: r, stdinW: w}, nil
+}
+
+// Close releases the stdin pipe. Commands still running keep their copy.
+// It is safe to call twice.
+func (e *Executor) Close() {
+	e.closeOnce.Do(func() {
+		e.stdinR.Close()
+		e.stdinW.Close()
+	})
 }
 
 // Config returns the executor's configuration.
@@ -98,9 +118,7 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, e.cfg.Shell, "-c", c.Line)
-	// The stdin pipe is never written and stays open until the command is
-	// over, so a command that reads blocks like any other until its timeout.
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.stdinR, p.stdoutW, p.stderrW
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdinR, p.stdoutW, p.stderrW
 	cmd.Dir, cmd.Env = e.cfg.Dir, e.cfg.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var killed atomic.Bool
@@ -183,10 +201,9 @@ func drain(dst *cappedBuffer, src io.Reader) {
 	_, _ = io.Copy(dst, src)
 }
 
-// pipes are the command's stdio: the child's ends are handed to the shell,
-// the parent's ends are read (stdout, stderr) or held open (stdin).
+// pipes are the command's output: the write ends are handed to the shell,
+// the read ends are drained.
 type pipes struct {
-	stdinR, stdinW   *os.File
 	stdoutR, stdoutW *os.File
 	stderrR, stderrW *os.File
 }
@@ -194,17 +211,10 @@ type pipes struct {
 func newPipes() (*pipes, error) {
 	var p pipes
 	var err error
-	if p.stdinR, p.stdinW, err = os.Pipe(); err != nil {
-		return nil, err
-	}
 	if p.stdoutR, p.stdoutW, err = os.Pipe(); err != nil {
-		p.stdinR.Close()
-		p.stdinW.Close()
 		return nil, err
 	}
 	if p.stderrR, p.stderrW, err = os.Pipe(); err != nil {
-		p.stdinR.Close()
-		p.stdinW.Close()
 		p.stdoutR.Close()
 		p.stdoutW.Close()
 		return nil, err
@@ -215,13 +225,11 @@ func newPipes() (*pipes, error) {
 // closeChild closes the ends the child inherited; the parent must not hold
 // them or it would never see EOF.
 func (p *pipes) closeChild() {
-	p.stdinR.Close()
 	p.stdoutW.Close()
 	p.stderrW.Close()
 }
 
 func (p *pipes) closeParent() {
-	p.stdinW.Close()
 	p.stdoutR.Close()
 	p.stderrR.Close()
 }

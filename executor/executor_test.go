@@ -23,6 +23,7 @@ func newTestExecutor(t testing.TB, mutate func(*Config)) *Executor {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(e.Close)
 	return e
 }
 
