@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -55,6 +56,15 @@ func Connect(ctx context.Context, addr, name string, timeout time.Duration, opts
 		nats.PingInterval(5 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(time.Second),
+		// Async errors (a slow consumer, a write that failed before a
+		// reconnect) go to the log, not straight to stderr.
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"conn", nc.Opts.Name, "err", err}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			slog.Default().Warn("nats connection error", attrs...)
+		}),
 		// Replies published while reconnecting wait here; room for a few of
 		// the largest results.
 		nats.ReconnectBufSize(4 * MaxPayload),

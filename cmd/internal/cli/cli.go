@@ -19,8 +19,15 @@ type Logging struct {
 	LogFormat string `default:"text" enum:"text,json" env:"BATON_LOG_FORMAT" help:"Log format: text (logfmt) or json (one object per line)."`
 }
 
-// Logger builds the logger the flags ask for, writing to w.
+// Logger builds the logger the flags ask for, writing to w, and makes it
+// the default, which packages without a logger of their own log to.
 func (l Logging) Logger(w io.Writer) *slog.Logger {
+	logger := l.build(w)
+	slog.SetDefault(logger)
+	return logger
+}
+
+func (l Logging) build(w io.Writer) *slog.Logger {
 	var level slog.Level
 	// The enum tag has already rejected anything UnmarshalText would.
 	_ = level.UnmarshalText([]byte(l.LogLevel))
