@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -48,19 +47,18 @@ func StartMembers(ctx context.Context, addr, prefix string, n int, logger *slog.
 	}
 	wg.Wait()
 	close(errs)
-	if err := errors.Join(collect(errs)...); err != nil {
+	failed := 0
+	var first error
+	for err := range errs {
+		if failed++; first == nil {
+			first = err
+		}
+	}
+	if failed > 0 {
 		ms.Close()
-		return nil, err
+		return nil, fmt.Errorf("%d of %d members failed to register; the first: %w", failed, n, first)
 	}
 	return ms, nil
-}
-
-func collect(errs <-chan error) []error {
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return all
 }
 
 func (ms *Members) start(ctx context.Context, addr, name string, priority int32, logger *slog.Logger) error {
