@@ -201,6 +201,22 @@ func (c *cluster) startNode(name string, priority int) error {
 	return nil
 }
 
+// servingCluster is a fresh cluster whose one node, master, serves.
+func servingCluster(ctx context.Context, cfg Config, master string) (*cluster, error) {
+	c, err := newCluster(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startNode(master, 1); err == nil {
+		err = c.waitServing(ctx, master, 15*time.Second)
+	}
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // waitServing submits `true` until master runs it.
 func (c *cluster) waitServing(ctx context.Context, master string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
@@ -244,17 +260,11 @@ func localTrue() error { return exec.Command("/bin/sh", "-c", "true").Run() }
 
 func roundTrip(ctx context.Context, cfg Config, r *Report) error {
 	n, _, _, _ := cfg.sizes()
-	c, err := newCluster(ctx, cfg)
+	c, err := servingCluster(ctx, cfg, "master")
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.startNode("master", 1); err != nil {
-		return err
-	}
-	if err := c.waitServing(ctx, "master", 15*time.Second); err != nil {
-		return err
-	}
 	local := make([]time.Duration, 0, n)
 	cluster := make([]time.Duration, 0, n)
 	// Interleaved, so that both see the same machine at the same time.
@@ -312,17 +322,11 @@ func rate(workers int, d time.Duration, work func() error) (float64, error) {
 func throughput(ctx context.Context, cfg Config, r *Report) error {
 	_, d, _, _ := cfg.sizes()
 	const workers = 8
-	c, err := newCluster(ctx, cfg)
+	c, err := servingCluster(ctx, cfg, "master")
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.startNode("master", 1); err != nil {
-		return err
-	}
-	if err := c.waitServing(ctx, "master", 15*time.Second); err != nil {
-		return err
-	}
 	local, err := rate(workers, d, localTrue)
 	if err != nil {
 		return err
@@ -575,17 +579,11 @@ func scaleOnce(ctx context.Context, cfg Config, n int) (Scale, error) {
 func msSince(t time.Time) float64 { return ms(time.Since(t)) }
 
 func idle(ctx context.Context, cfg Config, r *Report) error {
-	c, err := newCluster(ctx, cfg)
+	c, err := servingCluster(ctx, cfg, "idle")
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if err := c.startNode("idle", 1); err != nil {
-		return err
-	}
-	if err := c.waitServing(ctx, "idle", 15*time.Second); err != nil {
-		return err
-	}
 	time.Sleep(3 * time.Second)
 	b, err := rss(c.broker.cmd.Process.Pid)
 	if err != nil {
