@@ -193,8 +193,6 @@ func (n *Node) roleLoop() {
 			n.follow(a)
 		case <-n.connLost:
 			n.follow(n.member.Current())
-		case <-n.member.Heard():
-			n.follow(n.member.Current())
 		case <-retry.C:
 			n.follow(n.member.Current())
 		}
@@ -223,11 +221,9 @@ func (n *Node) follow(a *messages.Announcement) {
 		n.stepDown()
 		return
 	}
-	if n.silent() {
-		if n.serving != nil {
-			n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
-				"since_heard", n.member.SinceHeard().Round(time.Millisecond))
-		}
+	if n.serving != nil && n.silent() {
+		n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
+			"since_heard", n.member.SinceHeard().Round(time.Millisecond))
 		n.stepDown()
 		return
 	}
@@ -235,6 +231,8 @@ func (n *Node) follow(a *messages.Announcement) {
 	if n.serving != nil {
 		return
 	}
+	// Not serving yet: serve proves to the broker, with one acknowledged
+	// round trip, that this node is alive before it takes anything.
 	sc, err := n.serve()
 	if err != nil {
 		n.cfg.Logger.Error("cannot take exec requests; will retry", keyEpoch, a.Epoch, keyErr, err)
@@ -264,7 +262,8 @@ func (n *Node) serve() (*servingConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The broker learns this connection before it subscribes (see
+	// The broker learns this connection before it subscribes, and its
+	// acknowledgement shows the broker still has this node alive (see
 	// Member.ReportServing).
 	cid, err := nc.GetClientID()
 	if err == nil {

@@ -83,8 +83,6 @@ type Member struct {
 
 	changes  chan *messages.Announcement
 	kick     chan struct{} // asks the loop to register again now
-	beatNow  chan struct{} // asks the loop to beat now
-	heardCh  chan struct{} // signalled when the broker accepts a beat
 	done     chan struct{}
 	err      error // set before done closes
 	cancel   context.CancelFunc
@@ -121,8 +119,6 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 		sent:    make(map[uint64]time.Time),
 		changes: make(chan *messages.Announcement, 1),
 		kick:    make(chan struct{}, 1),
-		beatNow: make(chan struct{}, 1),
-		heardCh: make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -180,13 +176,15 @@ func (m *Member) Err() error { return m.err }
 // the node is about to take exec requests, so that the broker can cut it
 // off if the node goes silent. It blocks until the broker acknowledged it
 // (or ctx ends): a connection must not subscribe before the broker knows
-// it, or a node that hangs at once would keep a subscription alive.
+// it, or a node that hangs at once would keep a subscription alive. The
+// acknowledgement also proves the broker has the node alive (SinceHeard).
 func (m *Member) ReportServing(ctx context.Context, id uint64) error {
 	m.serveClientID.Store(id)
-	msg, err := m.heartbeat(m.Current(), true)
+	msg, err := m.heartbeat(m.Current(), false)
 	if err != nil {
 		return fmt.Errorf("report serving connection: %w", err)
 	}
+	sentAt := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
 	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: msg.Subject, Data: msg.Data, Header: msg.Header})
@@ -200,6 +198,7 @@ func (m *Member) ReportServing(ctx context.Context, id uint64) error {
 	if ack.Reregister || ack.Error != "" {
 		return fmt.Errorf("report serving connection: broker does not know this node (re-registering)")
 	}
+	m.heard(sentAt)
 	return nil
 }
 
@@ -209,10 +208,6 @@ func (m *Member) StopServing() { m.serveClientID.Store(0) }
 // Reconnected makes the member register again at once, with the new
 // connection's client id. Call it from the connection's reconnect handler.
 func (m *Member) Reconnected() { m.registerSoon() }
-
-// Heard is signalled (never closed) whenever the broker accepts a beat:
-// SinceHeard has just dropped.
-func (m *Member) Heard() <-chan struct{} { return m.heardCh }
 
 // HeartbeatTimeout is the broker's silence limit, as it last told this
 // member.
@@ -246,11 +241,6 @@ func (m *Member) observe(a *messages.Announcement) {
 	defer m.mu.Unlock()
 	if m.current != nil && a.Epoch < m.current.Epoch {
 		return
-	}
-	if m.named(a) && !m.named(m.current) {
-		// A new master must show the broker still has it alive before it
-		// serves (see Heard): beat now rather than at the next tick.
-		signal(m.beatNow)
 	}
 	m.current = a
 	select {
@@ -287,7 +277,6 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	// asking to re-register says it declared us dead.
 	if ok && !ack.Reregister && ack.Error == "" {
 		m.heard(sentAt)
-		signal(m.heardCh)
 	}
 	if ack.Error != "" {
 		m.cfg.Logger.Error("broker could not read a heartbeat", keyErr, ack.Error)
@@ -297,12 +286,10 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	}
 }
 
-func (m *Member) registerSoon() { signal(m.kick) }
-
-// signal makes a pending wake-up on a 1-buffered channel.
-func signal(ch chan struct{}) {
+// registerSoon asks the loop to register again, unless it is asked already.
+func (m *Member) registerSoon() {
 	select {
-	case ch <- struct{}{}:
+	case m.kick <- struct{}{}:
 	default:
 	}
 }
@@ -393,8 +380,6 @@ func (m *Member) loop(ctx context.Context) {
 				case <-time.After(m.cfg.HeartbeatInterval):
 				}
 			}
-		case <-m.beatNow:
-			m.beat()
 		case <-t.C:
 			m.beat()
 			t.Reset(m.cfg.HeartbeatInterval)
