@@ -82,7 +82,6 @@ func (cl *call) addMaster(m *messages.Member) {
 
 type callEvent struct {
 	result       *messages.ExecResult
-	ack          *messages.ExecAck
 	noResponders bool
 	lost         string
 }
@@ -208,34 +207,41 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 		return
 	}
 	kind, id := rest[0], rest[2:]
+	// Decode before taking the lock: a result can be megabytes, and the
+	// lock is every submission's.
+	var res *messages.ExecResult
+	var ack *messages.ExecAck
+	switch {
+	case kind == 'r' && msg.Header.Get("Status") == "503":
+	case kind == 'r':
+		res = &messages.ExecResult{}
+		if err := proto.Unmarshal(msg.Data, res); err != nil {
+			c.cfg.Logger.Warn("malformed result", keyID, id, keyErr, err)
+			return
+		}
+	case kind == 'a':
+		ack = &messages.ExecAck{}
+		if err := proto.Unmarshal(msg.Data, ack); err != nil {
+			c.cfg.Logger.Warn("malformed ack", keyID, id, keyErr, err)
+			return
+		}
+	default:
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cl := c.calls[id]
 	switch {
-	case kind == 'r' && msg.Header.Get("Status") == "503":
-		if cl != nil {
-			c.deliver(cl, callEvent{noResponders: true})
-		}
-	case kind == 'r':
-		var res messages.ExecResult
-		if err := proto.Unmarshal(msg.Data, &res); err != nil {
-			c.cfg.Logger.Warn("malformed result", keyID, id, keyErr, err)
-			return
-		}
-		if cl == nil {
-			c.cfg.Logger.Warn("late result ignored: the command was already reported lost or unanswered",
-				keyID, id, "master", res.Master, keyEpoch, res.Epoch, "exit_code", res.ExitCode, "error", res.Error)
-			return
-		}
-		c.deliver(cl, callEvent{result: &res})
-	case kind == 'a' && cl != nil:
-		var ack messages.ExecAck
-		if err := proto.Unmarshal(msg.Data, &ack); err != nil {
-			c.cfg.Logger.Warn("malformed ack", keyID, id, keyErr, err)
-			return
-		}
-		cl.acked = &ack
-		c.deliver(cl, callEvent{ack: &ack})
+	case cl == nil && res != nil:
+		c.cfg.Logger.Warn("late result ignored: the command was already reported lost or unanswered",
+			keyID, id, "master", res.Master, keyEpoch, res.Epoch, "exit_code", res.ExitCode, "error", res.Error)
+	case cl == nil:
+	case ack != nil:
+		cl.acked = ack
+	case res != nil:
+		c.deliver(cl, callEvent{result: res})
+	default:
+		c.deliver(cl, callEvent{noResponders: true})
 	}
 }
 
