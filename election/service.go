@@ -228,8 +228,9 @@ func (s *Service) connect() error {
 const stepDownGrace = 250 * time.Millisecond
 
 // Close stops the service and releases the data directory. A running
-// service first announces that there is no master and waits
-// stepDownGrace (or until ctx ends). It is safe to call twice.
+// service first announces that there is no master (flagged as stopping)
+// and, if there was one, waits stepDownGrace for it to step down (or until
+// ctx ends). It is safe to call twice.
 func (s *Service) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -241,19 +242,23 @@ func (s *Service) Close(ctx context.Context) error {
 		s.mu.Lock()
 		s.electFrom = time.Now().Add(time.Hour) // no election while stopping
 		s.stopping = true
-		if s.master != "" {
+		hadMaster := s.master != ""
+		if hadMaster {
 			s.changeMaster("", "broker stopping")
 		} else {
 			s.event = "broker stopping"
 			s.publish()
 		}
 		s.mu.Unlock()
-		t := time.NewTimer(stepDownGrace)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
+		// Without a master nothing is delivered anywhere: no need to wait.
+		if hadMaster {
+			t := time.NewTimer(stepDownGrace)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
 		}
-		t.Stop()
 	}
 	if s.cancel != nil {
 		s.cancel()
