@@ -21,8 +21,6 @@ type Command struct {
 	// StartBy, when set, is the latest moment the command may start; if no
 	// slot is free by then the result is Busy.
 	StartBy time.Time
-	// Started, when set, is called once the shell process has started.
-	Started func()
 }
 
 // Executor runs commands. It is safe for concurrent use; its methods may be
@@ -133,9 +131,6 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	p.closeChild()
 	if err != nil {
 		return Result{ExitCode: -1, Kind: StartFailed, Err: fmt.Errorf("start %q: %w", c.Line, err)}
-	}
-	if c.Started != nil {
-		c.Started()
 	}
 	stdout := &cappedBuffer{limit: e.cfg.MaxOutput}
 	stderr := &cappedBuffer{limit: e.cfg.MaxOutput}

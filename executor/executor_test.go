@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,12 +218,20 @@ func TestExecutor_RunParallel(t *testing.T) {
 
 func TestExecutor_RunBusy(t *testing.T) {
 	e := newTestExecutor(t, func(c *Config) { c.MaxParallel = 1 })
-	started := make(chan struct{})
+	marker := filepath.Join(t.TempDir(), "started")
 	done := make(chan Result)
 	go func() {
-		done <- e.Run(context.Background(), Command{Line: "sleep 1", Started: func() { close(started) }})
+		done <- e.Run(context.Background(), Command{Line: "touch " + marker + "; sleep 1"})
 	}()
-	<-started
+	// The only slot is taken once the command has created its marker.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first command never started")
+		}
+	}
 	r := e.Run(context.Background(), Command{Line: "true", StartBy: time.Now().Add(100 * time.Millisecond)})
 	if r.Kind != Busy || r.ExitCode != -1 || !strings.Contains(r.Err.Error(), "busy") {
 		t.Errorf("kind %v exit %d err %v, want busy, -1", r.Kind, r.ExitCode, r.Err)
