@@ -157,18 +157,8 @@ func TestDemo(t *testing.T) {
 	if got := d.hostname(); got != "node-a" {
 		t.Fatalf("hostname ran on %q, want node-a", got)
 	}
-	t0 = time.Now()
-	d.must(time.Minute, "docker", "compose", "kill", "node-a")
-	t.Logf("failover after docker compose kill: %v", w.waitMaster(t, "node-b", t0))
-	if got := d.hostname(); got != "node-b" {
-		t.Errorf("after kill: ran on %q, want node-b", got)
-	}
-	t0 = time.Now()
-	d.must(time.Minute, "docker", "compose", "start", "node-a")
-	w.waitMaster(t, "node-a", t0)
-	if got := d.hostname(); got != "node-a" {
-		t.Errorf("after start: ran on %q, want node-a", got)
-	}
+	d.breakMaster(w, "docker compose kill", []string{"docker", "compose", "kill", "node-a"},
+		[]string{"docker", "compose", "start", "node-a"}, nil)
 	for _, want := range []string{"Baton-Master: node-a", "Baton-Master: node-b"} {
 		if !strings.Contains(subOut.String(), want) {
 			t.Errorf("nats sub master.current on the host lacks %q", want)
@@ -179,39 +169,46 @@ func TestDemo(t *testing.T) {
 	// and the cut-off master stops taking commands on its own.
 	container := strings.TrimSpace(d.must(time.Minute, "docker", "compose", "ps", "-q", "node-a"))
 	network := d.project + "_default"
-	t0 = time.Now()
-	d.must(time.Minute, "docker", "network", "disconnect", network, container)
-	t.Logf("failover after docker network disconnect: %v", w.waitMaster(t, "node-b", t0))
-	for range 5 {
-		if got := d.hostname(); got != "node-b" {
-			t.Errorf("during the partition: ran on %q, want node-b", got)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.must(time.Minute, "docker", "compose", "logs", "node-a"), "not taking commands") {
-		if time.Now().After(deadline) {
-			t.Fatal("partitioned node-a never stopped taking commands on its own")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t0 = time.Now()
-	d.must(time.Minute, "docker", "network", "connect", network, container)
-	w.waitMaster(t, "node-a", t0)
-	if got := d.hostname(); got != "node-a" {
-		t.Errorf("after the partition healed: ran on %q, want node-a", got)
-	}
+	d.breakMaster(w, "docker network disconnect", []string{"docker", "network", "disconnect", network, container},
+		[]string{"docker", "network", "connect", network, container}, func() {
+			for range 4 {
+				if got := d.hostname(); got != "node-b" {
+					t.Errorf("during the partition: ran on %q, want node-b", got)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(d.must(time.Minute, "docker", "compose", "logs", "node-a"), "not taking commands") {
+				if time.Now().After(deadline) {
+					t.Fatal("partitioned node-a never stopped taking commands on its own")
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
 
 	// A paused master.
-	t0 = time.Now()
-	d.must(time.Minute, "docker", "compose", "pause", "node-a")
-	t.Logf("failover after docker compose pause: %v", w.waitMaster(t, "node-b", t0))
+	d.breakMaster(w, "docker compose pause", []string{"docker", "compose", "pause", "node-a"},
+		[]string{"docker", "compose", "unpause", "node-a"}, nil)
+}
+
+// breakMaster breaks node-a with one command, checks that node-b takes
+// over and runs commands (and runs during, if set), then heals node-a with
+// another and checks that it is master again. It logs the failover time
+// the host saw.
+func (d *demo) breakMaster(w *watcher, what string, breakIt, heal []string, during func()) {
+	d.t.Helper()
+	t0 := time.Now()
+	d.must(time.Minute, breakIt[0], breakIt[1:]...)
+	d.t.Logf("failover after %s: %v", what, w.waitMaster(d.t, "node-b", t0))
 	if got := d.hostname(); got != "node-b" {
-		t.Errorf("while node-a is paused: ran on %q, want node-b", got)
+		d.t.Errorf("after %s: ran on %q, want node-b", what, got)
+	}
+	if during != nil {
+		during()
 	}
 	t0 = time.Now()
-	d.must(time.Minute, "docker", "compose", "unpause", "node-a")
-	w.waitMaster(t, "node-a", t0)
+	d.must(time.Minute, heal[0], heal[1:]...)
+	w.waitMaster(d.t, "node-a", t0)
 	if got := d.hostname(); got != "node-a" {
-		t.Errorf("after unpause: ran on %q, want node-a", got)
+		d.t.Errorf("after healing %s: ran on %q, want node-a", what, got)
 	}
 }

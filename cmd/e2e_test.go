@@ -205,10 +205,7 @@ func TestFailover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
 			w := c.watch()
-			alpha := c.node("alpha", 100, procOpts{}, "--serve")
-			c.node("beta", 50, procOpts{}, "--serve")
-			w.waitMaster("alpha", time.Time{}, 10*time.Second)
-			c.waitMembers(2)
+			alpha := c.masterAndStandby(w)
 			t0 := time.Now()
 			alpha.signal(tc.sig)
 			at, _ := w.waitMaster("beta", t0, 10*time.Second)

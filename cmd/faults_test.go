@@ -62,10 +62,7 @@ func TestLostMasterFailsInFlightCommand(t *testing.T) {
 func TestResumedMasterTakesNoCommands(t *testing.T) {
 	c := newCluster(t)
 	w := c.watch()
-	alpha := c.node("alpha", 100, procOpts{}, "--serve")
-	c.node("beta", 10, procOpts{}, "--serve")
-	w.waitMaster("alpha", time.Time{}, 10*time.Second)
-	c.waitMembers(2)
+	alpha := c.masterAndStandby(w)
 	alpha.signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	w.waitMaster("beta", stopped, 10*time.Second)

@@ -227,6 +227,17 @@ func (c *cluster) exec(args ...string) (string, string, int) {
 	return p.stdout.String(), p.stderr.String(), code
 }
 
+// masterAndStandby starts alpha (priority 100) and beta (10), both
+// serving, and returns alpha once it is master and beta registered.
+func (c *cluster) masterAndStandby(w *watcher) *proc {
+	c.t.Helper()
+	alpha := c.node("alpha", 100, procOpts{}, "--serve")
+	c.node("beta", 10, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	c.waitMembers(2)
+	return alpha
+}
+
 // waitMembers waits until the broker lists n members.
 func (c *cluster) waitMembers(n int) {
 	c.t.Helper()

@@ -100,10 +100,7 @@ func TestNatsCLI_Request(t *testing.T) {
 func TestNatsCLI_Micro(t *testing.T) {
 	c := newCluster(t)
 	w := c.watch()
-	alpha := c.node("alpha", 100, procOpts{}, "--serve")
-	c.node("beta", 10, procOpts{}, "--serve")
-	w.waitMaster("alpha", time.Time{}, 10*time.Second)
-	c.waitMembers(2)
+	alpha := c.masterAndStandby(w)
 	if _, _, code := c.exec("true"); code != 0 {
 		t.Fatal("cluster not serving")
 	}
