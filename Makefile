@@ -9,9 +9,11 @@ COMPOSE_VERSION := v2.29.7
 
 .PHONY: test generate check-generated build demo demo-down image rootfs compose-plugin
 
-# Vet, formatting and every test with the race detector.
+# Vet, staticcheck (pinned in go.mod as a tool), formatting and every test
+# with the race detector.
 test:
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
 		echo "gofmt needs to format: $$unformatted"; exit 1; fi
 	$(GO) test -race -timeout 20m ./...

@@ -207,7 +207,8 @@ func servingCluster(ctx context.Context, cfg Config, master string) (*cluster, e
 	if err != nil {
 		return nil, err
 	}
-	if err := c.startNode(master, 1); err == nil {
+	err = c.startNode(master, 1)
+	if err == nil {
 		err = c.waitServing(ctx, master, 15*time.Second)
 	}
 	if err != nil {
