@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
-	"baton/bus/bustest"
+	"baton/internal/testlog"
 	"baton/messages"
 )
 
@@ -122,13 +122,15 @@ func TestDemo(t *testing.T) {
 	d.must(10*time.Minute, "make", "demo")
 	t.Logf("make demo: cluster healthy after %v", time.Since(t0).Round(time.Second))
 
-	nc, err := bus.Connect(context.Background(), "127.0.0.1:"+d.port, "demo-test", 10*time.Second)
+	conn := bus.DefaultConnConfig()
+	conn.Addrs, conn.Name, conn.ConnectTimeout = []string{"127.0.0.1:" + d.port}, "demo-test", 10*time.Second
+	nc, err := bus.Connect(context.Background(), conn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	w := &watcher{}
-	if _, err := nc.Subscribe(bus.SubjectMaster, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(messages.SubjectMaster, func(m *nats.Msg) {
 		var a messages.Announcement
 		if proto.Unmarshal(m.Data, &a) == nil {
 			w.mu.Lock()
@@ -145,7 +147,7 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	sub := exec.CommandContext(ctx, natsBin, "sub", "master.current")
 	sub.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+d.port, "HOME="+t.TempDir())
-	var subOut bustest.Buffer
+	var subOut testlog.Buffer
 	sub.Stdout = &subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)

@@ -4,12 +4,8 @@ import (
 	"context"
 	"os/exec"
 	"testing"
-	"time"
 
 	"baton/agent"
-	"baton/bus"
-	"baton/bus/bustest"
-	"baton/election"
 )
 
 // BenchmarkRoundTrip compares `true` submitted through the cluster (broker,
@@ -24,25 +20,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	})
 	b.Run("cluster true", func(b *testing.B) {
-		srv := bustest.StartServer(b)
-		cfg := election.DefaultServiceConfig()
-		cfg.DataDir = b.TempDir()
-		svc, err := election.NewService(srv, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := svc.Start(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-		defer svc.Close(context.Background())
-		master := startNode(b, srv, "master", 1, nil)
+		cluster := startCluster(b)
+		master := startNode(b, cluster, "master", 1, nil)
 		waitMaster(b, master, "master")
-		nc, err := bus.Connect(context.Background(), srv.Addr(), "requester", time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer nc.Close()
-		client := newClient(b, nc, agent.DefaultConfig("requester"))
+		client := dial(b, cluster, agent.DefaultClientConfig("requester"))
 		for b.Loop() {
 			res, err := client.Submit(context.Background(), "true")
 			if err != nil || res.ExitCode != 0 {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
+	"baton/election"
 	"baton/messages"
 )
 
@@ -39,23 +40,29 @@ const statusTimeout = time.Second
 
 // Client submits commands to the master. It does not join the election.
 // It is safe for concurrent use. The connection's owner calls Reconnected
-// after each reconnect, and Close when done.
+// after each reconnect (Dial's client does so itself).
 type Client struct {
 	nc    *nats.Conn
-	cfg   Config
+	view  *election.View
+	cfg   ClientConfig
 	inbox string
-	subs  []*nats.Subscription
+	sub   *nats.Subscription
+	// unfollow stops the view's calls to observe.
+	unfollow func()
+	// owned are closed with the client: Dial's connection and view.
+	owned     *nats.Conn
+	closeOnce sync.Once
 
-	mu    sync.Mutex
-	calls map[string]*call
-	view  *messages.Announcement // newest announcement seen
-	// prev is the master before view's, which may still hold the exec
+	mu     sync.Mutex
+	calls  map[string]*call
+	latest *messages.Announcement // newest announcement observed
+	// prev is the master before latest's, which may still hold the exec
 	// subscription for a moment after it is demoted.
 	prev *messages.Member
-	// reconnected is closed and replaced at every reconnect; viewAt is when
-	// view last changed.
+	// reconnected is closed and replaced at every reconnect; latestAt is
+	// when latest last changed.
 	reconnected chan struct{}
-	viewAt      time.Time
+	latestAt    time.Time
 }
 
 // call is one Submit in progress.
@@ -86,40 +93,95 @@ type callEvent struct {
 	lost         string
 }
 
-// NewClient subscribes to results and announcements on nc and learns the
-// current master. It blocks for at most one round trip to the broker.
-func NewClient(ctx context.Context, nc *nats.Conn, cfg Config) (*Client, error) {
+// NewClient prepares a client that submits on nc and learns the master
+// from view, which must be started. It starts nothing.
+func NewClient(nc *nats.Conn, view *election.View, cfg ClientConfig) (*Client, error) {
 	if cfg.Logger == nil {
-		cfg.Logger = DefaultConfig(cfg.Name).Logger
+		cfg.Logger = DefaultClientConfig(cfg.Name).Logger
 	}
-	c := &Client{
-		nc: nc, cfg: cfg, inbox: nats.NewInbox(),
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Client{
+		nc: nc, view: view, cfg: cfg, inbox: nats.NewInbox(),
 		calls:       make(map[string]*call),
 		reconnected: make(chan struct{}),
+	}, nil
+}
+
+// Dial connects to the broker as conn says and returns a started client
+// that owns the connection and a view of its own; Close closes them. It
+// blocks until connected and, at most a second more, until the current
+// master is known.
+func Dial(ctx context.Context, conn bus.ConnConfig, cfg ClientConfig) (*Client, error) {
+	nc, err := bus.Connect(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
-	for subj, h := range map[string]nats.MsgHandler{c.inbox + ".>": c.handleInbox, bus.SubjectMaster: c.handleAnnouncement} {
-		sub, err := nc.Subscribe(subj, h)
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		c.subs = append(c.subs, sub)
+	view := election.NewView(nc, cfg.Logger)
+	c, err := NewClient(nc, view, cfg)
+	if err == nil {
+		c.owned = nc
+		err = view.Start(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
-	if a, err := Status(ctx, nc); err == nil {
-		c.observe(a)
-	} else {
-		cfg.Logger.Debug("no cluster status yet", keyErr, err)
+	if err == nil {
+		err = c.Start(ctx)
 	}
+	if err != nil {
+		_ = view.Close(ctx)
+		nc.Close()
+		return nil, err
+	}
+	nc.SetReconnectHandler(func(*nats.Conn) { c.Reconnected() })
 	return c, nil
 }
 
-// Close unsubscribes. It is safe to call twice.
-func (c *Client) Close() {
-	for _, s := range c.subs {
-		_ = s.Unsubscribe()
+// Start subscribes to results and follows the view. When the view knows
+// no master yet, it asks the broker, waiting at most a second for the
+// answer (a broker still starting is no error: the view learns the master
+// from the next announcement).
+func (c *Client) Start(ctx context.Context) error {
+	sub, err := c.nc.Subscribe(c.inbox+".>", c.handleInbox)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", c.inbox+".>", err)
 	}
+	c.sub = sub
+	c.mu.Lock()
+	c.unfollow = c.view.Follow(c.observe)
+	c.mu.Unlock()
+	if a := c.view.Current(); a != nil {
+		c.observe(a)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	if err := c.view.Fetch(ctx); err != nil {
+		c.cfg.Logger.Debug("no cluster status yet", keyErr, err)
+	}
+	return nil
+}
+
+// Close unsubscribes and stops following the view; a client made by Dial
+// also closes its view and connection. It is safe to call twice and after
+// a failed Start.
+func (c *Client) Close(ctx context.Context) error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		unfollow := c.unfollow
+		c.mu.Unlock()
+		if unfollow != nil {
+			unfollow()
+		}
+		if c.sub != nil {
+			_ = c.sub.Unsubscribe()
+		}
+		if c.owned != nil {
+			err = c.view.Close(ctx)
+			c.owned.Close()
+		}
+	})
+	return err
 }
 
 // Reconnected tells in-flight submissions that replies may have been lost
@@ -132,16 +194,18 @@ func (c *Client) Reconnected() {
 	c.reconnected = make(chan struct{})
 }
 
+// observe takes every announcement the view accepts, in order: each one's
+// departures may fail calls in progress.
 func (c *Client) observe(a *messages.Announcement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.view != nil && a.Epoch < c.view.Epoch {
+	if c.latest != nil && a.Epoch < c.latest.Epoch {
 		return
 	}
-	if c.view != nil && c.view.Master != a.Master {
-		c.prev = master(c.view)
+	if c.latest != nil && c.latest.Master != a.Master {
+		c.prev = master(c.latest)
 	}
-	c.view, c.viewAt = a, time.Now()
+	c.latest, c.latestAt = a, time.Now()
 	for _, cl := range c.calls {
 		cl.addMaster(master(a))
 	}
@@ -162,22 +226,10 @@ func (c *Client) observe(a *messages.Announcement) {
 				lost = slices.Contains(slices.Collect(maps.Values(cl.masters)), d.Name)
 			}
 			if lost {
-				c.deliver(cl, callEvent{lost: fmt.Sprintf("master %s was lost while running the command (%s); it may or may not have run", d.Name, causeText(d.Cause))})
+				c.deliver(cl, callEvent{lost: fmt.Sprintf("master %s was lost while running the command (%s); it may or may not have run", d.Name, d.Cause.Text())})
 			}
 		}
 	}
-}
-
-func causeText(c messages.Cause) string {
-	switch c {
-	case messages.Cause_CAUSE_CONNECTION_CLOSED:
-		return "connection closed"
-	case messages.Cause_CAUSE_HEARTBEAT_TIMEOUT:
-		return "heartbeat timeout"
-	case messages.Cause_CAUSE_LEFT:
-		return "left"
-	}
-	return "unknown cause"
 }
 
 // deliver hands ev to cl without blocking; a call has room for every
@@ -188,15 +240,6 @@ func (c *Client) deliver(cl *call, ev callEvent) {
 	default:
 		c.cfg.Logger.Warn("dropped a submission event: queue full")
 	}
-}
-
-func (c *Client) handleAnnouncement(msg *nats.Msg) {
-	var a messages.Announcement
-	if err := proto.Unmarshal(msg.Data, &a); err != nil {
-		c.cfg.Logger.Warn("malformed announcement", keyErr, err)
-		return
-	}
-	c.observe(&a)
 }
 
 // handleInbox takes results (INBOX.r.ID), no-responder statuses (also on
@@ -234,7 +277,7 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 	switch {
 	case cl == nil && res != nil:
 		c.cfg.Logger.Warn("late result ignored: the command was already reported lost or unanswered",
-			keyID, id, "master", res.Master, keyEpoch, res.Epoch, "exit_code", res.ExitCode, "error", res.Error)
+			keyID, id, keyMaster, res.Master, keyEpoch, res.Epoch, keyExitCode, res.ExitCode, keyError, res.Error)
 	case cl == nil:
 	case ack != nil:
 		cl.acked = ack
@@ -356,14 +399,14 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 func (s *submission) send() error {
 	c := s.c
 	c.mu.Lock()
-	if v := c.view; v != nil && v.BrokerStopping {
+	if v := c.latest; v != nil && v.BrokerStopping {
 		// The broker is about to close our connection: hold the request,
 		// as if nobody had taken it, until a broker announces again.
 		c.deliver(s.cl, callEvent{noResponders: true})
 		c.mu.Unlock()
 		return nil
 	}
-	if v := c.view; v != nil {
+	if v := c.latest; v != nil {
 		s.req.Epoch = v.Epoch
 		s.cl.addMaster(master(v))
 	}
@@ -373,7 +416,7 @@ func (s *submission) send() error {
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
 	}
-	if err := c.nc.PublishMsg(&nats.Msg{Subject: bus.SubjectExec, Reply: c.inbox + ".r." + s.id, Data: data}); err != nil {
+	if err := c.nc.PublishMsg(&nats.Msg{Subject: messages.SubjectExec, Reply: c.inbox + ".r." + s.id, Data: data}); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return fmt.Errorf("command of %d bytes is too large: %w", len(s.req.Cmd), err)
 		}
@@ -400,11 +443,13 @@ func (s *submission) backoff(ctx context.Context) error {
 	if time.Now().Add(d).After(s.retryUntil) {
 		return fmt.Errorf("%w: no node took the request for %v; is any node running (see `node status`)?", ErrNoMaster, s.c.cfg.SubmitRetry)
 	}
-	s.c.cfg.Logger.Debug("no master took the request; retrying", keyID, s.id, "attempt", s.attempt)
-	if !sleep(ctx, d) {
+	s.c.cfg.Logger.Debug("no master took the request; retrying", keyID, s.id, keyAttempt, s.attempt)
+	select {
+	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrNoMaster, ctx.Err())
+	case <-time.After(d):
+		return nil
 	}
-	return nil
 }
 
 // recover runs after a reconnect: replies sent while this connection was
@@ -418,7 +463,7 @@ func (s *submission) backoff(ctx context.Context) error {
 func (s *submission) recover(ctx context.Context, since time.Time) (res *messages.ExecResult, settled bool, err error) {
 	c := s.c
 	c.mu.Lock()
-	settled = c.view != nil && c.view.Master != "" && c.viewAt.After(since)
+	settled = c.latest != nil && c.latest.Master != "" && c.latestAt.After(since)
 	c.mu.Unlock()
 	if !settled {
 		return nil, false, nil
@@ -449,7 +494,7 @@ func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known b
 		st, err := s.query(ctx, inst)
 		switch {
 		case err != nil:
-			s.c.cfg.Logger.Debug("status query unanswered", keyID, s.id, "master", name, keyErr, err)
+			s.c.cfg.Logger.Debug("status query unanswered", keyID, s.id, keyMaster, name, keyErr, err)
 			known = true
 		case st.Result != nil:
 			return st.Result, true
@@ -467,7 +512,7 @@ func (s *submission) query(ctx context.Context, instanceID string) (*messages.Ex
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	msg, err := s.c.nc.RequestWithContext(ctx, bus.ExecStatusSubject(instanceID), b)
+	msg, err := s.c.nc.RequestWithContext(ctx, messages.ExecStatusSubject(instanceID), b)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
 // Package agent is a baton node at work: it keeps the node's membership,
-// takes the master role when elected, submits commands, and runs the
-// interactive or scripted session that feeds them.
+// takes the master role when elected and runs what it is sent, and submits
+// commands to whichever node is master (Client).
 package agent

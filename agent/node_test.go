@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,36 +17,38 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/agent"
-	"baton/bus"
+	"baton/broker"
 	"baton/bus/bustest"
-	"baton/election"
+	"baton/internal/testlog"
 	"baton/messages"
 )
 
-func startCluster(t testing.TB) *bus.Server {
+// startCluster starts a broker on a random loopback port, with a short
+// heartbeat timeout, and closes it when the test ends.
+func startCluster(t testing.TB) *broker.Broker {
 	t.Helper()
-	srv := bustest.StartServer(t)
-	cfg := election.DefaultServiceConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.Logger = bustest.Logger(t).With("component", "election")
-	svc, err := election.NewService(srv, cfg)
+	cfg := broker.DefaultConfig()
+	cfg.Server.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.Election.HeartbeatTimeout = 300 * time.Millisecond
+	cfg.Logger = testlog.Logger(t)
+	b, err := broker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.Start(context.Background()); err != nil {
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if err := b.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Close(context.Background()) })
-	return srv
+	return b
 }
 
-func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutate func(*agent.Config)) *agent.Node {
+func startNode(t testing.TB, b *broker.Broker, name string, priority int32, mutate func(*agent.Config)) *agent.Node {
 	t.Helper()
 	cfg := agent.DefaultConfig(name)
-	cfg.BrokerAddr, cfg.Priority = srv.Addr(), priority
+	cfg.Conn = bustest.ConnConfig(t, b.Addr())
+	cfg.Priority = priority
 	cfg.HeartbeatInterval = 75 * time.Millisecond
-	cfg.Logger = bustest.Logger(t).With("node", name)
+	cfg.Logger = testlog.Logger(t).With("node", name)
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -52,14 +56,14 @@ func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutat
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		_ = n.Close(ctx)
 	})
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
@@ -68,28 +72,24 @@ func startNode(t testing.TB, srv *bus.Server, name string, priority int32, mutat
 // the master serves.
 func servingMaster(t testing.TB) (*agent.Node, *nats.Conn) {
 	t.Helper()
-	srv := startCluster(t)
-	m := startNode(t, srv, "m", 1, nil)
+	b := startCluster(t)
+	m := startNode(t, b, "m", 1, nil)
 	waitMaster(t, m, "m")
 	if _, err := m.Submit(context.Background(), "true"); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := srv.Conn("raw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return m, nc
+	return m, bustest.Connect(t, b.Addr())
 }
 
-func newClient(t testing.TB, nc *nats.Conn, cfg agent.Config) *agent.Client {
+// dial returns a started client of b's cluster, closed when the test ends.
+func dial(t testing.TB, b *broker.Broker, cfg agent.ClientConfig) *agent.Client {
 	t.Helper()
-	cfg.Logger = bustest.Logger(t).With("client", cfg.Name)
-	c, err := agent.NewClient(context.Background(), nc, cfg)
+	cfg.Logger = testlog.Logger(t).With("client", cfg.Name)
+	c, err := agent.Dial(context.Background(), bustest.ConnConfig(t, b.Addr()), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
 }
 
@@ -160,14 +160,9 @@ func TestNode_Busy(t *testing.T) {
 	srv := startCluster(t)
 	m := startNode(t, srv, "m", 1, func(c *agent.Config) { c.MaxParallel = 1 })
 	waitMaster(t, m, "m")
-	hurried := agent.DefaultConfig("hurried")
+	hurried := agent.DefaultClientConfig("hurried")
 	hurried.QueueTimeout = 100 * time.Millisecond
-	nc, err := bus.Connect(context.Background(), srv.Addr(), "hurried", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	client := newClient(t, nc, hurried)
+	client := dial(t, srv, hurried)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -197,13 +192,13 @@ func TestNode_BadRequests(t *testing.T) {
 		{"empty body", nil, true, "empty request"},
 		{"empty command", encode(""), false, "empty command"},
 		{"whitespace command", encode(" \t "), false, "empty command"},
-		{"too long", encode(strings.Repeat("x", bus.MaxCommandBytes+1)), false, "longer than"},
+		{"too long", encode(strings.Repeat("x", messages.MaxCommandBytes+1)), false, "longer than"},
 		{"empty JSON command", []byte(`{"cmd":""}`), true, "empty command"},
 		{"bad JSON", []byte(`{"cmd":`), true, "not valid JSON"},
 	}
 	t.Run("no reply subject", func(t *testing.T) {
 		// Nobody to answer: dropped (and logged), the master unharmed.
-		if err := nc.Publish(bus.SubjectExec, encode("echo unanswerable")); err != nil {
+		if err := nc.Publish(messages.SubjectExec, encode("echo unanswerable")); err != nil {
 			t.Fatal(err)
 		}
 		if res, err := m.Submit(context.Background(), "echo fine"); err != nil || res.Stdout != "fine\n" {
@@ -212,7 +207,7 @@ func TestNode_BadRequests(t *testing.T) {
 	})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, err := nc.Request(bus.SubjectExec, tc.body, 5*time.Second)
+			msg, err := nc.Request(messages.SubjectExec, tc.body, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +231,7 @@ func TestNode_BadRequests(t *testing.T) {
 // field present, zero values too.
 func TestNode_JSONRequest(t *testing.T) {
 	_, nc := servingMaster(t)
-	msg, err := nc.Request(bus.SubjectExec, []byte(`{"cmd":"echo hi"}`), 5*time.Second)
+	msg, err := nc.Request(messages.SubjectExec, []byte(`{"cmd":"echo hi"}`), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,15 +255,60 @@ func TestNode_JSONRequest(t *testing.T) {
 
 func TestClient_NoMaster(t *testing.T) {
 	srv := startCluster(t)
-	nc, err := bus.Connect(context.Background(), srv.Addr(), "lonely", time.Second)
+	cfg := agent.DefaultClientConfig("lonely")
+	cfg.SubmitRetry = 300 * time.Millisecond
+	_, err := dial(t, srv, cfg).Submit(context.Background(), "true")
+	if err == nil || !strings.Contains(err.Error(), "no master available") {
+		t.Fatalf("got %v, want no master available", err)
+	}
+}
+
+// Close is safe after a failed Start (here: no broker), and twice.
+func TestNode_CloseAfterFailedStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	addr := l.Addr().String()
+	l.Close()
 	cfg := agent.DefaultConfig("lonely")
-	cfg.SubmitRetry = 300 * time.Millisecond
-	_, err = newClient(t, nc, cfg).Submit(context.Background(), "true")
-	if err == nil || !strings.Contains(err.Error(), "no master available") {
-		t.Fatalf("got %v, want no master available", err)
+	cfg.Conn = bustest.ConnConfig(t, addr)
+	cfg.Conn.ConnectTimeout = 200 * time.Millisecond
+	cfg.Logger = testlog.Logger(t)
+	n, err := agent.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("got %v, want a failure naming %s", err, addr)
+	}
+	for range 2 {
+		if err := n.Close(context.Background()); err != nil {
+			t.Fatalf("Close after a failed Start: %v", err)
+		}
+	}
+}
+
+func TestNew_InvalidConfig(t *testing.T) {
+	cases := map[string]func(*agent.Config){
+		"no name":           func(c *agent.Config) { c.Name = "" },
+		"negative priority": func(c *agent.Config) { c.Priority = -1 },
+		"zero parallel":     func(c *agent.Config) { c.MaxParallel = 0 },
+		"output over cap":   func(c *agent.Config) { c.MaxOutput = messages.MaxOutputCap + 1 },
+		"zero heartbeat":    func(c *agent.Config) { c.HeartbeatInterval = 0 },
+		"zero exec timeout": func(c *agent.Config) { c.ExecTimeout = 0 },
+		"negative retry":    func(c *agent.Config) { c.SubmitRetry = -time.Second },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := agent.DefaultConfig("n")
+			mutate(&cfg)
+			if _, err := agent.New(cfg); !errors.Is(err, agent.ErrInvalidConfig) {
+				t.Fatalf("got %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+	if _, err := agent.New(agent.DefaultConfig("n")); err != nil {
+		t.Errorf("defaults: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"baton/agent"
 	"baton/bus"
+	"baton/messages"
 )
 
 // Config describes a run.
@@ -143,14 +144,13 @@ func machine() string {
 	return fmt.Sprintf("%d cores, %s, %s/%s, %s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
-// cluster is a broker process, node processes, and a client connection.
+// cluster is a broker process, node processes, and a client.
 type cluster struct {
 	cfg     Config
 	addr    string
 	dataDir string
 	broker  *proc
 	nodes   map[string]*proc
-	nc      *nats.Conn
 	client  *agent.Client
 }
 
@@ -167,19 +167,20 @@ func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 	if err := c.startBroker(); err != nil {
 		return nil, err
 	}
-	c.nc, err = bus.Connect(ctx, addr, "bench", 10*time.Second)
-	if err != nil {
-		c.close()
-		return nil, err
-	}
-	ccfg := agent.DefaultConfig("bench")
+	ccfg := agent.DefaultClientConfig("bench")
 	ccfg.Logger = cfg.Logger
-	if c.client, err = agent.NewClient(ctx, c.nc, ccfg); err != nil {
+	if c.client, err = agent.Dial(ctx, c.conn("bench"), ccfg); err != nil {
 		c.close()
 		return nil, err
 	}
-	c.nc.SetReconnectHandler(func(*nats.Conn) { c.client.Reconnected() })
 	return c, nil
+}
+
+// conn is a connection config for this cluster's broker.
+func (c *cluster) conn(name string) bus.ConnConfig {
+	cfg := bus.DefaultConnConfig()
+	cfg.Addrs, cfg.Name, cfg.ConnectTimeout, cfg.Logger = []string{c.addr}, name, 10*time.Second, c.cfg.Logger
+	return cfg
 }
 
 func (c *cluster) startBroker() error {
@@ -232,10 +233,7 @@ func (c *cluster) waitServing(ctx context.Context, master string, timeout time.D
 
 func (c *cluster) close() {
 	if c.client != nil {
-		c.client.Close()
-	}
-	if c.nc != nil {
-		c.nc.Close()
+		_ = c.client.Close(context.Background())
 	}
 	for _, p := range c.nodes {
 		p.stop(15 * time.Second)
@@ -512,7 +510,7 @@ func scaleOnce(ctx context.Context, cfg Config, n int) (Scale, error) {
 	}
 	defer c.close()
 	quiet := slog.New(slog.DiscardHandler)
-	ms_, err := StartMembers(ctx, c.addr, "m", n, quiet)
+	ms_, err := StartMembers(ctx, c.conn("m"), "m", n, quiet)
 	if err != nil {
 		return Scale{}, err
 	}
@@ -543,9 +541,14 @@ func scaleOnce(ctx context.Context, cfg Config, n int) (Scale, error) {
 	}
 	sc := Scale{Members: n, BrokerCPU: float64(after-before) / float64(window), BrokerRSSMB: float64(size) / 1e6}
 
+	nc, err := bus.Connect(ctx, c.conn("bench-observer"))
+	if err != nil {
+		return Scale{}, err
+	}
+	defer nc.Close()
 	announced := make(chan time.Time, 1)
-	sub, err := c.nc.Subscribe(bus.SubjectMaster, func(m *nats.Msg) {
-		if m.Header.Get(bus.HeaderMaster) == successor {
+	sub, err := nc.Subscribe(messages.SubjectMaster, func(m *nats.Msg) {
+		if m.Header.Get(messages.HeaderMaster) == successor {
 			select {
 			case announced <- time.Now():
 			default:
@@ -556,7 +559,7 @@ func scaleOnce(ctx context.Context, cfg Config, n int) (Scale, error) {
 		return Scale{}, err
 	}
 	defer sub.Unsubscribe()
-	if err := c.nc.Flush(); err != nil {
+	if err := nc.Flush(); err != nil {
 		return Scale{}, err
 	}
 	t0 := time.Now()

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -28,10 +27,11 @@ type simMember struct {
 	m    *election.Member
 }
 
-// StartMembers connects and registers n members named prefix-0 … prefix-(n-1),
-// with priorities 0 … n-1, at most 50 registering at once. It blocks until
-// all are registered; on error the ones started are closed.
-func StartMembers(ctx context.Context, addr, prefix string, n int, logger *slog.Logger) (*Members, error) {
+// StartMembers connects as conn says and registers n members named
+// prefix-0 … prefix-(n-1), with priorities 0 … n-1, at most 50 registering
+// at once. It blocks until all are registered; on error the ones started
+// are closed.
+func StartMembers(ctx context.Context, conn bus.ConnConfig, prefix string, n int, logger *slog.Logger) (*Members, error) {
 	ms := &Members{}
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 50)
@@ -40,7 +40,7 @@ func StartMembers(ctx context.Context, addr, prefix string, n int, logger *slog.
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := ms.start(ctx, addr, prefix+"-"+strconv.Itoa(i), int32(i), logger); err != nil {
+			if err := ms.start(ctx, conn, prefix+"-"+strconv.Itoa(i), int32(i), logger); err != nil {
 				errs <- err
 			}
 		})
@@ -61,8 +61,9 @@ func StartMembers(ctx context.Context, addr, prefix string, n int, logger *slog.
 	return ms, nil
 }
 
-func (ms *Members) start(ctx context.Context, addr, name string, priority int32, logger *slog.Logger) error {
-	nc, err := bus.Connect(ctx, addr, name, 10*time.Second)
+func (ms *Members) start(ctx context.Context, conn bus.ConnConfig, name string, priority int32, logger *slog.Logger) error {
+	conn.Name = name
+	nc, err := bus.Connect(ctx, conn)
 	if err != nil {
 		return err
 	}
@@ -70,7 +71,9 @@ func (ms *Members) start(ctx context.Context, addr, name string, priority int32,
 	cfg.Priority, cfg.Logger = priority, logger
 	m, err := election.NewMember(nc, cfg)
 	if err == nil {
-		err = m.Start(ctx)
+		if err = m.Start(ctx); err != nil {
+			_ = m.Close(ctx)
+		}
 	}
 	if err != nil {
 		nc.Close()
@@ -91,7 +94,7 @@ func (ms *Members) Kill(name string) bool {
 	for i, s := range ms.members {
 		if s.name == name {
 			s.nc.Close()
-			s.m.Close()
+			_ = s.m.Close(context.Background())
 			ms.members = append(ms.members[:i], ms.members[i+1:]...)
 			return true
 		}
@@ -121,6 +124,6 @@ func (ms *Members) Close() {
 	for _, s := range all {
 		// The connection first, so that nothing the member waits for blocks.
 		s.nc.Close()
-		s.m.Close()
+		_ = s.m.Close(context.Background())
 	}
 }

@@ -14,11 +14,12 @@ import (
 
 	"baton/bus"
 	"baton/bus/bustest"
+	"baton/internal/testlog"
 )
 
 func connect(t testing.TB, addr string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := bus.Connect(context.Background(), addr, t.Name(), 2*time.Second, opts...)
+	nc, err := bus.Connect(context.Background(), bustest.ConnConfig(t, addr), opts...)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -29,8 +30,8 @@ func connect(t testing.TB, addr string, opts ...nats.Option) *nats.Conn {
 func TestServer_Start(t *testing.T) {
 	s := bustest.StartServer(t)
 	nc := connect(t, s.Addr())
-	if got := nc.MaxPayload(); got != bus.MaxPayload {
-		t.Errorf("max payload %d, want %d", got, bus.MaxPayload)
+	if got, want := nc.MaxPayload(), int64(bus.DefaultServerConfig().MaxPayload); got != want {
+		t.Errorf("max payload %d, want %d", got, want)
 	}
 	sub, err := nc.SubscribeSync("x")
 	if err != nil {
@@ -52,7 +53,7 @@ func TestServer_StartAddressInUse(t *testing.T) {
 	defer l.Close()
 	cfg := bus.DefaultServerConfig()
 	cfg.Addr = l.Addr().String()
-	cfg.Logger = bustest.Logger(t)
+	cfg.Logger = testlog.Logger(t)
 	s, err := bus.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +81,9 @@ func TestConnect_Unreachable(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	_, err = bus.Connect(context.Background(), addr, "x", 300*time.Millisecond)
+	cfg := bustest.ConnConfig(t, addr)
+	cfg.ConnectTimeout = 300 * time.Millisecond
+	_, err = bus.Connect(context.Background(), cfg)
 	if !errors.Is(err, bus.ErrUnreachable) || !strings.Contains(err.Error(), addr) {
 		t.Fatalf("got %v, want ErrUnreachable naming %s", err, addr)
 	}
@@ -158,6 +161,61 @@ func TestReconnectDelay(t *testing.T) {
 		base := min((50*time.Millisecond)<<(attempt-1), 500*time.Millisecond)
 		if d := bus.ReconnectDelay(attempt); d < base || d > base*6/5 {
 			t.Errorf("attempt %d: delay %v, want from %v to %v", attempt, d, base, base*6/5)
+		}
+	}
+}
+
+func TestConnect_InvalidConfig(t *testing.T) {
+	cases := map[string]func(*bus.ConnConfig){
+		"no address":      func(c *bus.ConnConfig) { c.Addrs = nil },
+		"blank address":   func(c *bus.ConnConfig) { c.Addrs = []string{" "} },
+		"zero timeout":    func(c *bus.ConnConfig) { c.ConnectTimeout = 0 },
+		"zero ping":       func(c *bus.ConnConfig) { c.PingInterval = 0 },
+		"zero reconn buf": func(c *bus.ConnConfig) { c.ReconnectBufSize = 0 },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := bus.DefaultConnConfig()
+			mutate(&cfg)
+			if _, err := bus.Connect(context.Background(), cfg); !errors.Is(err, bus.ErrInvalidConnConfig) {
+				t.Fatalf("got %v, want ErrInvalidConnConfig", err)
+			}
+		})
+	}
+}
+
+// A connection without Reconnect stays closed when its broker goes away.
+func TestConnect_NoReconnect(t *testing.T) {
+	s := bustest.StartServer(t)
+	cfg := bustest.ConnConfig(t, s.Addr())
+	cfg.Reconnect = false
+	closed := make(chan struct{})
+	nc, err := bus.Connect(context.Background(), cfg, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection still open after its broker stopped, want it closed")
+	}
+}
+
+// Close is safe on a server that never started.
+func TestServer_CloseWithoutStart(t *testing.T) {
+	s, err := bus.NewServer(bus.DefaultServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 2 {
+		if err := s.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
 		}
 	}
 }

@@ -15,10 +15,78 @@ import (
 // ErrUnreachable is wrapped by Connect when the first connection fails.
 var ErrUnreachable = errors.New("bus: broker unreachable")
 
-// DefaultConnectTimeout is how long Connect keeps trying the first time.
-// A node started together with its broker (docker compose) gets this long
-// for the broker to come up; an unreachable one fails after it.
-const DefaultConnectTimeout = 5 * time.Second
+// ErrInvalidConnConfig is wrapped by ConnConfig validation errors.
+var ErrInvalidConnConfig = errors.New("bus: invalid connection config")
+
+// ConnConfig says how a client reaches the broker. Every baton connection
+// is made from one, so what a connection needs to be let in (credentials,
+// TLS) is set in one place.
+type ConnConfig struct {
+	// Addrs are the broker's addresses (host:port, or nats:// URLs); the
+	// client tries them in turn.
+	Addrs []string
+	// Name identifies the connection in the server's monitoring.
+	Name string
+	// ConnectTimeout bounds how long Connect keeps trying the first time.
+	ConnectTimeout time.Duration
+	// Reconnect makes a connection that was up reconnect forever, with
+	// backoff; without it a lost connection stays closed.
+	Reconnect bool
+	// PingInterval and MaxPingsOut decide how soon the client notices a
+	// broker host that died without closing the socket.
+	PingInterval time.Duration
+	MaxPingsOut  int
+	// ReconnectBufSize is how many bytes of publications wait while the
+	// connection is reconnecting.
+	ReconnectBufSize int
+	// Logger receives asynchronous connection errors.
+	Logger *slog.Logger
+}
+
+// DefaultConnConfig returns the connection every baton client starts from.
+func DefaultConnConfig() ConnConfig {
+	return ConnConfig{
+		// The stock nats CLI's default, which the broker also defaults to.
+		Addrs: []string{"127.0.0.1:4222"},
+		// A node started together with its broker (docker compose) gets
+		// this long for the broker to come up; an unreachable one fails
+		// after it.
+		ConnectTimeout: 5 * time.Second,
+		Reconnect:      true,
+		// Notice a dead broker host within ~15 s instead of nats.go's
+		// minutes (a dead broker process is noticed at once: its host
+		// closes the socket). A client pings whether or not it is busy, so
+		// this is a cost per interval that the broker pays for every member.
+		PingInterval: 5 * time.Second,
+		MaxPingsOut:  2,
+		// nats.go's own default; a node raises it to hold a few of the
+		// largest results it replies with while reconnecting.
+		ReconnectBufSize: nats.DefaultReconnectBufSize,
+		Logger:           slog.Default().With(keyComponent, "nats-client"),
+	}
+}
+
+func (c ConnConfig) validate() error {
+	switch {
+	case len(c.Addrs) == 0:
+		return fmt.Errorf("%w: no broker address", ErrInvalidConnConfig)
+	case c.ConnectTimeout <= 0:
+		return fmt.Errorf("%w: connect timeout %v must be positive", ErrInvalidConnConfig, c.ConnectTimeout)
+	case c.PingInterval <= 0 || c.MaxPingsOut <= 0:
+		return fmt.Errorf("%w: ping interval %v and max pings out %d must be positive", ErrInvalidConnConfig, c.PingInterval, c.MaxPingsOut)
+	case c.ReconnectBufSize <= 0:
+		return fmt.Errorf("%w: reconnect buffer %d must be positive", ErrInvalidConnConfig, c.ReconnectBufSize)
+	}
+	for _, a := range c.Addrs {
+		if strings.TrimSpace(a) == "" {
+			return fmt.Errorf("%w: empty broker address in %q", ErrInvalidConnConfig, c.Addrs)
+		}
+	}
+	return nil
+}
+
+// Where names the broker addresses for messages: "127.0.0.1:4222".
+func (c ConnConfig) Where() string { return strings.Join(c.Addrs, ",") }
 
 // URL turns a broker address (host:port, or a nats:// URL) into a URL.
 func URL(addr string) string {
@@ -39,40 +107,48 @@ func ReconnectDelay(attempt int) time.Duration {
 	return d + rand.N(d/5+1)
 }
 
-// Connect dials the broker at addr as the named client. The first connect
-// is retried until timeout (or ctx) expires, then fails with an error
-// wrapping ErrUnreachable that names the address. After that first success
-// the connection reconnects forever with backoff. opts are applied last and
-// may override any default.
-func Connect(ctx context.Context, addr, name string, timeout time.Duration, opts ...nats.Option) (*nats.Conn, error) {
+// Connect dials the broker as cfg says. The first connect is retried until
+// cfg.ConnectTimeout (or ctx) expires, then fails with an error wrapping
+// ErrUnreachable that names the address. It blocks until then. opts are
+// applied last and may override any setting (handlers, mostly).
+func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Conn, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultConnConfig().Logger
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	urls := make([]string, len(cfg.Addrs))
+	for i, a := range cfg.Addrs {
+		urls[i] = URL(a)
+	}
+	logger := cfg.Logger
 	base := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.CustomReconnectDelay(ReconnectDelay),
-		// Notice a dead broker host within ~15 s instead of nats.go's minutes
-		// (a dead broker process is noticed at once: its host closes the
-		// socket). A client pings whether or not it is busy, so this is a
-		// cost per interval that the broker pays for every member.
-		nats.PingInterval(5 * time.Second),
-		nats.MaxPingsOutstanding(2),
+		nats.Name(cfg.Name),
+		nats.PingInterval(cfg.PingInterval),
+		nats.MaxPingsOutstanding(cfg.MaxPingsOut),
 		nats.Timeout(time.Second),
 		// Async errors (a slow consumer, a write that failed before a
 		// reconnect) go to the log, not straight to stderr.
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			attrs := []any{"conn", nc.Opts.Name, "err", err}
+			attrs := []any{keyConn, nc.Opts.Name, keyErr, err}
 			if sub != nil {
-				attrs = append(attrs, "subject", sub.Subject)
+				attrs = append(attrs, keySubject, sub.Subject)
 			}
-			slog.Default().Warn("nats connection error", attrs...)
+			logger.Warn("nats connection error", attrs...)
 		}),
-		// Replies published while reconnecting wait here; room for a few of
-		// the largest results.
-		nats.ReconnectBufSize(4 * MaxPayload),
+		nats.ReconnectBufSize(cfg.ReconnectBufSize),
 	}
-	deadline := time.Now().Add(timeout)
+	if cfg.Reconnect {
+		base = append(base, nats.MaxReconnects(-1), nats.CustomReconnectDelay(ReconnectDelay))
+	} else {
+		base = append(base, nats.NoReconnect())
+	}
+	where := cfg.Where()
+	deadline := time.Now().Add(cfg.ConnectTimeout)
 	var lastErr error
 	for attempt := 1; ; attempt++ {
-		nc, err := nats.Connect(URL(addr), append(base, opts...)...)
+		nc, err := nats.Connect(strings.Join(urls, ","), append(base, opts...)...)
 		if err == nil {
 			return nc, nil
 		}
@@ -83,10 +159,10 @@ func Connect(ctx context.Context, addr, name string, timeout time.Duration, opts
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to broker at %s: %w: %w", addr, ErrUnreachable, ctx.Err())
+			return nil, fmt.Errorf("connect to broker at %s: %w: %w", where, ErrUnreachable, ctx.Err())
 		case <-time.After(wait):
 		}
 	}
 	return nil, fmt.Errorf("connect to broker at %s: %w: %w (gave up after %v; is the broker running there?)",
-		addr, ErrUnreachable, lastErr, timeout)
+		where, ErrUnreachable, lastErr, cfg.ConnectTimeout)
 }

@@ -36,11 +36,7 @@ type ServerConfig struct {
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections.
 	StartTimeout time.Duration
-	// TuneMemory keeps the process's soft memory limit a margin above what
-	// it uses (see memory.go). It is process-wide: set it in a broker
-	// process, not in a test that embeds a server.
-	TuneMemory bool
-	Logger     *slog.Logger
+	Logger       *slog.Logger
 }
 
 // DefaultServerConfig returns the broker's defaults.
@@ -52,10 +48,11 @@ func DefaultServerConfig() ServerConfig {
 		// subscriptions for minutes; 1 s and 2 pings notices it in ~3 s.
 		PingInterval: time.Second,
 		MaxPingsOut:  2,
-		// Sized for the largest result; see the size limits in subjects.go.
-		MaxPayload:   MaxPayload,
+		// The server's own default; the broker raises it to hold the
+		// largest result.
+		MaxPayload:   server.MAX_PAYLOAD_SIZE,
 		StartTimeout: 5 * time.Second,
-		Logger:       slog.Default().With("component", "nats-server"),
+		Logger:       slog.Default().With(keyComponent, "nats-server"),
 	}
 }
 
@@ -68,8 +65,8 @@ func (c ServerConfig) validate() error {
 		return fmt.Errorf("%w: ping interval %v must be positive", ErrInvalidServerConfig, c.PingInterval)
 	case c.MaxPingsOut <= 0:
 		return fmt.Errorf("%w: max pings out %d must be positive", ErrInvalidServerConfig, c.MaxPingsOut)
-	case c.MaxPayload < int32(ResultBytesBound(MaxOutput)):
-		return fmt.Errorf("%w: max payload %d is below the largest result %d", ErrInvalidServerConfig, c.MaxPayload, ResultBytesBound(MaxOutput))
+	case c.MaxPayload <= 0:
+		return fmt.Errorf("%w: max payload %d must be positive", ErrInvalidServerConfig, c.MaxPayload)
 	case c.StartTimeout <= 0:
 		return fmt.Errorf("%w: start timeout %v must be positive", ErrInvalidServerConfig, c.StartTimeout)
 	}
@@ -98,8 +95,6 @@ type Server struct {
 	sysKey   nkeys.KeyPair
 	sysPub   string
 	stopOnce sync.Once
-	// stopTuning ends the memory tuning started by Start.
-	stopTuning context.CancelFunc
 }
 
 // NewServer prepares a server for cfg. It starts nothing.
@@ -175,11 +170,6 @@ func (s *Server) Start(ctx context.Context) error {
 		s.ns.Shutdown()
 		return fmt.Errorf("listen on %s: server not ready after %v", s.cfg.Addr, s.cfg.StartTimeout)
 	}
-	if s.cfg.TuneMemory {
-		var tctx context.Context
-		tctx, s.stopTuning = context.WithCancel(context.WithoutCancel(ctx))
-		go tuneMemory(tctx)
-	}
 	return nil
 }
 
@@ -234,12 +224,7 @@ func (s *Server) Kick(clientID uint64) {
 // Close shuts the server down, closing every client connection, and waits
 // until it has stopped or ctx ends. It is safe to call twice.
 func (s *Server) Close(ctx context.Context) error {
-	s.stopOnce.Do(func() {
-		if s.stopTuning != nil {
-			s.stopTuning()
-		}
-		s.ns.Shutdown()
-	})
+	s.stopOnce.Do(s.ns.Shutdown)
 	done := make(chan struct{})
 	go func() {
 		s.ns.WaitForShutdown()

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"baton/agent"
+	"baton/cmd/internal/console"
 )
 
 // A requester whose command runs on a master that is then lost gets an
@@ -151,7 +151,7 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 			t.Errorf("%s exited %d after its signal, want 0", name, code)
 		}
 	}
-	results := make([]map[string]agent.JSONResult, len(subs))
+	results := make([]map[string]console.JSONResult, len(subs))
 	for i, s := range subs {
 		s.p.stdin.Close()
 		if code := s.p.wait(30 * time.Second); code != 0 {

@@ -20,10 +20,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"baton/agent"
 	"baton/bus"
-	"baton/bus/bustest"
+	"baton/cmd/internal/console"
 	"baton/election"
+	"baton/internal/testlog"
 	"baton/messages"
 )
 
@@ -79,8 +79,8 @@ type proc struct {
 	name   string
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stdout *bustest.Buffer
-	stderr *bustest.Buffer
+	stdout *testlog.Buffer
+	stderr *testlog.Buffer
 	done   chan struct{}
 	state  *os.ProcessState
 }
@@ -96,7 +96,7 @@ type procOpts struct {
 // the test already did.
 func start(t testing.TB, name, bin string, o procOpts, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, stdout: &bustest.Buffer{}, stderr: &bustest.Buffer{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, stdout: &testlog.Buffer{}, stderr: &testlog.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = o.dir
 	p.cmd.Env = append(os.Environ(), o.env...)
@@ -189,6 +189,14 @@ func newCluster(t testing.TB, brokerArgs ...string) *cluster {
 	return c
 }
 
+// conn is a connection config for this test's broker, named name.
+func (c *cluster) conn(name string) bus.ConnConfig {
+	cfg := bus.DefaultConnConfig()
+	cfg.Addrs, cfg.Name = []string{c.addr}, name
+	cfg.Logger = testlog.Logger(c.t).With("component", "nats-client")
+	return cfg
+}
+
 func (c *cluster) startBroker(args ...string) {
 	c.t.Helper()
 	c.broker = start(c.t, "broker", c.brokerBin, procOpts{}, append([]string{c.addr, "--data-dir", c.dataDir}, args...)...)
@@ -274,12 +282,12 @@ type seenAnnouncement struct {
 func (c *cluster) watch() *watcher {
 	c.t.Helper()
 	w := &watcher{t: c.t}
-	nc, err := bus.Connect(context.Background(), c.addr, "e2e-watcher", 5*time.Second)
+	nc, err := bus.Connect(context.Background(), c.conn("e2e-watcher"))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(nc.Close)
-	if _, err := nc.Subscribe(bus.SubjectMaster, func(m *nats.Msg) {
+	if _, err := nc.Subscribe(messages.SubjectMaster, func(m *nats.Msg) {
 		now := time.Now()
 		var a messages.Announcement
 		if err := proto.Unmarshal(m.Data, &a); err != nil {
@@ -319,14 +327,14 @@ func (w *watcher) waitMaster(master string, since time.Time, timeout time.Durati
 }
 
 // jsonResults parses `node --json` output.
-func jsonResults(t testing.TB, out string) map[string]agent.JSONResult {
+func jsonResults(t testing.TB, out string) map[string]console.JSONResult {
 	t.Helper()
-	res := make(map[string]agent.JSONResult)
+	res := make(map[string]console.JSONResult)
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
 			continue
 		}
-		var r agent.JSONResult
+		var r console.JSONResult
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("output line %q is not a JSON result: %v", line, err)
 		}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"baton/agent"
 	"baton/bus"
+	"baton/election"
 	"baton/messages"
 )
 
@@ -71,7 +71,7 @@ func TestResources(t *testing.T) {
 		return strings.HasPrefix(sim.stdout.String(), "ready")
 	})
 	// Each status lists every member, so ask rarely, on one connection.
-	status, err := bus.Connect(context.Background(), c.addr, "resources", 5*time.Second)
+	status, err := bus.Connect(context.Background(), c.conn("resources"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestResources(t *testing.T) {
 	var settled *messages.Announcement
 	eventually(t, 30*time.Second, "all members registered and a master elected", func() bool {
 		time.Sleep(250 * time.Millisecond)
-		a, err := agent.Status(ctxTimeout(t, 5*time.Second), status)
+		a, err := election.Get(ctxTimeout(t, 5*time.Second), status)
 		settled = a
 		return err == nil && a.MemberCount == members && a.Master == "sim-999"
 	})
@@ -93,7 +93,7 @@ func TestResources(t *testing.T) {
 	share := float64(cpuTime(t, pid)-before) / float64(window)
 	brokerRSS := rss(t, pid)
 
-	a, err := agent.Status(ctxTimeout(t, 5*time.Second), status)
+	a, err := election.Get(ctxTimeout(t, 5*time.Second), status)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestResources(t *testing.T) {
 	node := start(t, "idle", bins.plainNode, procOpts{}, "--broker-addr="+c.addr, "--name=idle", "--serve")
 	eventually(t, 10*time.Second, "idle node registered", func() bool {
 		time.Sleep(250 * time.Millisecond)
-		a, err := agent.Status(ctxTimeout(t, 5*time.Second), status)
+		a, err := election.Get(ctxTimeout(t, 5*time.Second), status)
 		return err == nil && a.MemberCount == members+1
 	})
 	time.Sleep(2 * time.Second)

@@ -3,7 +3,12 @@ package election_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,18 +18,25 @@ import (
 	"baton/bus"
 	"baton/bus/bustest"
 	"baton/election"
+	"baton/internal/testlog"
 	"baton/messages"
 )
 
 const testTimeout = 400 * time.Millisecond
 
-func startService(t testing.TB, srv *bus.Server, dir string) *election.Service {
+func startService(t testing.TB, srv *bus.Server, dir string, mutate ...func(*election.ServiceConfig)) *election.Service {
 	t.Helper()
 	cfg := election.DefaultServiceConfig()
-	cfg.DataDir = dir
 	cfg.HeartbeatTimeout = testTimeout
-	cfg.Logger = bustest.Logger(t).With("component", "election")
-	s, err := election.NewService(srv, cfg)
+	cfg.Logger = testlog.Logger(t).With("component", "election")
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	store, err := election.OpenFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := election.NewService(srv, store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,24 +54,20 @@ type testMember struct {
 
 func newMember(t testing.TB, srv *bus.Server, name string, priority int32) (*testMember, error) {
 	t.Helper()
-	nc, err := bus.Connect(context.Background(), srv.Addr(), name, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := bustest.Connect(t, srv.Addr())
 	cfg := election.DefaultMemberConfig(name)
 	cfg.Priority = priority
 	cfg.HeartbeatInterval = testTimeout / 4
-	cfg.Logger = bustest.Logger(t).With("component", "member", "node", name)
+	cfg.Logger = testlog.Logger(t).With("component", "member", "node", name)
 	m, err := election.NewMember(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	if err := m.Start(context.Background()); err != nil {
 		return nil, err
 	}
 	nc.SetReconnectHandler(func(*nats.Conn) { m.Reconnected() })
-	t.Cleanup(m.Close)
 	return &testMember{m, nc}, nil
 }
 
@@ -76,18 +84,15 @@ func mustMember(t testing.TB, srv *bus.Server, name string, priority int32) *tes
 // returns it.
 func waitMaster(t testing.TB, m *testMember, master string) *messages.Announcement {
 	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		if a := m.Current(); a != nil && a.Master == master {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for a := range m.View().Observe(ctx) {
+		if a.Master == master {
 			return a
 		}
-		select {
-		case <-m.Changes():
-		case <-time.After(10 * time.Millisecond):
-		case <-deadline:
-			t.Fatalf("master %q never announced; last seen %v", master, m.Current())
-		}
 	}
+	t.Fatalf("master %q never announced; last seen %v", master, m.Current())
+	return nil
 }
 
 func TestService_ElectsHighestPriority(t *testing.T) {
@@ -115,7 +120,7 @@ func TestService_Failover(t *testing.T) {
 		}, "alpha left"},
 		{"connection closed", func(m *testMember) { m.nc.Close() }, "alpha lost: connection closed"},
 		// Beats stop but the connection stays up, as with a hung process.
-		{"heartbeat timeout", func(m *testMember) { m.Close() }, "alpha lost: heartbeat timeout"},
+		{"heartbeat timeout", func(m *testMember) { _ = m.Close(context.Background()) }, "alpha lost: heartbeat timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -144,7 +149,7 @@ func TestService_HeartbeatTimeoutCutsConnection(t *testing.T) {
 	waitMaster(t, beta, "alpha")
 	disconnected := make(chan struct{}, 1)
 	alpha.nc.SetDisconnectErrHandler(func(*nats.Conn, error) { disconnected <- struct{}{} })
-	alpha.Close()
+	_ = alpha.Close(context.Background())
 	select {
 	case <-disconnected:
 	case <-time.After(5 * time.Second):
@@ -209,7 +214,7 @@ func TestService_AnnouncesToLateSubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sub, err := nc.SubscribeSync(bus.SubjectMaster)
+	sub, err := nc.SubscribeSync(messages.SubjectMaster)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +226,7 @@ func TestService_AnnouncesToLateSubscriber(t *testing.T) {
 	if err := proto.Unmarshal(msg.Data, &a); err != nil || a.Master != "alpha" {
 		t.Fatalf("got %v %v, want master alpha", &a, err)
 	}
-	resp, err := nc.Request(bus.SubjectMasterGet, nil, time.Second)
+	resp, err := nc.Request(messages.SubjectMasterGet, nil, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +253,7 @@ func TestService_BadRegistration(t *testing.T) {
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
-			resp, err := nc.Request(bus.SubjectRegister, body, time.Second)
+			resp, err := nc.Request(messages.SubjectRegister, body, time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -295,7 +300,7 @@ func TestService_BadHeartbeat(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := nc.Request(bus.SubjectHeartbeat, tc.body, time.Second)
+			resp, err := nc.Request(messages.SubjectHeartbeat, tc.body, time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -305,4 +310,219 @@ func TestService_BadHeartbeat(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The events hook hears joins, refusals, changes of master, leaves and
+// losses, in order and never two at once.
+func TestService_Events(t *testing.T) {
+	srv := bustest.StartServer(t)
+	var (
+		mu      sync.Mutex
+		events  []election.Event
+		running atomic.Int32
+		overlap atomic.Bool
+	)
+	startService(t, srv, t.TempDir(), func(c *election.ServiceConfig) {
+		c.Events = func(e election.Event) {
+			if running.Add(1) > 1 {
+				overlap.Store(true)
+			}
+			defer running.Add(-1)
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		}
+	})
+	alpha := mustMember(t, srv, "alpha", 100)
+	beta := mustMember(t, srv, "beta", 50)
+	waitMaster(t, beta, "alpha")
+	if _, err := newMember(t, srv, "alpha", 1); err == nil {
+		t.Fatal("duplicate name admitted")
+	}
+	alpha.nc.Close()
+	waitMaster(t, beta, "beta")
+	if _, err := beta.Leave(context.Background(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitMaster(t, beta, "")
+
+	want := []string{
+		"master changed ", // broker started
+		// Both join within the start-up wait, before the first election.
+		"joined alpha", "joined beta", "master changed alpha", "refused alpha",
+		"lost alpha CAUSE_CONNECTION_CLOSED", "master changed beta", "left beta", "master changed ",
+	}
+	var got []string
+	eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got = got[:0]
+		for _, e := range events {
+			line := fmt.Sprintf("%s %s", e.Kind, e.Node)
+			switch e.Kind {
+			case election.EventMasterChanged:
+				line = fmt.Sprintf("%s %s", e.Kind, e.Master)
+			case election.EventLost:
+				line += " " + e.Cause.String()
+			}
+			got = append(got, line)
+		}
+		return len(got) >= len(want)
+	})
+	if strings.Join(got, "; ") != strings.Join(want, "; ") {
+		t.Errorf("events:\n got  %q\n want %q", got, want)
+	}
+	if overlap.Load() {
+		t.Error("the events hook ran twice at once")
+	}
+}
+
+// A Close whose context has already expired still releases the data
+// directory and the connections, in the background; a second Close waits
+// for that.
+func TestService_CloseAfterExpiredContext(t *testing.T) {
+	srv := bustest.StartServer(t)
+	dir := t.TempDir()
+	svc := startService(t, srv, dir)
+	mustMember(t, srv, "alpha", 1)
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = svc.Close(expired)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := svc.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	store, err := election.OpenFileStore(dir)
+	if err != nil {
+		t.Fatalf("data directory still held after Close: %v", err)
+	}
+	store.Close()
+}
+
+// Close is safe without Start and after a failed Start, and releases the
+// store either way.
+func TestService_CloseWithoutStart(t *testing.T) {
+	srv := bustest.StartServer(t)
+	for name, start := range map[string]bool{"never started": false, "failed start": true} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			store, err := election.OpenFileStore(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc, err := election.NewService(srv, store, election.DefaultServiceConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if start {
+				// A corrupt epoch makes Start fail.
+				if err := os.WriteFile(filepath.Join(dir, "epoch"), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := svc.Start(context.Background()); err == nil {
+					t.Fatal("Start with a corrupt epoch: got nil error")
+				}
+			}
+			for range 2 {
+				if err := svc.Close(context.Background()); err != nil {
+					t.Fatalf("Close: %v", err)
+				}
+			}
+			if store, err := election.OpenFileStore(dir); err != nil {
+				t.Errorf("data directory still held: %v", err)
+			} else {
+				store.Close()
+			}
+		})
+	}
+}
+
+// Close is safe after a failed Start, and twice.
+func TestMember_CloseAfterFailedStart(t *testing.T) {
+	srv := bustest.StartServer(t) // no election service: nobody answers
+	cfg := election.DefaultMemberConfig("lonely")
+	cfg.JoinTimeout = 200 * time.Millisecond
+	cfg.Logger = testlog.Logger(t)
+	m, err := election.NewMember(bustest.Connect(t, srv.Addr()), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err == nil {
+		t.Fatal("Start without a broker's election service: got nil error")
+	}
+	for range 2 {
+		if err := m.Close(context.Background()); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+}
+
+// gatedStore is a FileStore whose Save waits while the gate is closed.
+type gatedStore struct {
+	*election.FileStore
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (s *gatedStore) Save(ctx context.Context, epoch uint64) error {
+	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return s.FileStore.Save(ctx, epoch)
+}
+
+// While an epoch is being saved (a slow disk), heartbeats are still
+// answered and master.get still reports what was last announced: the
+// lock they need is never held across the save.
+func TestService_SlowSaveBlocksNoHeartbeat(t *testing.T) {
+	srv := bustest.StartServer(t)
+	fs, err := election.OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &gatedStore{FileStore: fs}
+	cfg := election.DefaultServiceConfig()
+	cfg.HeartbeatTimeout = testTimeout
+	cfg.Logger = testlog.Logger(t)
+	svc, err := election.NewService(srv, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	low := mustMember(t, srv, "low", 1)
+	before := waitMaster(t, low, "low")
+
+	gate := make(chan struct{})
+	store.mu.Lock()
+	store.gate = gate
+	store.mu.Unlock()
+	joined := make(chan error, 1)
+	go func() { _, err := newMember(t, srv, "high", 100); joined <- err }() // a new master: its epoch is saved
+
+	nc := bustest.Connect(t, srv.Addr())
+	beat, _ := proto.Marshal(&messages.Heartbeat{Name: "ghost", InstanceId: "i", Seq: 1})
+	time.Sleep(100 * time.Millisecond) // the save has begun
+	if _, err := nc.Request(messages.SubjectHeartbeat, beat, time.Second); err != nil {
+		t.Errorf("heartbeat during a slow save: %v, want an ack", err)
+	}
+	resp, err := nc.Request(messages.SubjectMasterGet, nil, time.Second)
+	var a messages.Announcement
+	if err == nil {
+		err = proto.Unmarshal(resp.Data, &a)
+	}
+	if err != nil || a.Master != "low" || a.Epoch != before.Epoch {
+		t.Errorf("master.get during a slow save: %v %v, want master low at epoch %d (the new epoch is not durable yet)", &a, err, before.Epoch)
+	}
+	close(gate)
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	waitMaster(t, low, "high")
 }

@@ -52,8 +52,8 @@ func DefaultMemberConfig(name string) MemberConfig {
 		RegisterTimeout: time.Second,
 		// As long as the first connection may take: a node started with its
 		// broker waits for the broker's election service as well.
-		JoinTimeout: bus.DefaultConnectTimeout,
-		Logger:      slog.Default().With("component", "member"),
+		JoinTimeout: bus.DefaultConnConfig().ConnectTimeout,
+		Logger:      slog.Default().With(keyComponent, "member"),
 	}
 }
 
@@ -74,24 +74,21 @@ func (c MemberConfig) validate() error {
 }
 
 // Member is a node's membership in the election: it registers, beats, and
-// follows the broker's announcements. The connection's owner calls
-// Reconnected after each reconnect.
+// keeps the process's View of the master up to date. The connection's
+// owner calls Reconnected after each reconnect.
 type Member struct {
 	cfg        MemberConfig
 	nc         *nats.Conn
+	view       *View
 	instanceID string
 
-	changes  chan *messages.Announcement
 	kick     chan struct{} // asks the loop to register again now
 	done     chan struct{}
 	err      error // set before done closes
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	subs     []*nats.Subscription
+	ackSub   *nats.Subscription
 	ackInbox string
-
-	mu      sync.Mutex
-	current *messages.Announcement
 
 	// lastHeard is when the broker was last known to have us alive: the
 	// send time of the newest acknowledged heartbeat or registration, in
@@ -103,7 +100,7 @@ type Member struct {
 	seq           atomic.Uint64
 	sentMu        sync.Mutex
 	sent          map[uint64]time.Time // send times of recent heartbeats
-	closeOnce     sync.Once
+	stopOnce      sync.Once
 }
 
 // NewMember prepares a member on nc. It starts nothing.
@@ -116,29 +113,28 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 	}
 	return &Member{
 		cfg: cfg, nc: nc, instanceID: nuid.Next(),
-		sent:    make(map[uint64]time.Time),
-		changes: make(chan *messages.Announcement, 1),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		view: NewView(nc, cfg.Logger),
+		sent: make(map[uint64]time.Time),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
 	}, nil
 }
 
-// Start subscribes to announcements, registers, and starts beating. It
-// blocks until the broker admitted the node, and fails with ErrRefused (a
+// Start follows announcements, registers, and starts beating. It blocks
+// until the broker admitted the node, and fails with ErrRefused (a
 // duplicate name, an invalid registration) or when the broker did not
-// admit it within JoinTimeout.
+// admit it within JoinTimeout. After a failed Start, Close is still safe.
 func (m *Member) Start(ctx context.Context) error {
-	m.ackInbox = m.nc.NewRespInbox()
-	for subj, h := range map[string]nats.MsgHandler{bus.SubjectMaster: m.handleAnnouncement, m.ackInbox: m.handleAck} {
-		sub, err := m.nc.Subscribe(subj, h)
-		if err != nil {
-			m.unsubscribe()
-			return fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		m.subs = append(m.subs, sub)
+	if err := m.view.Start(ctx); err != nil {
+		return err
 	}
+	m.ackInbox = m.nc.NewRespInbox()
+	sub, err := m.nc.Subscribe(m.ackInbox, m.handleAck)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", m.ackInbox, err)
+	}
+	m.ackSub = sub
 	if err := m.join(ctx); err != nil {
-		m.unsubscribe()
 		return err
 	}
 	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -146,26 +142,15 @@ func (m *Member) Start(ctx context.Context) error {
 	return nil
 }
 
-func (m *Member) unsubscribe() {
-	for _, s := range m.subs {
-		_ = s.Unsubscribe()
-	}
-}
-
-// Changes delivers the newest announcement whenever it changes. Only the
-// latest value is kept: a slow reader skips stale ones. The channel is
-// closed when the member stops (see Done).
-func (m *Member) Changes() <-chan *messages.Announcement { return m.changes }
+// View is the process's view of the master, which the member keeps up to
+// date. It is closed with the member.
+func (m *Member) View() *View { return m.view }
 
 // Current returns the newest announcement seen, nil before the first.
-func (m *Member) Current() *messages.Announcement {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.current
-}
+func (m *Member) Current() *messages.Announcement { return m.view.Current() }
 
-// Done is closed when the member has stopped: after Close, or when the
-// broker refused a re-registration (Err says why).
+// Done is closed when the member has stopped beating: after Close, or when
+// the broker refused a re-registration (Err says why).
 func (m *Member) Done() <-chan struct{} { return m.done }
 
 // Err returns why the member stopped on its own, nil after Close. It is
@@ -229,38 +214,6 @@ func (m *Member) heard(t time.Time) {
 			return
 		}
 	}
-}
-
-// observe keeps a newer (or equal-epoch, fresher) announcement and offers
-// it on Changes, replacing any value not yet taken.
-func (m *Member) observe(a *messages.Announcement) {
-	if a == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.current != nil && a.Epoch < m.current.Epoch {
-		return
-	}
-	m.current = a
-	select {
-	case <-m.changes:
-	default:
-	}
-	select {
-	case <-m.done:
-	default:
-		m.changes <- a
-	}
-}
-
-func (m *Member) handleAnnouncement(msg *nats.Msg) {
-	var a messages.Announcement
-	if err := proto.Unmarshal(msg.Data, &a); err != nil {
-		m.cfg.Logger.Warn("malformed announcement", keyErr, err)
-		return
-	}
-	m.observe(&a)
 }
 
 func (m *Member) handleAck(msg *nats.Msg) {
@@ -335,9 +288,9 @@ func (m *Member) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
 	sentAt := time.Now()
-	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: bus.SubjectRegister, Data: b, Header: nats.Header{
-		bus.HeaderNode:     {m.cfg.Name},
-		bus.HeaderPriority: {strconv.Itoa(int(m.cfg.Priority))},
+	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: messages.SubjectRegister, Data: b, Header: nats.Header{
+		messages.HeaderNode:     {m.cfg.Name},
+		messages.HeaderPriority: {strconv.Itoa(int(m.cfg.Priority))},
 	}})
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
@@ -351,8 +304,8 @@ func (m *Member) register(ctx context.Context) error {
 	}
 	m.heard(sentAt)
 	m.hbTimeout.Store(int64(time.Duration(reply.HeartbeatTimeoutMs) * time.Millisecond))
-	m.observe(reply.Current)
-	m.cfg.Logger.Info("registered", "client_id", cid)
+	m.view.Offer(reply.Current)
+	m.cfg.Logger.Info("registered", keyClientID, cid)
 	return nil
 }
 
@@ -423,10 +376,10 @@ func (m *Member) heartbeat(a *messages.Announcement, wantAck bool) (*nats.Msg, e
 	if err != nil {
 		return nil, err
 	}
-	msg := &nats.Msg{Subject: bus.SubjectHeartbeat, Data: b, Header: nats.Header{
-		bus.HeaderNode:  {m.cfg.Name},
-		bus.HeaderSeq:   {strconv.FormatUint(seq, 10)},
-		bus.HeaderEpoch: {strconv.FormatUint(epoch, 10)},
+	msg := &nats.Msg{Subject: messages.SubjectHeartbeat, Data: b, Header: nats.Header{
+		messages.HeaderNode:  {m.cfg.Name},
+		messages.HeaderSeq:   {strconv.FormatUint(seq, 10)},
+		messages.HeaderEpoch: {strconv.FormatUint(epoch, 10)},
 	}}
 	if wantAck {
 		m.sentMu.Lock()
@@ -447,9 +400,9 @@ func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announceme
 	if err != nil {
 		return nil, fmt.Errorf("leave: %w", err)
 	}
-	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: bus.SubjectDeregister, Data: b, Header: nats.Header{
-		bus.HeaderNode:   {m.cfg.Name},
-		bus.HeaderReason: {reason},
+	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: messages.SubjectDeregister, Data: b, Header: nats.Header{
+		messages.HeaderNode:   {m.cfg.Name},
+		messages.HeaderReason: {reason},
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("leave: %w", err)
@@ -458,27 +411,38 @@ func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announceme
 	if err := proto.Unmarshal(resp.Data, &a); err != nil {
 		return nil, fmt.Errorf("leave: malformed reply: %w", err)
 	}
-	m.observe(&a)
+	m.view.Offer(&a)
 	return &a, nil
 }
 
-// Close stops beating and unsubscribes; it does not deregister (see
-// Leave). It blocks until the loop has stopped and is safe to call twice.
-func (m *Member) Close() {
+// Close stops beating, unsubscribes and closes the view; it does not
+// deregister (see Leave). It blocks until the loop has stopped or ctx
+// ends, and is safe to call twice and after a failed Start.
+func (m *Member) Close(ctx context.Context) error {
 	if m.cancel != nil {
 		m.cancel()
 	}
-	m.wg.Wait()
+	stopped := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		return fmt.Errorf("close member %q: %w", m.cfg.Name, ctx.Err())
+	}
 	m.stop(nil)
+	if m.ackSub != nil {
+		_ = m.ackSub.Unsubscribe()
+	}
+	return m.view.Close(ctx)
 }
 
+// stop marks the member stopped, with err saying why (nil after Close).
 func (m *Member) stop(err error) {
-	m.closeOnce.Do(func() {
-		m.unsubscribe()
-		m.mu.Lock()
+	m.stopOnce.Do(func() {
 		m.err = err
 		close(m.done)
-		close(m.changes)
-		m.mu.Unlock()
 	})
 }

@@ -32,31 +32,3 @@ func TestRank(t *testing.T) {
 		})
 	}
 }
-
-func TestEpochStore(t *testing.T) {
-	dir := t.TempDir()
-	s, err := openEpochStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e, err := s.load(); err != nil || e != 0 {
-		t.Fatalf("fresh store: got %d %v, want 0", e, err)
-	}
-	if err := s.save(42); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := openEpochStore(dir); err == nil {
-		t.Fatal("second store on the same directory: got nil error, want ErrDataDirInUse")
-	}
-	if err := s.close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = openEpochStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.close()
-	if e, err := s.load(); err != nil || e != 42 {
-		t.Fatalf("reopened store: got %d %v, want 42", e, err)
-	}
-}

@@ -22,15 +22,6 @@ import (
 	"baton/messages"
 )
 
-// Log keys.
-const (
-	keyNode   = "node"
-	keyEpoch  = "epoch"
-	keyMaster = "master"
-	keyCause  = "cause"
-	keyErr    = "err"
-)
-
 // ErrInvalidConfig is wrapped by every config validation error.
 var ErrInvalidConfig = errors.New("election: invalid config")
 
@@ -60,36 +51,35 @@ type Broker interface {
 
 // ServiceConfig tunes the broker-side election service.
 type ServiceConfig struct {
-	// DataDir holds the persisted epoch.
-	DataDir string
 	// HeartbeatTimeout is how long a member may stay silent before it is
 	// declared dead. After a start, the service also waits this long to hear
 	// from every node before it elects.
 	HeartbeatTimeout time.Duration
 	// AnnounceInterval is how often master.current is re-published.
 	AnnounceInterval time.Duration
-	Logger           *slog.Logger
+	// Events, when set, is told what happens to the election (see Event).
+	// It is called from one goroutine, in order, never concurrently; events
+	// queue while it runs.
+	Events func(Event)
+	Logger *slog.Logger
 }
 
 // DefaultServiceConfig returns the broker's defaults.
 func DefaultServiceConfig() ServiceConfig {
 	return ServiceConfig{
-		// Like etcd's default.etcd: next to where the broker runs.
-		DataDir: "baton-broker.data",
-		// Four missed beats at the nodes' default 250 ms: long enough not to
-		// evict a node for one late beat, short enough to replace a hung
-		// master within about a second.
-		HeartbeatTimeout: time.Second,
+		// Four missed beats at the nodes' default interval (see
+		// DefaultMemberConfig): long enough not to evict a node for one
+		// late beat, short enough to replace a hung master within about a
+		// second.
+		HeartbeatTimeout: 4 * DefaultMemberConfig("").HeartbeatInterval,
 		// A late subscriber learns the master within a second.
 		AnnounceInterval: time.Second,
-		Logger:           slog.Default().With("component", "election"),
+		Logger:           slog.Default().With(keyComponent, "election"),
 	}
 }
 
 func (c ServiceConfig) validate() error {
 	switch {
-	case c.DataDir == "":
-		return fmt.Errorf("%w: empty data directory", ErrInvalidConfig)
 	case c.HeartbeatTimeout <= 0:
 		return fmt.Errorf("%w: heartbeat timeout %v must be positive", ErrInvalidConfig, c.HeartbeatTimeout)
 	case c.AnnounceInterval <= 0:
@@ -109,45 +99,62 @@ type member struct {
 // Service is the broker-side election: it admits nodes, tracks their
 // liveness (deregistration, connection close, heartbeat silence), and
 // announces the master on master.current.
+//
+// Its state is under mu, which heartbeat handlers need and which is never
+// held across I/O. A decision (a new master, a changed membership) is
+// committed by commit: the epoch saved to the store, then announced. Only
+// commit publishes, one at a time under pubMu, so announcements leave in
+// epoch order and only once their epoch is durable.
 type Service struct {
 	cfg    ServiceConfig
 	broker Broker
+	store  Store
+	events *eventQueue
 
 	nc, sys *nats.Conn
-	store   *epochStore
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	closeMu sync.Mutex
-	closed  bool
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed when Close has released everything
+	closeErr  error
 
 	mu        sync.Mutex
 	members   map[string]*member
 	byClient  map[uint64]string
-	epoch     uint64
+	epoch     uint64 // decided; published once committed
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
 	event     string
-	departed  []*messages.Departure // departures since the last publication
-	// published is the last announcement published on master.current (its
-	// member list cut to AnnouncedMembersMax) and publishedData its
-	// encoding; dirty says the state changed since.
-	stopping        bool // Close has begun
-	published       *messages.Announcement
+	departed  []*messages.Departure // departures since the last commit
+	stopping  bool                  // Close has begun
+	dirty     bool                  // the state changed since the last commit
+	// published is the last announcement committed (its member list cut
+	// to AnnouncedMembersMax): what the cluster has been told.
+	published *messages.Announcement
+
+	pubMu           sync.Mutex // held by commit and republish
+	saved           uint64     // the epoch last saved to the store
 	publishedData   []byte
 	publishedHeader nats.Header
-	dirty           bool
 }
 
-// NewService prepares the service. It starts nothing.
-func NewService(b Broker, cfg ServiceConfig) (*Service, error) {
+// NewService prepares the service on broker b, keeping its epoch in store,
+// which it then owns: Close closes it. It starts nothing.
+func NewService(b Broker, store Store, cfg ServiceConfig) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultServiceConfig().Logger
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if store == nil {
+		return nil, fmt.Errorf("%w: no store", ErrInvalidConfig)
+	}
 	return &Service{
-		cfg: cfg, broker: b,
+		cfg: cfg, broker: b, store: store,
+		events:   newEventQueue(cfg.Events, cfg.Logger),
+		closed:   make(chan struct{}),
 		members:  make(map[string]*member),
 		byClient: make(map[uint64]string),
 	}, nil
@@ -155,26 +162,19 @@ func NewService(b Broker, cfg ServiceConfig) (*Service, error) {
 
 // Start loads the epoch, subscribes, and starts the liveness and
 // announcement loop. It returns once the service answers requests. The
-// first election happens one heartbeat timeout later.
+// first election happens one heartbeat timeout later. After a failed Start,
+// Close releases what it took.
 func (s *Service) Start(ctx context.Context) error {
-	store, err := openEpochStore(s.cfg.DataDir)
+	epoch, err := s.store.Load(ctx)
 	if err != nil {
 		return err
 	}
-	epoch, err := store.load()
-	if err != nil {
-		store.close()
-		return err
-	}
-	s.store = store
 	// The state handlers read is set before they can run.
 	s.mu.Lock()
-	s.epoch = epoch
+	s.epoch, s.saved = epoch, epoch
 	s.electFrom = time.Now().Add(s.cfg.HeartbeatTimeout)
 	s.mu.Unlock()
 	if err := s.connect(); err != nil {
-		s.closeConns()
-		store.close()
 		return err
 	}
 	s.mu.Lock()
@@ -182,9 +182,11 @@ func (s *Service) Start(ctx context.Context) error {
 	// of master, to none, and fences any master of the previous epoch.
 	s.changeMaster("", "broker started; waiting one heartbeat timeout for nodes")
 	s.mu.Unlock()
+	s.commit(false)
 
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.wg.Go(func() { s.loop(ctx) })
+	s.wg.Go(func() { s.events.run(ctx) })
 	return nil
 }
 
@@ -201,10 +203,10 @@ func (s *Service) connect() error {
 		subject string
 		handler nats.MsgHandler
 	}{
-		{s.nc, bus.SubjectRegister, s.handleRegister},
-		{s.nc, bus.SubjectHeartbeat, s.handleHeartbeat},
-		{s.nc, bus.SubjectDeregister, s.handleDeregister},
-		{s.nc, bus.SubjectMasterGet, s.handleGet},
+		{s.nc, messages.SubjectRegister, s.handleRegister},
+		{s.nc, messages.SubjectHeartbeat, s.handleHeartbeat},
+		{s.nc, messages.SubjectDeregister, s.handleDeregister},
+		{s.nc, messages.SubjectMasterGet, s.handleGet},
 		{s.sys, bus.DisconnectEvents, s.handleDisconnect},
 	}
 	for _, sub := range subs {
@@ -227,76 +229,101 @@ func (s *Service) connect() error {
 // broker is back) rather than being lost in a closing connection.
 const stepDownGrace = 250 * time.Millisecond
 
-// Close stops the service and releases the data directory. A running
+// Close stops the service, closes its connections and the store. A running
 // service first announces that there is no master (flagged as stopping)
-// and, if there was one, waits stepDownGrace for it to step down (or until
-// ctx ends). It is safe to call twice.
+// and, if there was one, waits stepDownGrace for it to step down (cut short
+// when ctx ends). It blocks until everything is released or ctx ends; in
+// the latter case the release finishes in the background and a later Close
+// waits for it. It is safe to call twice, and after a failed Start.
 func (s *Service) Close(ctx context.Context) error {
-	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if s.cancel != nil {
-		s.mu.Lock()
-		s.electFrom = time.Now().Add(time.Hour) // no election while stopping
-		s.stopping = true
-		hadMaster := s.master != ""
-		if hadMaster {
-			s.changeMaster("", "broker stopping")
-		} else {
-			s.event = "broker stopping"
-			s.publish()
-		}
-		s.mu.Unlock()
-		// Without a master nothing is delivered anywhere: no need to wait.
-		if hadMaster {
-			t := time.NewTimer(stepDownGrace)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
-		}
-	}
-	if s.cancel != nil {
-		s.cancel()
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
+	s.closeOnce.Do(func() {
+		stepDown := s.stepDown(ctx)
+		go func() {
+			<-stepDown
+			s.closeErr = s.release()
+			close(s.closed)
+		}()
+	})
 	select {
-	case <-done:
+	case <-s.closed:
+		return s.closeErr
 	case <-ctx.Done():
 		return fmt.Errorf("close election service: %w", ctx.Err())
 	}
-	s.closeConns()
-	if s.store != nil {
-		return s.store.close()
-	}
-	return nil
 }
 
-func (s *Service) closeConns() {
+// stepDown announces that the broker is stopping; the returned channel is
+// closed once the step-down grace is over (or ctx ended).
+func (s *Service) stepDown(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if s.cancel == nil { // never started
+		close(done)
+		return done
+	}
+	s.mu.Lock()
+	s.electFrom = time.Now().Add(time.Hour) // no election while stopping
+	s.stopping = true
+	hadMaster := s.master != ""
+	if hadMaster {
+		s.changeMaster("", "broker stopping")
+	} else {
+		s.event, s.dirty = "broker stopping", true
+	}
+	s.mu.Unlock()
+	s.commit(false)
+	if !hadMaster {
+		// Without a master nothing is delivered anywhere: no need to wait.
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		t := time.NewTimer(stepDownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}()
+	return done
+}
+
+// release stops the goroutines, then closes the connections and the store.
+func (s *Service) release() error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
 	for _, nc := range []*nats.Conn{s.nc, s.sys} {
 		if nc != nil {
 			nc.Close()
 		}
 	}
+	return s.store.Close()
 }
 
-// Current returns the cluster's state now, with every member listed.
+// Current returns the cluster's state as last announced, with every member
+// listed.
 func (s *Service) Current() *messages.Announcement {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.announcement(0)
+	return s.current()
+}
+
+// current is Current for callers that hold s.mu.
+func (s *Service) current() *messages.Announcement {
+	a := s.announcement(0)
+	// What was committed, not what is being decided.
+	if p := s.published; p != nil {
+		a.Epoch, a.Master, a.Event = p.Epoch, p.Master, p.Event
+	} else {
+		a.Epoch, a.Master, a.Event = 0, "", "broker starting"
+	}
+	return a
 }
 
 // loop expires silent members, runs the first election when the start-up
-// wait is over, and re-publishes the announcement.
+// wait is over, commits what changed, and re-publishes the announcement.
 func (s *Service) loop(ctx context.Context) {
 	// Check ten times per timeout so that a silent member is declared dead
 	// at most a tenth of the timeout late.
@@ -311,21 +338,18 @@ func (s *Service) loop(ctx context.Context) {
 		case now := <-sweep.C:
 			s.mu.Lock()
 			s.expire(now)
-			if s.dirty {
-				s.publish()
-			}
 			s.mu.Unlock()
+			s.commit(false)
 		case <-announce.C:
-			s.mu.Lock()
 			s.republish()
-			s.mu.Unlock()
 		}
 	}
 }
 
 // expire removes members silent for longer than the heartbeat timeout and
 // cuts their connections, so that a hung master's subscriptions vanish
-// with them. It runs the election once the start-up wait is over.
+// with them. It runs the election once the start-up wait is over. Callers
+// hold s.mu.
 func (s *Service) expire(now time.Time) {
 	var lost []string
 	var departed []*messages.Departure
@@ -334,6 +358,7 @@ func (s *Service) expire(now time.Time) {
 			lost = append(lost, name)
 			departed = append(departed, &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
 			s.remove(name)
+			s.events.push(Event{Kind: EventLost, At: now, Node: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
 			s.broker.Kick(m.clientID)
 			if m.serveClientID != 0 {
 				s.broker.Kick(m.serveClientID)
@@ -342,7 +367,7 @@ func (s *Service) expire(now time.Time) {
 	}
 	switch {
 	case len(lost) > 0:
-		s.cfg.Logger.Warn("members lost", "nodes", lost, keyCause, "heartbeat timeout")
+		s.cfg.Logger.Warn("members lost", keyNodes, lost, keyCause, "heartbeat timeout")
 		s.elect(fmt.Sprintf("%s lost: heartbeat timeout", strings.Join(lost, ", ")), departed...)
 	case s.master == "" && len(s.members) > 0 && !now.Before(s.electFrom):
 		s.elect("election after start-up wait")
@@ -356,11 +381,12 @@ func (s *Service) remove(name string) {
 	}
 }
 
-// elect finds the best member and, if the master changes, moves the epoch
-// and announces at once. A change of members alone is announced with the
-// next sweep, so that a storm of joins costs a few announcements, not one
-// (and one full ranking) per join. departed are the members whose
-// departure caused the change. Callers hold s.mu.
+// elect finds the best member and, if the master changes, moves the epoch.
+// departed are the members whose departure caused the change. The caller
+// commits after releasing s.mu: at once when the master changed, while a
+// change of members alone waits for the next sweep, so that a storm of
+// joins costs a few announcements, not one (and one full ranking) per
+// join. Callers hold s.mu.
 func (s *Service) elect(event string, departed ...*messages.Departure) {
 	s.departed = append(s.departed, departed...)
 	s.event, s.dirty = event, true
@@ -381,18 +407,57 @@ func (s *Service) elect(event string, departed ...*messages.Departure) {
 	}
 }
 
-// changeMaster moves the epoch forward, persists it, and announces.
-// Callers hold s.mu.
+// changeMaster decides a new epoch for master. Callers hold s.mu, and
+// commit after releasing it.
 func (s *Service) changeMaster(master, event string) {
 	s.epoch++
-	if err := s.store.save(s.epoch); err != nil {
-		// Announcing anyway keeps the cluster available; the risk is an
-		// epoch reused after a restart, which the operator must hear of.
-		s.cfg.Logger.Error("epoch not persisted; fix the data directory", keyEpoch, s.epoch, keyErr, err)
+	s.master, s.event, s.dirty = master, event, true
+}
+
+// commit saves and announces what changed since the last commit; with
+// urgent, only a change of master (membership changes wait for the next
+// sweep). Callers do not hold s.mu.
+func (s *Service) commit(urgent bool) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.mu.Lock()
+	if !s.dirty || urgent && s.epoch == s.saved {
+		s.mu.Unlock()
+		return
 	}
-	s.master, s.event = master, event
-	s.cfg.Logger.Info("master changed", keyMaster, master, keyEpoch, s.epoch, "event", event)
+	a := s.announcement(AnnouncedMembersMax)
+	s.departed, s.dirty = nil, false
+	s.mu.Unlock()
+
+	masterChanged := a.Epoch != s.saved
+	if masterChanged {
+		if err := s.store.Save(context.Background(), a.Epoch); err != nil {
+			// Announcing anyway keeps the cluster available; the risk is an
+			// epoch reused after a restart, which the operator must hear of.
+			s.cfg.Logger.Error("epoch not persisted; fix the data directory", keyEpoch, a.Epoch, keyErr, err)
+		}
+		s.saved = a.Epoch
+	}
+	b, err := proto.Marshal(a)
+	if err != nil {
+		s.cfg.Logger.Error("encode announcement", keyEpoch, a.Epoch, keyErr, err)
+		return
+	}
+	s.publishedData = b
+	s.publishedHeader = nats.Header{
+		messages.HeaderMaster:  {a.Master},
+		messages.HeaderEpoch:   {strconv.FormatUint(a.Epoch, 10)},
+		messages.HeaderEvent:   {a.Event},
+		messages.HeaderMembers: {strconv.Itoa(int(a.MemberCount))},
+	}
 	s.publish()
+	s.mu.Lock()
+	s.published = a
+	s.mu.Unlock()
+	if masterChanged {
+		s.cfg.Logger.Info("master changed", keyMaster, a.Master, keyEpoch, a.Epoch, keyEvent, a.Event)
+		s.events.push(Event{Kind: EventMasterChanged, At: a.At.AsTime(), Master: a.Master, Epoch: a.Epoch, Reason: a.Event})
+	}
 }
 
 // announcement builds the cluster's state now, listing the best limit
@@ -414,32 +479,22 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 	}
 }
 
-// publish builds and sends a fresh announcement. Departures travel in the
-// first publication after them (and its once-a-second repeats). Callers
-// hold s.mu, which keeps announcements in epoch order on the wire.
-func (s *Service) publish() {
-	s.published = s.announcement(AnnouncedMembersMax)
-	s.departed, s.dirty = nil, false
-	b, err := proto.Marshal(s.published)
-	if err != nil {
-		s.cfg.Logger.Error("encode announcement", keyEpoch, s.epoch, keyErr, err)
-		return
-	}
-	s.publishedData = b
-	s.publishedHeader = nats.Header{
-		bus.HeaderMaster:  {s.published.Master},
-		bus.HeaderEpoch:   {strconv.FormatUint(s.published.Epoch, 10)},
-		bus.HeaderEvent:   {s.published.Event},
-		bus.HeaderMembers: {strconv.Itoa(int(s.published.MemberCount))},
-	}
-	s.republish()
+// republish sends the last announcement again. Departures travel in the
+// first publication after them and its once-a-second repeats.
+func (s *Service) republish() {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.publish()
 }
 
-// republish sends the last announcement again. Callers hold s.mu.
-func (s *Service) republish() {
-	msg := &nats.Msg{Subject: bus.SubjectMaster, Data: s.publishedData, Header: s.publishedHeader}
+// publish sends the last committed announcement. Callers hold s.pubMu.
+func (s *Service) publish() {
+	if s.publishedData == nil {
+		return
+	}
+	msg := &nats.Msg{Subject: messages.SubjectMaster, Data: s.publishedData, Header: s.publishedHeader}
 	if err := s.nc.PublishMsg(msg); err != nil {
-		s.cfg.Logger.Error("publish announcement", keyEpoch, s.published.Epoch, keyErr, err)
+		s.cfg.Logger.Error("publish announcement", keyErr, err)
 	}
 }
 
@@ -452,50 +507,57 @@ func (s *Service) reply(m *nats.Msg, pm proto.Message) {
 		err = s.nc.Publish(m.Reply, b)
 	}
 	if err != nil {
-		s.cfg.Logger.Error("reply", "subject", m.Subject, keyErr, err)
+		s.cfg.Logger.Error("reply", keySubject, m.Subject, keyErr, err)
 	}
+}
+
+// refuse answers a registration with err and reports it.
+func (s *Service) refuse(msg *nats.Msg, name string, err error) {
+	s.cfg.Logger.Warn("registration refused", keyNode, name, keyErr, err)
+	s.events.push(Event{Kind: EventRefused, At: time.Now(), Node: name, Reason: err.Error()})
+	s.reply(msg, &messages.RegisterReply{Error: err.Error()})
 }
 
 func (s *Service) handleRegister(msg *nats.Msg) {
 	var req messages.Register
 	if err := proto.Unmarshal(msg.Data, &req); err != nil {
-		s.cfg.Logger.Warn("malformed registration", keyErr, err)
-		s.reply(msg, &messages.RegisterReply{Error: fmt.Sprintf("not a protobuf Register message: %v", err)})
+		s.refuse(msg, "", fmt.Errorf("not a protobuf Register message: %v", err))
 		return
 	}
 	if err := validateRegister(&req); err != nil {
-		s.cfg.Logger.Warn("registration refused", keyNode, req.Name, keyErr, err)
-		s.reply(msg, &messages.RegisterReply{Error: err.Error()})
+		s.refuse(msg, req.Name, err)
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if old, ok := s.members[req.Name]; ok && old.instanceID != req.InstanceId {
-		err := fmt.Errorf("name %q is taken by another live node; pick another --name, or retry once that node has stopped", req.Name)
-		s.cfg.Logger.Warn("registration refused", keyNode, req.Name, keyErr, err)
-		s.reply(msg, &messages.RegisterReply{Error: err.Error()})
+		s.mu.Unlock()
+		s.refuse(msg, req.Name, fmt.Errorf("name %q is taken by another live node; pick another --name, or retry once that node has stopped", req.Name))
 		return
 	}
 	_, rejoin := s.members[req.Name]
 	s.remove(req.Name)
+	now := time.Now()
 	s.members[req.Name] = &member{
 		candidate: candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(), instanceID: req.InstanceId},
 		clientID:  req.ClientId,
-		lastBeat:  time.Now(),
+		lastBeat:  now,
 	}
 	s.byClient[req.ClientId] = req.Name
 	event := req.Name + " joined"
 	if rejoin {
 		event = req.Name + " re-registered"
 	}
-	s.cfg.Logger.Info("member registered", keyNode, req.Name, "priority", req.Priority, "client_id", req.ClientId)
+	s.cfg.Logger.Info("member registered", keyNode, req.Name, keyPriority, req.Priority, keyClientID, req.ClientId)
+	s.events.push(Event{Kind: EventJoined, At: now, Node: req.Name, Priority: req.Priority, Rejoined: rejoin})
 	s.elect(event)
-	s.reply(msg, &messages.RegisterReply{
-		// The last published announcement: its epoch and master are
-		// current, since a change of master is published at once.
-		Current:            s.published,
-		HeartbeatTimeoutMs: uint32(s.cfg.HeartbeatTimeout.Milliseconds()),
-	})
+	s.mu.Unlock()
+	s.commit(true)
+	s.mu.Lock()
+	// The last committed announcement: its epoch and master are current,
+	// since a change of master is committed at once.
+	reply := &messages.RegisterReply{Current: s.published, HeartbeatTimeoutMs: uint32(s.cfg.HeartbeatTimeout.Milliseconds())}
+	s.mu.Unlock()
+	s.reply(msg, reply)
 }
 
 func validateRegister(r *messages.Register) error {
@@ -532,13 +594,16 @@ func (s *Service) handleHeartbeat(msg *nats.Msg) {
 		m.lastBeat = time.Now()
 		m.serveClientID = hb.ServeClientId
 	}
-	ack := &messages.HeartbeatAck{Reregister: !known, Epoch: s.epoch, Seq: hb.Seq}
+	var epoch uint64
+	if s.published != nil {
+		epoch = s.published.Epoch
+	}
 	s.mu.Unlock()
 	if !known {
 		s.cfg.Logger.Debug("heartbeat from unknown member; asking it to register", keyNode, hb.Name)
 	}
 	// A beat without a reply subject wants no ack (see Member.beat).
-	s.reply(msg, ack)
+	s.reply(msg, &messages.HeartbeatAck{Reregister: !known, Epoch: epoch, Seq: hb.Seq})
 }
 
 func (s *Service) handleDeregister(msg *nats.Msg) {
@@ -548,19 +613,25 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId {
 		s.remove(req.Name)
-		s.cfg.Logger.Info("member left", keyNode, req.Name, "reason", req.Reason)
+		s.cfg.Logger.Info("member left", keyNode, req.Name, keyReason, req.Reason)
+		s.events.push(Event{Kind: EventLeft, At: time.Now(), Node: req.Name})
 		s.elect(req.Name+" left", &messages.Departure{Name: req.Name, Cause: messages.Cause_CAUSE_LEFT})
 	}
-	s.reply(msg, s.published)
+	s.mu.Unlock()
+	s.commit(true)
+	s.mu.Lock()
+	reply := s.published
+	s.mu.Unlock()
+	s.reply(msg, reply)
 }
 
 func (s *Service) handleGet(msg *nats.Msg) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reply(msg, s.announcement(0))
+	a := s.current()
+	s.mu.Unlock()
+	s.reply(msg, a)
 }
 
 func (s *Service) handleDisconnect(msg *nats.Msg) {
@@ -570,12 +641,13 @@ func (s *Service) handleDisconnect(msg *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	name, ok := s.byClient[ev.Client.ID]
-	if !ok {
-		return
+	if ok {
+		s.remove(name)
+		s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", keyReason, ev.Reason)
+		s.events.push(Event{Kind: EventLost, At: time.Now(), Node: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
+		s.elect(name+" lost: connection closed", &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
 	}
-	s.remove(name)
-	s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", "reason", ev.Reason)
-	s.elect(name+" lost: connection closed", &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
+	s.mu.Unlock()
+	s.commit(true)
 }

@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 		// killed, short enough that a pipe-holding escapee adds little to
 		// the 5 s promise.
 		WaitDelay: 250 * time.Millisecond,
-		Logger:    slog.Default().With("component", "executor"),
+		Logger:    slog.Default().With(keyComponent, "executor"),
 	}
 }
 

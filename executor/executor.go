@@ -34,6 +34,7 @@ type Executor struct {
 	// pipe serves all commands: there is never anything in it to share.
 	stdinR, stdinW *os.File
 	closeOnce      sync.Once
+	closeErr       error
 }
 
 // New returns an Executor for cfg. It starts nothing; Close releases the
@@ -53,12 +54,12 @@ func New(cfg Config) (*Executor, error) {
 }
 
 // Close releases the stdin pipe. Commands still running keep their copy.
-// It is safe to call twice.
-func (e *Executor) Close() {
+// It does not block, and is safe to call twice.
+func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
-		e.stdinR.Close()
-		e.stdinW.Close()
+		e.closeErr = errors.Join(e.stdinR.Close(), e.stdinW.Close())
 	})
+	return e.closeErr
 }
 
 // Config returns the executor's configuration.
@@ -160,7 +161,7 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	default:
 		r.ExitCode = exitCode(cmd.ProcessState, waitErr)
 	}
-	e.cfg.Logger.Debug("command done", "cmd", c.Line, "exit_code", r.ExitCode, "kind", r.Kind, "duration", duration)
+	e.cfg.Logger.Debug("command done", keyCmd, c.Line, keyExitCode, r.ExitCode, keyKind, r.Kind, keyDuration, duration)
 	return r
 }
 

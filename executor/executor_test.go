@@ -3,7 +3,6 @@ package executor
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,12 +10,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"baton/internal/testlog"
 )
 
 func newTestExecutor(t testing.TB, mutate func(*Config)) *Executor {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.Logger = slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Logger = testlog.Logger(t)
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -24,15 +25,8 @@ func newTestExecutor(t testing.TB, mutate func(*Config)) *Executor {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(e.Close)
+	t.Cleanup(func() { _ = e.Close() })
 	return e
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // alive reports whether pid is a live (not zombie) process.

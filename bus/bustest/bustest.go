@@ -1,50 +1,16 @@
-// Package bustest starts real in-process brokers for tests and routes logs
-// to the test's log, so that only failing tests show them.
+// Package bustest starts real in-process NATS servers for tests.
 package bustest
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"baton/bus"
+	"baton/internal/testlog"
 )
-
-// Buffer is a bytes.Buffer that one writer (a process's output) and
-// concurrent readers may share.
-type Buffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns what was written so far.
-func (b *Buffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// Logger returns a debug-level logger that writes to t.Log.
-func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(writer{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type writer struct{ t testing.TB }
-
-func (w writer) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
 
 // StartServer starts an embedded server on 127.0.0.1 with a random port (or
 // addr, when given) and shuts it down when the test ends.
@@ -55,7 +21,7 @@ func StartServer(t testing.TB, addr ...string) *bus.Server {
 	if len(addr) > 0 {
 		cfg.Addr = addr[0]
 	}
-	cfg.Logger = Logger(t).With("component", "nats-server")
+	cfg.Logger = testlog.Logger(t).With("component", "nats-server")
 	s, err := bus.NewServer(cfg)
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -71,4 +37,26 @@ func StartServer(t testing.TB, addr ...string) *bus.Server {
 		}
 	})
 	return s
+}
+
+// ConnConfig is a connection config for the server at addr, named after
+// the test, logging to it.
+func ConnConfig(t testing.TB, addr string) bus.ConnConfig {
+	cfg := bus.DefaultConnConfig()
+	cfg.Addrs, cfg.Name = []string{addr}, t.Name()
+	cfg.ConnectTimeout = 2 * time.Second
+	cfg.Logger = testlog.Logger(t).With("component", "nats-client")
+	return cfg
+}
+
+// Connect connects to the server at addr as ConnConfig says and closes the
+// connection when the test ends.
+func Connect(t testing.TB, addr string) *nats.Conn {
+	t.Helper()
+	nc, err := bus.Connect(context.Background(), ConnConfig(t, addr))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

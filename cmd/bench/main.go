@@ -11,10 +11,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 
 	"baton/bench"
+	"baton/bus"
 	"baton/cmd/internal/cli"
 )
 
@@ -72,7 +74,7 @@ func (r *RunCmd) Run(l *cli.Logging) error {
 
 // MembersCmd is `bench members`.
 type MembersCmd struct {
-	BrokerAddr string `default:"127.0.0.1:4222" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+	BrokerAddr string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
 	Count      int    `default:"1000" help:"Members to simulate."`
 	Prefix     string `default:"sim" help:"Member names are PREFIX-0 … PREFIX-(COUNT-1); priorities 0 … COUNT-1."`
 }
@@ -82,7 +84,10 @@ type MembersCmd struct {
 func (m *MembersCmd) Run(l *cli.Logging) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	ms, err := bench.StartMembers(ctx, m.BrokerAddr, m.Prefix, m.Count, l.Logger(os.Stderr))
+	logger := l.Logger(os.Stderr)
+	conn := bus.DefaultConnConfig()
+	conn.Addrs, conn.ConnectTimeout, conn.Logger = []string{m.BrokerAddr}, 10*time.Second, logger
+	ms, err := bench.StartMembers(ctx, conn, m.Prefix, m.Count, logger)
 	if err != nil {
 		return err
 	}
@@ -94,7 +99,8 @@ func (m *MembersCmd) Run(l *cli.Logging) error {
 
 func main() {
 	var c CLI
-	ctx := kong.Parse(&c, cli.Options("bench",
-		"Measure baton: round trips against the local fork/exec floor, failover times, and scale.")...)
+	ctx := kong.Parse(&c, append(cli.Options("bench",
+		"Measure baton: round trips against the local fork/exec floor, failover times, and scale."),
+		kong.Vars{"broker_addr": bus.DefaultConnConfig().Where()})...)
 	ctx.FatalIfErrorf(ctx.Run(&c.Logging))
 }

@@ -8,23 +8,32 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
-	"github.com/nats-io/nats.go"
 	"golang.org/x/sys/unix"
 
 	"baton/agent"
 	"baton/bus"
 	"baton/cmd/internal/cli"
+	"baton/cmd/internal/console"
+	"baton/election"
 )
 
 // Globals are the flags every subcommand takes.
 type Globals struct {
 	cli.VersionFlag
 	cli.Logging
-	BrokerAddr string `default:"127.0.0.1:4222" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+	BrokerAddr string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+}
+
+// conn is the connection config the flags describe, named name.
+func (g *Globals) conn(name string) bus.ConnConfig {
+	cfg := bus.DefaultConnConfig()
+	cfg.Addrs, cfg.Name = []string{g.BrokerAddr}, name
+	return cfg
 }
 
 // CLI is the node's command line.
@@ -39,11 +48,11 @@ type CLI struct {
 
 // JoinCmd is `node` / `node join`.
 type JoinCmd struct {
-	Priority          int32         `default:"0" env:"BATON_PRIORITY" help:"Election priority, an integer from 0 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
+	Priority          int32         `default:"${priority}" env:"BATON_PRIORITY" help:"Election priority, an integer from 0 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
 	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name)."`
-	ExecTimeout       time.Duration `default:"5s" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
-	MaxParallel       int           `default:"64" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
-	HeartbeatInterval time.Duration `default:"250ms" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
+	ExecTimeout       time.Duration `default:"${exec_timeout}" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
+	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
+	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
 	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
 	Serve             bool          `env:"BATON_SERVE" help:"Read no commands: stay a member (and master candidate) until SIGINT or SIGTERM."`
 }
@@ -62,7 +71,8 @@ func (j *JoinCmd) Run(g *Globals) error {
 		name = host
 	}
 	cfg := agent.DefaultConfig(name)
-	cfg.BrokerAddr, cfg.Priority = g.BrokerAddr, j.Priority
+	cfg.Conn = g.conn(name)
+	cfg.Priority = j.Priority
 	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
 	cfg.Version = cli.Version
 	cfg.Logger = g.Logger(os.Stderr).With("node", name)
@@ -70,13 +80,18 @@ func (j *JoinCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if err := n.Start(ctx); err != nil {
-		return err
+	// Leave, then finish what this node is running as master.
+	closeCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), cfg.ExecTimeout+cfg.QueueTimeout+2*time.Second)
 	}
-
+	if err := n.Start(ctx); err != nil {
+		cctx, cancel := closeCtx()
+		defer cancel()
+		return errors.Join(err, n.Close(cctx))
+	}
 	sessionDone := make(chan error, 1)
 	if !j.Serve {
-		s := &agent.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON,
+		s := &console.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON,
 			Interactive: !j.JSON && isTerminal(os.Stdin)}
 		go func() { sessionDone <- s.Run(ctx, n) }()
 	}
@@ -91,10 +106,9 @@ func (j *JoinCmd) Run(g *Globals) error {
 	case <-n.Done():
 		runErr = n.Err()
 	}
-	// Leave, then finish what this node is running as master.
-	closeCtx, cancel := context.WithTimeout(context.Background(), cfg.ExecTimeout+cfg.QueueTimeout+2*time.Second)
+	cctx, cancel := closeCtx()
 	defer cancel()
-	return errors.Join(runErr, n.Close(closeCtx))
+	return errors.Join(runErr, n.Close(cctx))
 }
 
 // ExecCmd is `node exec -- CMD [ARGS...]`.
@@ -110,26 +124,20 @@ func (e *ExecCmd) Run(g *Globals) error {
 		args = args[1:]
 	}
 	if len(args) == 0 {
-		return &agent.ExitError{Code: agent.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
+		return &console.ExitError{Code: console.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	host, _ := os.Hostname()
 	name := fmt.Sprintf("exec@%s/%d", host, os.Getpid())
-	nc, err := bus.Connect(ctx, g.BrokerAddr, name, bus.DefaultConnectTimeout)
-	if err != nil {
-		return &agent.ExitError{Code: agent.ExitFailed, Err: err}
-	}
-	defer nc.Close()
-	cfg := agent.DefaultConfig(name)
+	cfg := agent.DefaultClientConfig(name)
 	cfg.Logger = g.Logger(os.Stderr)
-	client, err := agent.NewClient(ctx, nc, cfg)
+	client, err := agent.Dial(ctx, g.conn(name), cfg)
 	if err != nil {
-		return &agent.ExitError{Code: agent.ExitFailed, Err: err}
+		return &console.ExitError{Code: console.ExitFailed, Err: err}
 	}
-	defer client.Close()
-	nc.SetReconnectHandler(func(*nats.Conn) { client.Reconnected() })
-	return agent.Exec(ctx, client, agent.ShellJoin(args), os.Stdout, os.Stderr)
+	defer client.Close(context.WithoutCancel(ctx))
+	return console.Exec(ctx, client, console.ShellJoin(args), os.Stdout, os.Stderr)
 }
 
 // StatusCmd is `node status`.
@@ -139,18 +147,19 @@ type StatusCmd struct {
 
 // Run prints the cluster's state.
 func (s *StatusCmd) Run(g *Globals) error {
-	ctx, cancel := context.WithTimeout(context.Background(), bus.DefaultConnectTimeout+2*time.Second)
+	conn := g.conn("status")
+	ctx, cancel := context.WithTimeout(context.Background(), conn.ConnectTimeout+2*time.Second)
 	defer cancel()
-	nc, err := bus.Connect(ctx, g.BrokerAddr, "status", bus.DefaultConnectTimeout)
+	nc, err := bus.Connect(ctx, conn)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	a, err := agent.Status(ctx, nc)
+	a, err := election.Get(ctx, nc)
 	if err != nil {
 		return err
 	}
-	return agent.WriteStatus(os.Stdout, a, s.JSON)
+	return console.WriteStatus(os.Stdout, a, s.JSON)
 }
 
 // WatchCmd is `node watch`.
@@ -162,12 +171,12 @@ type WatchCmd struct {
 func (w *WatchCmd) Run(g *Globals) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := bus.Connect(ctx, g.BrokerAddr, "watch", bus.DefaultConnectTimeout)
+	nc, err := bus.Connect(ctx, g.conn("watch"))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	return agent.Watch(ctx, nc, os.Stdout, w.JSON)
+	return console.Watch(ctx, nc, os.Stdout, w.JSON)
 }
 
 // DecodeCmd is `node decode`.
@@ -181,7 +190,7 @@ func (d *DecodeCmd) Run() error {
 	if err != nil {
 		return fmt.Errorf("decode: read stdin: %w", err)
 	}
-	out, err := agent.Decode(d.Subject, data)
+	out, err := console.Decode(d.Subject, data)
 	if err != nil {
 		return err
 	}
@@ -196,10 +205,18 @@ func isTerminal(f *os.File) bool {
 
 func main() {
 	var c CLI
-	ctx := kong.Parse(&c, cli.Options("node",
-		"Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input.")...)
+	d := agent.DefaultConfig("")
+	ctx := kong.Parse(&c, append(cli.Options("node",
+		"Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input."),
+		kong.Vars{
+			"broker_addr":        d.Conn.Where(),
+			"priority":           strconv.Itoa(int(d.Priority)),
+			"exec_timeout":       d.ExecTimeout.String(),
+			"max_parallel":       strconv.Itoa(d.MaxParallel),
+			"heartbeat_interval": d.HeartbeatInterval.String(),
+		})...)
 	err := ctx.Run(&c.Globals)
-	if code, ok := agent.IsQuietExit(err); ok {
+	if code, ok := console.IsQuietExit(err); ok {
 		os.Exit(code)
 	}
 	ctx.FatalIfErrorf(err)

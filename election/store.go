@@ -1,27 +1,46 @@
 package election
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
 // ErrDataDirInUse is returned when another broker holds the data directory.
 var ErrDataDirInUse = errors.New("election: data directory in use by another broker")
 
-// epochStore persists the epoch so that it never goes backwards across a
-// broker restart. It holds an exclusive lock on the data directory, since
-// two brokers advancing one epoch file would break that promise.
-type epochStore struct {
-	dir  string
-	lock *os.File
+// Store keeps the election's durable state, the epoch, so that it never
+// goes backwards across a restart. The Service calls it from one goroutine
+// at a time, never while holding the lock its heartbeat handlers need.
+type Store interface {
+	// Load returns the stored epoch, 0 if none was stored yet.
+	Load(ctx context.Context) (uint64, error)
+	// Save durably replaces the stored epoch; it returns once the epoch
+	// would survive a crash.
+	Save(ctx context.Context, epoch uint64) error
+	// Close releases the store. It is safe to call twice.
+	Close() error
 }
 
-func openEpochStore(dir string) (*epochStore, error) {
+// FileStore is a Store in a directory: the epoch in a file, replaced
+// atomically. It holds an exclusive lock on the directory, since two
+// brokers advancing one epoch file would break the store's promise.
+type FileStore struct {
+	dir       string
+	lock      *os.File
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// OpenFileStore creates dir if needed and locks it. It fails with
+// ErrDataDirInUse when another process holds the lock.
+func OpenFileStore(dir string) (*FileStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
@@ -36,13 +55,13 @@ func openEpochStore(dir string) (*epochStore, error) {
 		}
 		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
 	}
-	return &epochStore{dir: dir, lock: lock}, nil
+	return &FileStore{dir: dir, lock: lock}, nil
 }
 
-func (s *epochStore) path() string { return filepath.Join(s.dir, "epoch") }
+func (s *FileStore) path() string { return filepath.Join(s.dir, "epoch") }
 
-// load returns the stored epoch, 0 if none was stored yet.
-func (s *epochStore) load() (uint64, error) {
+// Load returns the stored epoch, 0 if none was stored yet.
+func (s *FileStore) Load(context.Context) (uint64, error) {
 	b, err := os.ReadFile(s.path())
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -57,9 +76,9 @@ func (s *epochStore) load() (uint64, error) {
 	return e, nil
 }
 
-// save durably replaces the stored epoch: write a temporary file, sync it,
+// Save durably replaces the stored epoch: write a temporary file, sync it,
 // rename it over the old one, sync the directory.
-func (s *epochStore) save(epoch uint64) error {
+func (s *FileStore) Save(_ context.Context, epoch uint64) error {
 	tmp := s.path() + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -93,4 +112,8 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-func (s *epochStore) close() error { return s.lock.Close() }
+// Close releases the directory's lock. It is safe to call twice.
+func (s *FileStore) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.lock.Close() })
+	return s.closeErr
+}

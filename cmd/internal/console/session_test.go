@@ -1,4 +1,4 @@
-package agent_test
+package console_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"baton/agent"
+	"baton/cmd/internal/console"
 	"baton/messages"
 )
 
@@ -29,12 +30,12 @@ func TestSession_Run(t *testing.T) {
 		wantOut     []string
 	}{
 		{"script", false, []string{"[1] echo on m (epoch 7): exit 0 in 3ms\nran echo\n"}},
-		{"terminal", true, []string{agent.Banner + "> ", "ran echo\n> "}},
+		{"terminal", true, []string{console.Banner + "> ", "ran echo\n> "}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
-			s := &agent.Session{In: strings.NewReader("echo\n\n"), Out: &out, Err: &errOut, Interactive: tc.interactive}
+			s := &console.Session{In: strings.NewReader("echo\n\n"), Out: &out, Err: &errOut, Interactive: tc.interactive}
 			if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +53,7 @@ func TestSession_Run(t *testing.T) {
 
 func TestSession_RunJSON(t *testing.T) {
 	var out bytes.Buffer
-	s := &agent.Session{In: strings.NewReader("a\nfail\n"), Out: &out, Err: &bytes.Buffer{}, JSON: true}
+	s := &console.Session{In: strings.NewReader("a\nfail\n"), Out: &out, Err: &bytes.Buffer{}, JSON: true}
 	if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestShellJoin(t *testing.T) {
 		{[]string{"printf", "%s\n", "a=b,c"}, "printf '%s\n' a=b,c"},
 	}
 	for _, tc := range cases {
-		if got := agent.ShellJoin(tc.args); got != tc.want {
+		if got := console.ShellJoin(tc.args); got != tc.want {
 			t.Errorf("ShellJoin(%q) = %q, want %q", tc.args, got, tc.want)
 		}
 	}
@@ -106,15 +107,15 @@ func TestExec_ExitStatus(t *testing.T) {
 	}{
 		{"success", &messages.ExecResult{}, nil, 0},
 		{"remote status", &messages.ExecResult{ExitCode: 3}, nil, 3},
-		{"timeout", &messages.ExecResult{ExitCode: -1, TimedOut: true, ErrorKind: messages.ErrorKind_ERROR_KIND_TIMEOUT}, nil, agent.ExitTimedOut},
-		{"rejected", &messages.ExecResult{ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED}, nil, agent.ExitFailed},
-		{"no master", nil, agent.ErrNoMaster, agent.ExitFailed},
+		{"timeout", &messages.ExecResult{ExitCode: -1, TimedOut: true, ErrorKind: messages.ErrorKind_ERROR_KIND_TIMEOUT}, nil, console.ExitTimedOut},
+		{"rejected", &messages.ExecResult{ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED}, nil, console.ExitFailed},
+		{"no master", nil, agent.ErrNoMaster, console.ExitFailed},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := agent.Exec(context.Background(), fixed{tc.res, tc.err}, "x", &bytes.Buffer{}, &bytes.Buffer{})
+			err := console.Exec(context.Background(), fixed{tc.res, tc.err}, "x", &bytes.Buffer{}, &bytes.Buffer{})
 			got := 0
-			var ee *agent.ExitError
+			var ee *console.ExitError
 			if errors.As(err, &ee) {
 				got = ee.ExitCode()
 			}

@@ -1,4 +1,4 @@
-package agent
+package console
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"baton/bus"
+	"baton/messages"
 )
 
 // readableJSON shows every field under its .proto name.
@@ -16,10 +16,10 @@ var readableJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated
 // `node decode` prints it for `nats sub --translate`. A JSON request body is
 // returned as it is.
 func Decode(subject string, data []byte) ([]byte, error) {
-	if subject == bus.SubjectExec && isJSON(data) {
+	if subject == messages.SubjectExec && messages.IsJSON(data) {
 		return data, nil
 	}
-	m, ok := bus.MessageFor(subject)
+	m, ok := messages.ForSubject(subject)
 	if !ok {
 		return nil, fmt.Errorf("decode: baton sends no message body on subject %q (known: node.register, node.heartbeat, node.deregister, master.current, exec.request, exec.status.*)", subject)
 	}

@@ -1,4 +1,4 @@
-package agent
+package console
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"baton/bus"
 	"baton/messages"
 )
 
@@ -59,13 +58,13 @@ func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
 	var lastAt time.Time
 	var lastEpoch uint64
 	handlers := map[string]nats.MsgHandler{
-		bus.SubjectRegister: func(m *nats.Msg) {
+		messages.SubjectRegister: func(m *nats.Msg) {
 			var r messages.Register
 			if proto.Unmarshal(m.Data, &r) == nil && r.Name != "" {
 				emit(WatchEvent{Time: time.Now(), Event: "join", Node: r.Name, Priority: &r.Priority})
 			}
 		},
-		bus.SubjectMaster: func(m *nats.Msg) {
+		messages.SubjectMaster: func(m *nats.Msg) {
 			var a messages.Announcement
 			// Repeats of an announcement carry its time: skip them.
 			if proto.Unmarshal(m.Data, &a) != nil || !a.At.AsTime().After(lastAt) {
@@ -73,7 +72,7 @@ func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
 			}
 			lastAt = a.At.AsTime()
 			for _, d := range a.Departed {
-				e := WatchEvent{Time: lastAt, Event: "lost", Node: d.Name, Cause: causeText(d.Cause)}
+				e := WatchEvent{Time: lastAt, Event: "lost", Node: d.Name, Cause: d.Cause.Text()}
 				if d.Cause == messages.Cause_CAUSE_LEFT {
 					e.Event, e.Cause = "left", ""
 				}

@@ -1,7 +1,6 @@
-package bus
+package messages
 
-// The subjects baton uses. Each carries the protobuf message named beside
-// it (package messages).
+// The subjects baton uses. Each carries the message named beside it.
 const (
 	// SubjectRegister carries Register requests; the reply is RegisterReply.
 	SubjectRegister = "node.register"
@@ -28,21 +27,15 @@ const (
 // ExecStatusSubject is the status subject of the node with instanceID.
 func ExecStatusSubject(instanceID string) string { return SubjectExecStatus + "." + instanceID }
 
-// Size limits, chosen together: the largest result is two output streams of
-// MaxOutput bytes that JSON escaping can grow up to six-fold (a control byte
-// becomes \u00XX), plus a command of at most MaxCommandBytes and a few
-// small fields; MaxPayload holds that with room to spare.
+// Headers that make baton's traffic readable to the nats CLI without
+// decoding the protobuf body.
 const (
-	// MaxOutput is the default cap of each of stdout and stderr.
-	MaxOutput = 1 << 20
-	// MaxCommandBytes is the largest command line a request may carry.
-	MaxCommandBytes = 64 << 10
-	// MaxPayload is the broker's NATS max payload.
-	MaxPayload = 16 << 20
+	HeaderNode     = "Baton-Node"
+	HeaderPriority = "Baton-Priority"
+	HeaderSeq      = "Baton-Seq"
+	HeaderEpoch    = "Baton-Epoch"
+	HeaderMaster   = "Baton-Master"
+	HeaderEvent    = "Baton-Event"
+	HeaderMembers  = "Baton-Members"
+	HeaderReason   = "Baton-Reason"
 )
-
-// ResultBytesBound is the largest encoded result (in any encoding the
-// broker carries) for output caps of maxOutput bytes per stream.
-func ResultBytesBound(maxOutput int) int {
-	return 2*6*maxOutput + 6*MaxCommandBytes + 4<<10
-}

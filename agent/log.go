@@ -1,0 +1,18 @@
+package agent
+
+// Log keys.
+const (
+	keyComponent  = "component"
+	keyEpoch      = "epoch"
+	keyID         = "id"
+	keyMaster     = "master"
+	keyCmd        = "cmd"
+	keyRequester  = "requester"
+	keySubject    = "subject"
+	keyAttempt    = "attempt"
+	keyBytes      = "bytes"
+	keySinceHeard = "since_heard"
+	keyExitCode   = "exit_code"
+	keyError      = "error"
+	keyErr        = "err"
+)

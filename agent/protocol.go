@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"baton/executor"
+	"baton/messages"
+)
+
+// The request protocol a master answers on exec.request: decode, validate,
+// de-duplicate, acknowledge, run, reply.
+
+func (n *Node) handleExec(req micro.Request) {
+	received := time.Now()
+	epoch := n.servingEpoch.Load()
+	data, reply := req.Data(), req.Reply()
+	n.acceptMu.RLock()
+	defer n.acceptMu.RUnlock()
+	if n.closing {
+		n.reply(replyTo{reply, messages.IsJSON(data)}, &messages.ExecResult{
+			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
+		})
+		return
+	}
+	n.inflight.Add(1)
+	go func() {
+		defer n.inflight.Done()
+		n.execute(data, reply, received, epoch)
+	}()
+}
+
+// decodeRequest parses a protobuf or JSON (the protobuf JSON mapping)
+// ExecRequest. asJSON says how to answer: as asked, and in JSON when the
+// body is neither, since a person typing at the nats CLI sent it.
+func decodeRequest(data []byte) (req *messages.ExecRequest, asJSON bool, err error) {
+	req = &messages.ExecRequest{}
+	switch {
+	case len(bytes.TrimSpace(data)) == 0:
+		return nil, true, errors.New(`empty request; send a protobuf ExecRequest, or JSON such as {"cmd":"uname -a"}`)
+	case messages.IsJSON(data):
+		if err := protojson.Unmarshal(data, req); err != nil {
+			return nil, true, fmt.Errorf(`request is not valid JSON for an ExecRequest (such as {"cmd":"uname -a"}): %v`, err)
+		}
+		return req, true, nil
+	}
+	if err := proto.Unmarshal(data, req); err != nil {
+		return nil, true, fmt.Errorf(`request is neither a protobuf ExecRequest nor JSON such as {"cmd":"uname -a"}: %v`, err)
+	}
+	return req, false, nil
+}
+
+// execute runs one request and replies on the node's main connection (the
+// serving connection may be gone by the time the command ends).
+func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint64) {
+	if reply == "" {
+		n.cfg.Logger.Warn("dropped an exec request without a reply subject", keyBytes, len(data))
+		return
+	}
+	stamp := func(res *messages.ExecResult) *messages.ExecResult {
+		res.Master, res.Epoch = n.cfg.Name, epoch
+		return res
+	}
+	req, asJSON, err := decodeRequest(data)
+	to := replyTo{reply, asJSON}
+	if err != nil {
+		n.reply(to, stamp(rejected("", err.Error())))
+		return
+	}
+	switch {
+	case strings.TrimSpace(req.Cmd) == "":
+		n.reply(to, stamp(rejected(req.Id, "empty command")))
+		return
+	case len(req.Cmd) > messages.MaxCommandBytes:
+		n.reply(to, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes))))
+		return
+	case n.silent():
+		// Requests read after a hang or partition may already be served by
+		// a successor: refuse unrun.
+		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+			Error: fmt.Sprintf("master %s has not heard from the broker for %v; the command did not run", n.cfg.Name, n.member.SinceHeard().Round(time.Millisecond))}))
+		return
+	case req.Epoch > epoch:
+		// The requester has seen a newer epoch: this node is no longer
+		// master there. Refuse unrun; the requester sends it again.
+		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
+			Error: fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch)}))
+		return
+	}
+	if req.Id == "" {
+		req.Id = nuid.Next()
+	}
+	fresh, prior := n.ledger.begin(req.Id, to)
+	if !fresh {
+		// A request seen before is never run again: answer with its result,
+		// or let it wait for the run in progress.
+		if prior != nil {
+			n.reply(to, prior)
+		}
+		return
+	}
+	if req.AckSubject != "" {
+		// A command done within ackDelay needs no ack: its result comes
+		// first, and a master lost before acking is caught by the
+		// requester anyway (it watches every master that could hold the
+		// request). So the common short command costs one message less.
+		ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()}
+		t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
+		defer t.Stop()
+	}
+	res := stamp(n.run(req, received))
+	for _, r := range n.ledger.finish(req.Id, res) {
+		n.reply(r, res)
+	}
+}
+
+// ackDelay is how long a command runs before its requester is told which
+// master took it.
+const ackDelay = 20 * time.Millisecond
+
+// handleStatus answers an ExecStatusQuery from the ledger.
+func (n *Node) handleStatus(msg *nats.Msg) {
+	var q messages.ExecStatusQuery
+	if err := proto.Unmarshal(msg.Data, &q); err != nil {
+		n.cfg.Logger.Warn("malformed status query", keyErr, err)
+		return
+	}
+	n.publish(msg.Reply, n.ledger.status(q.Id))
+}
+
+// jsonResult is the JSON a result is answered with: the .proto field
+// names, every field present.
+var jsonResult = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+
+func (n *Node) reply(to replyTo, res *messages.ExecResult) {
+	if !to.json {
+		n.publish(to.subject, res)
+		return
+	}
+	b, err := jsonResult.Marshal(res)
+	if err == nil {
+		err = n.nc.Publish(to.subject, b)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("reply lost", keySubject, to.subject, keyErr, err)
+	}
+}
+
+func (n *Node) publish(subject string, m proto.Message) {
+	if subject == "" {
+		return
+	}
+	b, err := proto.Marshal(m)
+	if err == nil {
+		err = n.nc.Publish(subject, b)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("reply lost", keySubject, subject, keyErr, err)
+	}
+}
+
+func (n *Node) run(req *messages.ExecRequest, received time.Time) *messages.ExecResult {
+	// The master's --exec-timeout is the cluster's limit; a request may
+	// only ask for less.
+	timeout := n.cfg.ExecTimeout
+	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 && t < timeout {
+		timeout = t
+	}
+	queue := n.cfg.QueueTimeout
+	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
+		queue = q
+	}
+	n.cfg.Logger.Debug("running", keyID, req.Id, keyCmd, req.Cmd, keyRequester, req.Requester)
+	r := n.exe.Run(n.execCtx, executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)})
+	return resultMessage(req.Id, r)
+}
+
+func rejected(id, why string) *messages.ExecResult {
+	return &messages.ExecResult{Id: id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED, Error: "rejected: " + why}
+}
+
+var errorKinds = map[executor.ErrorKind]messages.ErrorKind{
+	executor.Completed:   messages.ErrorKind_ERROR_KIND_NONE,
+	executor.TimedOut:    messages.ErrorKind_ERROR_KIND_TIMEOUT,
+	executor.StartFailed: messages.ErrorKind_ERROR_KIND_START_FAILED,
+	executor.Busy:        messages.ErrorKind_ERROR_KIND_BUSY,
+	executor.Canceled:    messages.ErrorKind_ERROR_KIND_CANCELED,
+}
+
+func resultMessage(id string, r executor.Result) *messages.ExecResult {
+	res := &messages.ExecResult{
+		Id:              id,
+		ExitCode:        int32(r.ExitCode),
+		Stdout:          strings.ToValidUTF8(string(r.Stdout), "\uFFFD"),
+		Stderr:          strings.ToValidUTF8(string(r.Stderr), "\uFFFD"),
+		ErrorKind:       errorKinds[r.Kind],
+		TimedOut:        r.Kind == executor.TimedOut,
+		DurationMs:      r.Duration.Milliseconds(),
+		StdoutTruncated: r.StdoutDropped > 0,
+		StderrTruncated: r.StderrDropped > 0,
+		StdoutDropped:   uint64(r.StdoutDropped),
+		StderrDropped:   uint64(r.StderrDropped),
+	}
+	if r.Err != nil {
+		res.Error = r.Err.Error()
+	}
+	return res
+}

@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"baton/messages"
+)
+
+// roleLoop takes and gives up the master role as announcements say, until
+// ctx ends (Close) or the member stops on its own.
+func (n *Node) roleLoop(ctx context.Context) {
+	defer close(n.loopDone)
+	changes := n.member.View().Observe(ctx)
+	// Check for silence, and retry a serving connection that failed to
+	// open or dropped, once per heartbeat.
+	retry := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			n.stepDown()
+			return
+		case <-n.member.Done():
+			n.stepDown()
+			n.finish(n.member.Err())
+			return
+		case a, ok := <-changes:
+			if !ok {
+				n.stepDown()
+				return
+			}
+			n.follow(ctx, a)
+		case <-n.connLost:
+			n.follow(ctx, n.member.Current())
+		case <-retry.C:
+			n.follow(ctx, n.member.Current())
+		}
+	}
+}
+
+// silent reports whether the broker has not had this node alive for
+// longer than its heartbeat timeout: it may have declared the node dead and
+// elected another master, so the node must not take new commands.
+func (n *Node) silent() bool {
+	timeout := n.member.HeartbeatTimeout()
+	return timeout > 0 && n.member.SinceHeard() > timeout
+}
+
+// follow makes the node serve exactly when a names it master.
+func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
+	if n.serving != nil {
+		select {
+		case <-n.serving.closed:
+			n.cfg.Logger.Warn("serving connection lost")
+			n.serving = nil
+			n.member.StopServing()
+		default:
+		}
+	}
+	if a == nil || a.Master != n.cfg.Name {
+		n.stepDown()
+		return
+	}
+	if n.serving != nil && n.silent() {
+		n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
+			keySinceHeard, n.member.SinceHeard().Round(time.Millisecond))
+		n.stepDown()
+		return
+	}
+	n.servingEpoch.Store(a.Epoch)
+	if n.serving != nil {
+		return
+	}
+	// Not serving yet: serve proves to the broker, with one acknowledged
+	// round trip, that this node is alive before it takes anything.
+	sc, err := n.serve(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.cfg.Logger.Error("cannot take exec requests; will retry", keyEpoch, a.Epoch, keyErr, err)
+		}
+		return
+	}
+	n.serving = sc
+	n.cfg.Logger.Info("serving as master", keyEpoch, a.Epoch)
+}
+
+// stepDown stops taking requests at once. Requests already delivered are
+// still handled: draining unsubscribes, lets the handler take what the
+// client had buffered, then closes the connection.
+func (n *Node) stepDown() {
+	if n.serving == nil {
+		return
+	}
+	sc := n.serving
+	n.serving = nil
+	n.member.StopServing()
+	sc.stop(n.cfg.Logger)
+	n.cfg.Logger.Info("stepped down as master")
+}

@@ -1,0 +1,197 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"baton/bus"
+	"baton/election"
+	"baton/messages"
+)
+
+// ErrInvalidConfig is wrapped by every Config validation error.
+var ErrInvalidConfig = errors.New("broker: invalid config")
+
+// Config describes a broker. Start from DefaultConfig: it is built from the
+// defaults of the parts a broker is made of.
+type Config struct {
+	// Server is the embedded NATS server; Server.Addr is where clients
+	// connect.
+	Server bus.ServerConfig
+	// DataDir holds the broker's durable state (the election epoch). One
+	// broker per directory.
+	DataDir string
+	// Election tunes the election service; Election.Events, when set, hears
+	// what happens to the election.
+	Election election.ServiceConfig
+	// HTTP, when set, is the host:port of the monitoring endpoints.
+	HTTP string
+	// TuneMemory keeps the process's soft memory limit a margin above what
+	// it uses (see memory.go). It is process-wide: set it in a broker
+	// process, not in a test that embeds a broker.
+	TuneMemory bool
+	Logger     *slog.Logger
+}
+
+// DefaultConfig returns the broker's defaults.
+func DefaultConfig() Config {
+	srv := bus.DefaultServerConfig()
+	// Every result must fit one message.
+	srv.MaxPayload = messages.MaxPayload
+	el := election.DefaultServiceConfig()
+	// The parts log through Logger, each under its component's name.
+	srv.Logger, el.Logger = nil, nil
+	return Config{
+		Server: srv,
+		// Like etcd's default.etcd: next to where the broker runs.
+		DataDir:  "baton-broker.data",
+		Election: el,
+		Logger:   slog.Default(),
+	}
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("%w: empty data directory", ErrInvalidConfig)
+	case c.Server.MaxPayload < messages.MaxPayload:
+		return fmt.Errorf("%w: max payload %d is below the %d bytes the largest result needs", ErrInvalidConfig, c.Server.MaxPayload, messages.MaxPayload)
+	}
+	return nil
+}
+
+// Broker is the embedded NATS server, the election service on it, and the
+// monitoring HTTP server.
+type Broker struct {
+	cfg      Config
+	server   *bus.Server
+	election *election.Service
+	http     *http.Server
+	httpAddr string
+
+	cancel    context.CancelFunc // ends the broker's own goroutines
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New prepares a broker for cfg. It starts nothing.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = DefaultConfig().Logger
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Server.Logger == nil {
+		cfg.Server.Logger = cfg.Logger.With(keyComponent, "nats-server")
+	}
+	if cfg.Election.Logger == nil {
+		cfg.Election.Logger = cfg.Logger.With(keyComponent, "election")
+	}
+	srv, err := bus.NewServer(cfg.Server)
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{cfg: cfg, server: srv}, nil
+}
+
+// Start takes the data directory, starts the NATS server, the election
+// service and the HTTP server, in that order, and returns once all answer.
+// The data directory comes first so that a broker that cannot have it
+// fails before it listens. After a failed Start, Close releases what it
+// took.
+func (b *Broker) Start(ctx context.Context) error {
+	store, err := election.OpenFileStore(b.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if b.election, err = election.NewService(b.server, store, b.cfg.Election); err != nil {
+		store.Close()
+		return err
+	}
+	if err := b.server.Start(ctx); err != nil {
+		return err
+	}
+	if err := b.election.Start(ctx); err != nil {
+		return err
+	}
+	var bctx context.Context
+	bctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if b.cfg.HTTP != "" {
+		if err := b.serveHTTP(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.TuneMemory {
+		b.wg.Go(func() { tuneMemory(bctx) })
+	}
+	b.cfg.Logger.Info("broker ready", keyAddr, b.Addr(), keyDataDir, b.cfg.DataDir, keyHTTP, b.HTTPAddr())
+	return nil
+}
+
+// serveHTTP listens on cfg.HTTP and serves the monitoring endpoints.
+func (b *Broker) serveHTTP(ctx context.Context) error {
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", b.cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("monitoring: listen on %s: %w", b.cfg.HTTP, err)
+	}
+	b.httpAddr = l.Addr().String()
+	b.http = &http.Server{Handler: b.handler(), ReadHeaderTimeout: 5 * time.Second}
+	b.wg.Go(func() {
+		if err := b.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.cfg.Logger.Error("monitoring server stopped", keyErr, err)
+		}
+	})
+	return nil
+}
+
+// Addr is the address NATS clients connect to, host:port (useful when the
+// config asked for port 0). It is empty before Start.
+func (b *Broker) Addr() string { return b.server.Addr() }
+
+// HTTPAddr is the address of the monitoring endpoints, empty when off or
+// before Start.
+func (b *Broker) HTTPAddr() string { return b.httpAddr }
+
+// Config returns the broker's configuration.
+func (b *Broker) Config() Config { return b.cfg }
+
+// Status is the cluster's state as last announced; empty before Start.
+func (b *Broker) Status() election.Status {
+	if b.election == nil {
+		return election.Status{}
+	}
+	return election.StatusOf(b.election.Current())
+}
+
+// Close stops the HTTP server, the election service (which first announces
+// that there is no master) and the NATS server, in that order, and waits
+// for the broker's goroutines. It is safe to call twice, and after a failed
+// Start; a second call returns the first's result.
+func (b *Broker) Close(ctx context.Context) error {
+	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	return b.closeErr
+}
+
+func (b *Broker) close(ctx context.Context) error {
+	var errs []error
+	if b.http != nil {
+		errs = append(errs, b.http.Shutdown(ctx))
+	}
+	if b.election != nil {
+		errs = append(errs, b.election.Close(ctx))
+	}
+	errs = append(errs, b.server.Close(ctx))
+	if b.cancel != nil {
+		b.cancel()
+	}
+	b.wg.Wait()
+	return errors.Join(errs...)
+}

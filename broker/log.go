@@ -1,0 +1,10 @@
+package broker
+
+// Log keys.
+const (
+	keyComponent = "component"
+	keyAddr      = "addr"
+	keyDataDir   = "data_dir"
+	keyHTTP      = "http"
+	keyErr       = "err"
+)

@@ -1,0 +1,9 @@
+package bus
+
+// Log keys.
+const (
+	keyComponent = "component"
+	keyConn      = "conn"
+	keySubject   = "subject"
+	keyErr       = "err"
+)

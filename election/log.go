@@ -1,0 +1,18 @@
+package election
+
+// Log keys.
+const (
+	keyComponent = "component"
+	keyNode      = "node"
+	keyEpoch     = "epoch"
+	keyMaster    = "master"
+	keyCause     = "cause"
+	keyEvent     = "event"
+	keyReason    = "reason"
+	keyPriority  = "priority"
+	keyClientID  = "client_id"
+	keySubject   = "subject"
+	keyNodes     = "nodes"
+	keyDropped   = "dropped"
+	keyErr       = "err"
+)
