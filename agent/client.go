@@ -52,6 +52,7 @@ type Client struct {
 	// owned are closed with the client: Dial's connection and view.
 	owned     *nats.Conn
 	closeOnce sync.Once
+	closeErr  error
 
 	mu     sync.Mutex
 	calls  map[string]*call
@@ -150,6 +151,9 @@ func (c *Client) Start(ctx context.Context) error {
 	c.unfollow = c.view.Follow(c.observe)
 	c.mu.Unlock()
 	if a := c.view.Current(); a != nil {
+		// Unless the view has offered a newer one meanwhile (observe keeps
+		// the newest); no call is in progress yet, so a copy seen twice
+		// changes nothing.
 		c.observe(a)
 		return nil
 	}
@@ -162,10 +166,9 @@ func (c *Client) Start(ctx context.Context) error {
 }
 
 // Close unsubscribes and stops following the view; a client made by Dial
-// also closes its view and connection. It is safe to call twice and after
-// a failed Start.
+// also closes its view and connection. It is safe to call twice (the
+// second returns the first's result) and after a failed Start.
 func (c *Client) Close(ctx context.Context) error {
-	var err error
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		unfollow := c.unfollow
@@ -177,11 +180,11 @@ func (c *Client) Close(ctx context.Context) error {
 			_ = c.sub.Unsubscribe()
 		}
 		if c.owned != nil {
-			err = c.view.Close(ctx)
+			c.closeErr = c.view.Close(ctx)
 			c.owned.Close()
 		}
 	})
-	return err
+	return c.closeErr
 }
 
 // Reconnected tells in-flight submissions that replies may have been lost

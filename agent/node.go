@@ -55,6 +55,9 @@ type Node struct {
 	connLost     chan struct{}
 }
 
+// releaseTimeout bounds what Close does after the commands are done.
+const releaseTimeout = 5 * time.Second
+
 // New prepares a node. It starts nothing; Close releases what it holds.
 func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
@@ -87,13 +90,6 @@ func New(cfg Config) (*Node, error) {
 // it. It blocks until the broker admitted the node. After a failed Start,
 // Close releases what it took.
 func (n *Node) Start(ctx context.Context) error {
-	if err := n.start(ctx); err != nil {
-		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.Conn.Where(), n.cfg.Name, err)
-	}
-	return nil
-}
-
-func (n *Node) start(ctx context.Context) error {
 	conn := n.cfg.Conn
 	conn.Name, conn.Logger = n.cfg.Name, n.cfg.Logger
 	nc, err := bus.Connect(ctx, conn, nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
@@ -102,9 +98,20 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}))
 	if err != nil {
-		return err
+		return err // it names the address
 	}
 	n.nc = nc
+	if err := n.join(ctx); err != nil {
+		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.Conn.Where(), n.cfg.Name, err)
+	}
+	return nil
+}
+
+// join registers the node, starts its client and status service, and the
+// role loop.
+func (n *Node) join(ctx context.Context) error {
+	nc := n.nc
+	var err error
 	mcfg := election.DefaultMemberConfig(n.cfg.Name)
 	mcfg.Priority, mcfg.HeartbeatInterval, mcfg.Version = n.cfg.Priority, n.cfg.HeartbeatInterval, n.cfg.Version
 	mcfg.JoinTimeout = n.cfg.Conn.ConnectTimeout
@@ -160,9 +167,6 @@ func (n *Node) finish(err error) {
 // first).
 func (n *Node) Master() *messages.Announcement { return n.member.Current() }
 
-// View is the node's view of the master, which its member keeps.
-func (n *Node) View() *election.View { return n.member.View() }
-
 // Close leaves the cluster gracefully: it deregisters (the broker elects a
 // successor at once), stops taking requests, and waits for the commands it
 // is running to finish and be answered. If ctx ends first, the remaining
@@ -202,11 +206,15 @@ func (n *Node) close(ctx context.Context) error {
 	if err := n.exe.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	// ctx may be spent on the commands; releasing the rest takes at most a
+	// register timeout (the member's loop), so it gets its own bound.
+	release, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
 	if n.client != nil {
-		errs = append(errs, n.client.Close(ctx))
+		errs = append(errs, n.client.Close(release))
 	}
 	if n.member != nil {
-		errs = append(errs, n.member.Close(ctx))
+		errs = append(errs, n.member.Close(release))
 	}
 	if n.nc == nil {
 		return errors.Join(errs...)

@@ -60,8 +60,9 @@ func decodeRequest(data []byte) (req *messages.ExecRequest, asJSON bool, err err
 	return req, false, nil
 }
 
-// execute runs one request and replies on the node's main connection (the
-// serving connection may be gone by the time the command ends).
+// execute answers one request on the node's main connection (the serving
+// connection may be gone by the time the command ends): decode, admit,
+// de-duplicate, acknowledge, run, reply.
 func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint64) {
 	if reply == "" {
 		n.cfg.Logger.Warn("dropped an exec request without a reply subject", keyBytes, len(data))
@@ -77,24 +78,8 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		n.reply(to, stamp(rejected("", err.Error())))
 		return
 	}
-	switch {
-	case strings.TrimSpace(req.Cmd) == "":
-		n.reply(to, stamp(rejected(req.Id, "empty command")))
-		return
-	case len(req.Cmd) > messages.MaxCommandBytes:
-		n.reply(to, stamp(rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes))))
-		return
-	case n.silent():
-		// Requests read after a hang or partition may already be served by
-		// a successor: refuse unrun.
-		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
-			Error: fmt.Sprintf("master %s has not heard from the broker for %v; the command did not run", n.cfg.Name, n.member.SinceHeard().Round(time.Millisecond))}))
-		return
-	case req.Epoch > epoch:
-		// The requester has seen a newer epoch: this node is no longer
-		// master there. Refuse unrun; the requester sends it again.
-		n.reply(to, stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
-			Error: fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch)}))
+	if refusal := n.admit(req, epoch); refusal != nil {
+		n.reply(to, stamp(refusal))
 		return
 	}
 	if req.Id == "" {
@@ -109,19 +94,49 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		}
 		return
 	}
-	if req.AckSubject != "" {
-		// A command done within ackDelay needs no ack: its result comes
-		// first, and a master lost before acking is caught by the
-		// requester anyway (it watches every master that could hold the
-		// request). So the common short command costs one message less.
-		ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()}
-		t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
-		defer t.Stop()
-	}
+	defer n.acknowledge(req, epoch)()
 	res := stamp(n.run(req, received))
 	for _, r := range n.ledger.finish(req.Id, res) {
 		n.reply(r, res)
 	}
+}
+
+// admit returns why req is refused unrun, nil when it may run.
+func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResult {
+	stale := func(why string) *messages.ExecResult {
+		return &messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE, Error: why}
+	}
+	switch {
+	case strings.TrimSpace(req.Cmd) == "":
+		return rejected(req.Id, "empty command")
+	case len(req.Cmd) > messages.MaxCommandBytes:
+		return rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes))
+	case n.silent():
+		// Requests read after a hang or partition may already be served by
+		// a successor: refuse unrun.
+		return stale(fmt.Sprintf("master %s has not heard from the broker for %v; the command did not run",
+			n.cfg.Name, n.member.SinceHeard().Round(time.Millisecond)))
+	case req.Epoch > epoch:
+		// The requester has seen a newer epoch: this node is no longer
+		// master there. Refuse unrun; the requester sends it again.
+		return stale(fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch))
+	}
+	return nil
+}
+
+// acknowledge tells the requester, if it asked, which master took req,
+// once the command has run for ackDelay; the returned function cancels a
+// pending ack. A command done within ackDelay needs no ack: its result
+// comes first, and a master lost before acking is caught by the requester
+// anyway (it watches every master that could hold the request). So the
+// common short command costs one message less.
+func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64) (cancel func()) {
+	if req.AckSubject == "" {
+		return func() {}
+	}
+	ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()}
+	t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
+	return func() { t.Stop() }
 }
 
 // ackDelay is how long a command runs before its requester is told which

@@ -120,12 +120,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"idle", idle},
 	}
 	for _, s := range steps {
-		cfg.Logger.Info("measuring", "part", s.name)
+		cfg.Logger.Info("measuring", keyPart, s.name)
 		t0 := time.Now()
 		if err := s.run(ctx, cfg, r); err != nil {
 			return r, fmt.Errorf("%s: %w", s.name, err)
 		}
-		cfg.Logger.Info("measured", "part", s.name, "took", time.Since(t0).Round(time.Second))
+		cfg.Logger.Info("measured", keyPart, s.name, keyTook, time.Since(t0).Round(time.Second))
 	}
 	r.Targets = r.judge()
 	return r, nil
@@ -497,7 +497,7 @@ func scale(ctx context.Context, cfg Config, r *Report) error {
 		if err != nil {
 			sc = Scale{Members: n, NotReached: err.Error()}
 		}
-		cfg.Logger.Info("scale", "members", n, "figures", fmt.Sprintf("%+v", sc))
+		cfg.Logger.Info("scale", keyMembers, n, keyFigures, fmt.Sprintf("%+v", sc))
 		r.Scale = append(r.Scale, sc)
 	}
 	return nil

@@ -160,9 +160,6 @@ func (b *Broker) Addr() string { return b.server.Addr() }
 // before Start.
 func (b *Broker) HTTPAddr() string { return b.httpAddr }
 
-// Config returns the broker's configuration.
-func (b *Broker) Config() Config { return b.cfg }
-
 // Status is the cluster's state as last announced; empty before Start.
 func (b *Broker) Status() election.Status {
 	if b.election == nil {
@@ -173,10 +170,17 @@ func (b *Broker) Status() election.Status {
 
 // Close stops the HTTP server, the election service (which first announces
 // that there is no master) and the NATS server, in that order, and waits
-// for the broker's goroutines. It is safe to call twice, and after a failed
-// Start; a second call returns the first's result.
+// for the broker's goroutines, or until ctx ends: then what is left (the
+// election service releasing the data directory) finishes in the
+// background, and a later Close waits for it. It is safe to call twice,
+// and after a failed Start.
 func (b *Broker) Close(ctx context.Context) error {
 	b.closeOnce.Do(func() { b.closeErr = b.close(ctx) })
+	if b.election != nil {
+		if err := b.election.Close(ctx); err != nil {
+			return err
+		}
+	}
 	return b.closeErr
 }
 

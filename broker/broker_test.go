@@ -96,9 +96,10 @@ func TestBroker_StartStatusClose(t *testing.T) {
 // why, and Close is safe after the failed Start; the directory's holder is
 // unaffected.
 func TestBroker_DataDirInUse(t *testing.T) {
-	first := start(t, testConfig(t))
+	held := testConfig(t)
+	first := start(t, held)
 	cfg := testConfig(t)
-	cfg.DataDir = first.Config().DataDir
+	cfg.DataDir = held.DataDir
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -107,6 +107,11 @@ func TestConnect_ReconnectsAfterBrokerRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("client did not reconnect to the restarted broker")
 	}
+	// The handler may run before the server has the re-sent subscription;
+	// a round trip on the same connection orders them.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	pub := connect(t, s2.Addr())
 	if err := pub.Publish("x", []byte("again")); err != nil {
 		t.Fatal(err)

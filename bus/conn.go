@@ -46,8 +46,7 @@ type ConnConfig struct {
 // DefaultConnConfig returns the connection every baton client starts from.
 func DefaultConnConfig() ConnConfig {
 	return ConnConfig{
-		// The stock nats CLI's default, which the broker also defaults to.
-		Addrs: []string{"127.0.0.1:4222"},
+		Addrs: []string{DefaultAddr},
 		// A node started together with its broker (docker compose) gets
 		// this long for the broker to come up; an unreachable one fails
 		// after it.

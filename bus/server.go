@@ -16,6 +16,10 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
+// DefaultAddr is where the broker listens and clients connect by default:
+// the stock nats CLI's default, so that it needs no flags.
+const DefaultAddr = "127.0.0.1:4222"
+
 // ErrInvalidServerConfig is wrapped by ServerConfig validation errors.
 var ErrInvalidServerConfig = errors.New("bus: invalid server config")
 
@@ -42,8 +46,7 @@ type ServerConfig struct {
 // DefaultServerConfig returns the broker's defaults.
 func DefaultServerConfig() ServerConfig {
 	return ServerConfig{
-		// The stock nats CLI's default address, so it needs no flags.
-		Addr: "127.0.0.1:4222",
+		Addr: DefaultAddr,
 		// The server default (2 min, 2 pings) would keep a dead peer's
 		// subscriptions for minutes; 1 s and 2 pings notices it in ~3 s.
 		PingInterval: time.Second,
@@ -205,10 +208,6 @@ func (s *Server) inProcess(name string, opts ...nats.Option) (*nats.Conn, error)
 	}
 	return nc, nil
 }
-
-// ClientAccountEvents is the subject pattern of connect and disconnect
-// events of the clients' account, for SystemConn subscribers.
-const ClientAccountEvents = "$SYS.ACCOUNT.$G.>"
 
 // DisconnectEvents is the subject of disconnect events of the clients'
 // account; the body is a server.DisconnectEventMsg.

@@ -526,3 +526,78 @@ func TestService_SlowSaveBlocksNoHeartbeat(t *testing.T) {
 	}
 	waitMaster(t, low, "high")
 }
+
+// With a slow save, a node that becomes master and is lost before the save
+// ends is still reported in order: joined, master, lost, next master.
+func TestService_EventsInOrderWithSlowSave(t *testing.T) {
+	srv := bustest.StartServer(t)
+	fs, err := election.OpenFileStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &gatedStore{FileStore: fs}
+	var mu sync.Mutex
+	var got []string
+	cfg := election.DefaultServiceConfig()
+	cfg.HeartbeatTimeout = testTimeout
+	cfg.Logger = testlog.Logger(t)
+	cfg.Events = func(e election.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Kind == election.EventMasterChanged {
+			got = append(got, "master "+e.Master)
+		} else {
+			got = append(got, e.Kind.String()+" "+e.Node)
+		}
+	}
+	svc, err := election.NewService(srv, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close(context.Background()) })
+	low := mustMember(t, srv, "low", 1)
+	waitMaster(t, low, "low")
+
+	gate := make(chan struct{})
+	store.mu.Lock()
+	store.gate = gate
+	store.mu.Unlock()
+	nc := bustest.Connect(t, srv.Addr())
+	mcfg := election.DefaultMemberConfig("high")
+	mcfg.Priority, mcfg.Logger = 100, testlog.Logger(t)
+	high, err := election.NewMember(nc, mcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = high.Close(context.Background()) })
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	go func() {
+		defer close(started)
+		_ = high.Start(startCtx) // fails: its connection is closed below
+	}()
+	defer func() {
+		cancelStart()
+		<-started
+	}()
+	time.Sleep(200 * time.Millisecond) // high registered; its epoch is being saved
+	nc.Close()                         // and high is lost meanwhile
+	time.Sleep(200 * time.Millisecond)
+	close(gate)
+	waitMaster(t, low, "low")
+
+	want := []string{"joined high", "master high", "lost high", "master low"}
+	eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 3+len(want) // started, joined low, master low first
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if tail := strings.Join(got[3:], "; "); tail != strings.Join(want, "; ") {
+		t.Errorf("events after low became master: %q, want %q", got[3:], want)
+	}
+}

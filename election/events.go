@@ -20,8 +20,9 @@ const (
 	EventLeft
 	// EventLost: a member was declared dead; Cause says how.
 	EventLost
-	// EventMasterChanged: a new epoch was persisted and announced; Master
-	// is the new master, empty for none.
+	// EventMasterChanged: a new epoch was announced (and saved, unless the
+	// store failed, which is logged); Master is the new master, empty for
+	// none.
 	EventMasterChanged
 	// EventRefused: a registration was refused; Reason says why.
 	EventRefused
@@ -67,8 +68,8 @@ type Event struct {
 const maxQueuedEvents = 1 << 16
 
 // eventQueue hands events to a hook from one goroutine, in the order they
-// happened, so that the hook is never called concurrently and never slows
-// the handlers that push (they hold the service's lock).
+// were pushed, so that the hook is never called concurrently and never
+// slows the service.
 type eventQueue struct {
 	hook   func(Event)
 	logger *slog.Logger
@@ -83,17 +84,15 @@ func newEventQueue(hook func(Event), logger *slog.Logger) *eventQueue {
 	return &eventQueue{hook: hook, logger: logger, wake: make(chan struct{}, 1)}
 }
 
-// push queues e without blocking; with no hook it does nothing.
-func (q *eventQueue) push(e Event) {
-	if q.hook == nil {
+// push queues events without blocking; with no hook it does nothing.
+func (q *eventQueue) push(events ...Event) {
+	if q.hook == nil || len(events) == 0 {
 		return
 	}
 	q.mu.Lock()
-	if len(q.queue) < maxQueuedEvents {
-		q.queue = append(q.queue, e)
-	} else {
-		q.dropped++
-	}
+	room := max(maxQueuedEvents-len(q.queue), 0)
+	q.queue = append(q.queue, events[:min(room, len(events))]...)
+	q.dropped += len(events) - min(room, len(events))
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:

@@ -45,7 +45,8 @@ func DefaultMemberConfig(name string) MemberConfig {
 	return MemberConfig{
 		Name:      name,
 		StartedAt: time.Now(),
-		// Four beats per default heartbeat timeout (1 s).
+		// The broker's default heartbeat timeout is four of these (see
+		// DefaultServiceConfig): a beat may be late three times in a row.
 		HeartbeatInterval: 250 * time.Millisecond,
 		// A broker on a LAN answers in milliseconds; a second covers a GC
 		// pause or a busy broker without delaying a retry for long.
@@ -416,8 +417,10 @@ func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announceme
 }
 
 // Close stops beating, unsubscribes and closes the view; it does not
-// deregister (see Leave). It blocks until the loop has stopped or ctx
-// ends, and is safe to call twice and after a failed Start.
+// deregister (see Leave). It blocks until the loop has stopped, which takes
+// at most one RegisterTimeout, or until ctx ends; either way it releases
+// the subscriptions and the view. It is safe to call twice and after a
+// failed Start.
 func (m *Member) Close(ctx context.Context) error {
 	if m.cancel != nil {
 		m.cancel()
@@ -427,16 +430,17 @@ func (m *Member) Close(ctx context.Context) error {
 		m.wg.Wait()
 		close(stopped)
 	}()
+	var err error
 	select {
 	case <-stopped:
 	case <-ctx.Done():
-		return fmt.Errorf("close member %q: %w", m.cfg.Name, ctx.Err())
+		err = fmt.Errorf("close member %q: the loop is still stopping: %w", m.cfg.Name, ctx.Err())
 	}
 	m.stop(nil)
 	if m.ackSub != nil {
 		_ = m.ackSub.Unsubscribe()
 	}
-	return m.view.Close(ctx)
+	return errors.Join(err, m.view.Close(ctx))
 }
 
 // stop marks the member stopped, with err saying why (nil after Close).

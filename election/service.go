@@ -112,8 +112,14 @@ type Service struct {
 	events *eventQueue
 
 	nc, sys *nats.Conn
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// ctx is the service's lifetime, from Start to release; stopLoop and
+	// stopEvents end the loop and the events hook's goroutine, which
+	// loopWG and eventsWG wait for.
+	ctx        context.Context
+	stopLoop   context.CancelFunc
+	stopEvents context.CancelFunc
+	loopWG     sync.WaitGroup
+	eventsWG   sync.WaitGroup
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed when Close has released everything
@@ -127,6 +133,7 @@ type Service struct {
 	electFrom time.Time // no election before this: hear from everyone first
 	event     string
 	departed  []*messages.Departure // departures since the last commit
+	pending   []Event               // events decided since the last commit
 	stopping  bool                  // Close has begun
 	dirty     bool                  // the state changed since the last commit
 	// published is the last announcement committed (its member list cut
@@ -174,6 +181,11 @@ func (s *Service) Start(ctx context.Context) error {
 	s.epoch, s.saved = epoch, epoch
 	s.electFrom = time.Now().Add(s.cfg.HeartbeatTimeout)
 	s.mu.Unlock()
+	life := context.WithoutCancel(ctx)
+	s.ctx, s.stopLoop = context.WithCancel(life)
+	eventsCtx, stopEvents := context.WithCancel(life)
+	s.stopEvents = stopEvents
+	s.eventsWG.Go(func() { s.events.run(eventsCtx) })
 	if err := s.connect(); err != nil {
 		return err
 	}
@@ -182,11 +194,8 @@ func (s *Service) Start(ctx context.Context) error {
 	// of master, to none, and fences any master of the previous epoch.
 	s.changeMaster("", "broker started; waiting one heartbeat timeout for nodes")
 	s.mu.Unlock()
-	s.commit(false)
-
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.wg.Go(func() { s.loop(ctx) })
-	s.wg.Go(func() { s.events.run(ctx) })
+	s.commit(ctx, false)
+	s.loopWG.Go(func() { s.loop(s.ctx) })
 	return nil
 }
 
@@ -256,7 +265,7 @@ func (s *Service) Close(ctx context.Context) error {
 // closed once the step-down grace is over (or ctx ended).
 func (s *Service) stepDown(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
-	if s.cancel == nil { // never started
+	if s.nc == nil { // never connected: nobody to tell
 		close(done)
 		return done
 	}
@@ -270,7 +279,7 @@ func (s *Service) stepDown(ctx context.Context) <-chan struct{} {
 		s.event, s.dirty = "broker stopping", true
 	}
 	s.mu.Unlock()
-	s.commit(false)
+	s.commit(ctx, false)
 	if !hadMaster {
 		// Without a master nothing is delivered anywhere: no need to wait.
 		close(done)
@@ -288,17 +297,23 @@ func (s *Service) stepDown(ctx context.Context) <-chan struct{} {
 	return done
 }
 
-// release stops the goroutines, then closes the connections and the store.
+// release stops the loop, closes the connections (no handler is called
+// after that), lets the events hook hear what is still queued, and closes
+// the store.
 func (s *Service) release() error {
-	if s.cancel != nil {
-		s.cancel()
+	if s.stopLoop != nil {
+		s.stopLoop()
 	}
-	s.wg.Wait()
+	s.loopWG.Wait()
 	for _, nc := range []*nats.Conn{s.nc, s.sys} {
 		if nc != nil {
 			nc.Close()
 		}
 	}
+	if s.stopEvents != nil {
+		s.stopEvents()
+	}
+	s.eventsWG.Wait()
 	return s.store.Close()
 }
 
@@ -339,7 +354,7 @@ func (s *Service) loop(ctx context.Context) {
 			s.mu.Lock()
 			s.expire(now)
 			s.mu.Unlock()
-			s.commit(false)
+			s.commit(ctx, false)
 		case <-announce.C:
 			s.republish()
 		}
@@ -358,7 +373,7 @@ func (s *Service) expire(now time.Time) {
 			lost = append(lost, name)
 			departed = append(departed, &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
 			s.remove(name)
-			s.events.push(Event{Kind: EventLost, At: now, Node: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
+			s.pending = append(s.pending, Event{Kind: EventLost, At: now, Node: name, Cause: messages.Cause_CAUSE_HEARTBEAT_TIMEOUT})
 			s.broker.Kick(m.clientID)
 			if m.serveClientID != 0 {
 				s.broker.Kick(m.serveClientID)
@@ -414,24 +429,32 @@ func (s *Service) changeMaster(master, event string) {
 	s.master, s.event, s.dirty = master, event, true
 }
 
-// commit saves and announces what changed since the last commit; with
-// urgent, only a change of master (membership changes wait for the next
-// sweep). Callers do not hold s.mu.
-func (s *Service) commit(urgent bool) {
+// commit hands the events decided since the last commit to the events
+// hook, then saves and announces what changed; with urgent, only a change
+// of master is announced (membership changes wait for the next sweep).
+// Decisions made meanwhile wait for the next commit, so the hook hears a
+// change of master after the events that led to it and before later ones.
+// Two changes of master decided before one commit are announced as one:
+// the later epoch. Callers do not hold s.mu.
+func (s *Service) commit(ctx context.Context, urgent bool) {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	s.mu.Lock()
+	events := s.pending
+	s.pending = nil
 	if !s.dirty || urgent && s.epoch == s.saved {
 		s.mu.Unlock()
+		s.events.push(events...)
 		return
 	}
 	a := s.announcement(AnnouncedMembersMax)
 	s.departed, s.dirty = nil, false
 	s.mu.Unlock()
+	s.events.push(events...)
 
 	masterChanged := a.Epoch != s.saved
 	if masterChanged {
-		if err := s.store.Save(context.Background(), a.Epoch); err != nil {
+		if err := s.store.Save(ctx, a.Epoch); err != nil {
 			// Announcing anyway keeps the cluster available; the risk is an
 			// epoch reused after a restart, which the operator must hear of.
 			s.cfg.Logger.Error("epoch not persisted; fix the data directory", keyEpoch, a.Epoch, keyErr, err)
@@ -511,10 +534,14 @@ func (s *Service) reply(m *nats.Msg, pm proto.Message) {
 	}
 }
 
-// refuse answers a registration with err and reports it.
+// refuse answers a registration with err and reports it. Callers do not
+// hold s.mu.
 func (s *Service) refuse(msg *nats.Msg, name string, err error) {
 	s.cfg.Logger.Warn("registration refused", keyNode, name, keyErr, err)
-	s.events.push(Event{Kind: EventRefused, At: time.Now(), Node: name, Reason: err.Error()})
+	s.mu.Lock()
+	s.pending = append(s.pending, Event{Kind: EventRefused, At: time.Now(), Node: name, Reason: err.Error()})
+	s.mu.Unlock()
+	s.commit(s.ctx, true)
 	s.reply(msg, &messages.RegisterReply{Error: err.Error()})
 }
 
@@ -548,10 +575,10 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		event = req.Name + " re-registered"
 	}
 	s.cfg.Logger.Info("member registered", keyNode, req.Name, keyPriority, req.Priority, keyClientID, req.ClientId)
-	s.events.push(Event{Kind: EventJoined, At: now, Node: req.Name, Priority: req.Priority, Rejoined: rejoin})
+	s.pending = append(s.pending, Event{Kind: EventJoined, At: now, Node: req.Name, Priority: req.Priority, Rejoined: rejoin})
 	s.elect(event)
 	s.mu.Unlock()
-	s.commit(true)
+	s.commit(s.ctx, true)
 	s.mu.Lock()
 	// The last committed announcement: its epoch and master are current,
 	// since a change of master is committed at once.
@@ -616,11 +643,11 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId {
 		s.remove(req.Name)
 		s.cfg.Logger.Info("member left", keyNode, req.Name, keyReason, req.Reason)
-		s.events.push(Event{Kind: EventLeft, At: time.Now(), Node: req.Name})
+		s.pending = append(s.pending, Event{Kind: EventLeft, At: time.Now(), Node: req.Name})
 		s.elect(req.Name+" left", &messages.Departure{Name: req.Name, Cause: messages.Cause_CAUSE_LEFT})
 	}
 	s.mu.Unlock()
-	s.commit(true)
+	s.commit(s.ctx, true)
 	s.mu.Lock()
 	reply := s.published
 	s.mu.Unlock()
@@ -645,9 +672,9 @@ func (s *Service) handleDisconnect(msg *nats.Msg) {
 	if ok {
 		s.remove(name)
 		s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", keyReason, ev.Reason)
-		s.events.push(Event{Kind: EventLost, At: time.Now(), Node: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
+		s.pending = append(s.pending, Event{Kind: EventLost, At: time.Now(), Node: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
 		s.elect(name+" lost: connection closed", &messages.Departure{Name: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
 	}
 	s.mu.Unlock()
-	s.commit(true)
+	s.commit(s.ctx, true)
 }

@@ -23,12 +23,15 @@ type View struct {
 	sub    *nats.Subscription
 
 	// offerMu serialises Offer, so that followers see announcements in
-	// the order they were accepted.
+	// the order they were accepted; a follower's stop and Close take it
+	// too, so that no follower runs after they return.
 	offerMu sync.Mutex
 
-	mu        sync.Mutex
-	current   *messages.Announcement
-	observers map[chan *messages.Announcement]struct{}
+	mu      sync.Mutex
+	current *messages.Announcement
+	// observers maps each observer's channel to the function that stops
+	// watching its context.
+	observers map[chan *messages.Announcement]func() bool
 	followers map[int]func(*messages.Announcement)
 	nextID    int
 	closed    bool
@@ -41,7 +44,7 @@ func NewView(nc *nats.Conn, logger *slog.Logger) *View {
 	}
 	return &View{
 		nc: nc, logger: logger,
-		observers: make(map[chan *messages.Announcement]struct{}),
+		observers: make(map[chan *messages.Announcement]func() bool),
 		followers: make(map[int]func(*messages.Announcement)),
 	}
 }
@@ -49,6 +52,12 @@ func NewView(nc *nats.Conn, logger *slog.Logger) *View {
 // Start subscribes to master.current. It returns once the subscription is
 // in place on the server.
 func (v *View) Start(context.Context) error {
+	v.mu.Lock()
+	closed := v.closed
+	v.mu.Unlock()
+	if closed {
+		return errors.New("election: view closed")
+	}
 	sub, err := v.nc.Subscribe(messages.SubjectMaster, v.handle)
 	if err == nil {
 		err = v.nc.Flush()
@@ -148,8 +157,7 @@ func (v *View) Observe(ctx context.Context) <-chan *messages.Announcement {
 	if v.current != nil {
 		ch <- v.current
 	}
-	v.observers[ch] = struct{}{}
-	context.AfterFunc(ctx, func() {
+	v.observers[ch] = context.AfterFunc(ctx, func() {
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		if _, ok := v.observers[ch]; ok {
@@ -161,10 +169,11 @@ func (v *View) Observe(ctx context.Context) <-chan *messages.Announcement {
 }
 
 // Follow calls f with every announcement the view accepts from now on, in
-// order, until stop is called. f runs on the goroutine that offered the
-// announcement: it must be quick and must not call Offer. Use it where every
-// announcement matters (each carries the departures since the previous
-// one); use Observe where only the latest does.
+// order, until stop is called; once stop returns, f is not called again.
+// f runs on the goroutine that offered the announcement: it must be quick
+// and must call neither Offer nor stop. Use it where every announcement
+// matters (each carries the departures since the previous one); use
+// Observe where only the latest does.
 func (v *View) Follow(f func(*messages.Announcement)) (stop func()) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -172,22 +181,28 @@ func (v *View) Follow(f func(*messages.Announcement)) (stop func()) {
 	v.nextID++
 	v.followers[id] = f
 	return func() {
+		v.offerMu.Lock()
+		defer v.offerMu.Unlock()
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		delete(v.followers, id)
 	}
 }
 
-// Close unsubscribes and closes every observer's channel. It is safe to
-// call twice and before Start.
+// Close unsubscribes, closes every observer's channel and drops the
+// followers; no follower runs after it returns. It is safe to call twice
+// and before Start.
 func (v *View) Close(context.Context) error {
+	v.offerMu.Lock()
+	defer v.offerMu.Unlock()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.closed {
 		return nil
 	}
 	v.closed = true
-	for ch := range v.observers {
+	for ch, stop := range v.observers {
+		stop()
 		delete(v.observers, ch)
 		close(ch)
 	}

@@ -45,7 +45,7 @@ func DefaultConfig() Config {
 		Timeout: 5 * time.Second,
 		// 1 MiB per stream is more than a terminal user reads, and keeps the
 		// largest result (two streams, JSON-escaped up to 6x) under the
-		// broker's payload limit; see bus.MaxPayload.
+		// broker's payload limit; see messages.MaxOutputCap.
 		MaxOutput: 1 << 20,
 		// 64 concurrent shells are far beyond what 2 cores keep busy, yet
 		// bound the fork storm a flood of requests can cause.

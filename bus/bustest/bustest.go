@@ -12,6 +12,9 @@ import (
 	"baton/internal/testlog"
 )
 
+// Log keys.
+const keyComponent = "component"
+
 // StartServer starts an embedded server on 127.0.0.1 with a random port (or
 // addr, when given) and shuts it down when the test ends.
 func StartServer(t testing.TB, addr ...string) *bus.Server {
@@ -21,7 +24,7 @@ func StartServer(t testing.TB, addr ...string) *bus.Server {
 	if len(addr) > 0 {
 		cfg.Addr = addr[0]
 	}
-	cfg.Logger = testlog.Logger(t).With("component", "nats-server")
+	cfg.Logger = testlog.Logger(t).With(keyComponent, "nats-server")
 	s, err := bus.NewServer(cfg)
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -45,7 +48,7 @@ func ConnConfig(t testing.TB, addr string) bus.ConnConfig {
 	cfg := bus.DefaultConnConfig()
 	cfg.Addrs, cfg.Name = []string{addr}, t.Name()
 	cfg.ConnectTimeout = 2 * time.Second
-	cfg.Logger = testlog.Logger(t).With("component", "nats-client")
+	cfg.Logger = testlog.Logger(t).With(keyComponent, "nats-client")
 	return cfg
 }
 

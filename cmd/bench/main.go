@@ -48,7 +48,7 @@ func (r *RunCmd) Run(l *cli.Logging) error {
 	bins := r.Bins
 	if bins == "" {
 		bins = filepath.Join(dir, "bin")
-		logger.Info("building broker and node", "dir", bins)
+		logger.Info("building broker and node", keyDir, bins)
 		build := exec.CommandContext(ctx, "go", "build", "-o", bins+"/", "baton/cmd/broker", "baton/cmd/node")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
@@ -96,6 +96,9 @@ func (m *MembersCmd) Run(l *cli.Logging) error {
 	<-ctx.Done()
 	return nil
 }
+
+// Log keys.
+const keyDir = "dir"
 
 func main() {
 	var c CLI

@@ -75,7 +75,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 	cfg.Priority = j.Priority
 	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
 	cfg.Version = cli.Version
-	cfg.Logger = g.Logger(os.Stderr).With("node", name)
+	cfg.Logger = g.Logger(os.Stderr).With(keyNode, name)
 	n, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -197,6 +197,9 @@ func (d *DecodeCmd) Run() error {
 	_, err = fmt.Println(string(out))
 	return err
 }
+
+// Log keys.
+const keyNode = "node"
 
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
