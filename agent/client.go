@@ -151,10 +151,11 @@ func (c *Client) Start(ctx context.Context) error {
 	c.unfollow = c.view.Follow(c.observe)
 	c.mu.Unlock()
 	if a := c.view.Current(); a != nil {
-		// Unless the view has offered a newer one meanwhile (observe keeps
-		// the newest); no call is in progress yet, so a copy seen twice
-		// changes nothing.
-		c.observe(a)
+		c.mu.Lock()
+		if c.latest == nil { // the view has offered nothing newer meanwhile
+			c.observeLocked(a)
+		}
+		c.mu.Unlock()
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
@@ -198,13 +199,16 @@ func (c *Client) Reconnected() {
 }
 
 // observe takes every announcement the view accepts, in order: each one's
-// departures may fail calls in progress.
+// departures may fail calls in progress. The view keeps the order (an
+// older epoch comes only when it resets to the broker's word).
 func (c *Client) observe(a *messages.Announcement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.latest != nil && a.Epoch < c.latest.Epoch {
-		return
-	}
+	c.observeLocked(a)
+}
+
+// observeLocked is observe for callers that hold c.mu.
+func (c *Client) observeLocked(a *messages.Announcement) {
 	if c.latest != nil && c.latest.Master != a.Master {
 		c.prev = master(c.latest)
 	}

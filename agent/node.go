@@ -43,9 +43,6 @@ type Node struct {
 	// stopRole ends the role loop, which closes loopDone when it returns.
 	stopRole context.CancelFunc
 	loopDone chan struct{}
-	done     chan struct{}
-	err      error
-	doneOnce sync.Once
 	closed   sync.Once
 	closeErr error
 
@@ -81,7 +78,6 @@ func New(cfg Config) (*Node, error) {
 		execCtx:    execCtx,
 		execCancel: execCancel,
 		loopDone:   make(chan struct{}),
-		done:       make(chan struct{}),
 		connLost:   make(chan struct{}, 1),
 	}, nil
 }
@@ -147,22 +143,6 @@ func (n *Node) Submit(ctx context.Context, cmd string) (*messages.ExecResult, er
 	return n.client.Submit(ctx, cmd)
 }
 
-// Done is closed when the node stopped on its own (the broker refused its
-// re-registration), and by Close; Err says why.
-func (n *Node) Done() <-chan struct{} { return n.done }
-
-// Err is why the node stopped on its own, nil after Close; valid once Done
-// is closed.
-func (n *Node) Err() error { return n.err }
-
-// finish closes Done with err as the reason.
-func (n *Node) finish(err error) {
-	n.doneOnce.Do(func() {
-		n.err = err
-		close(n.done)
-	})
-}
-
 // Master returns the newest announcement the node has seen (nil before the
 // first).
 func (n *Node) Master() *messages.Announcement { return n.member.Current() }
@@ -186,7 +166,6 @@ func (n *Node) close(ctx context.Context) error {
 		n.stopRole()
 		<-n.loopDone
 	}
-	n.finish(nil)
 	n.acceptMu.Lock()
 	n.closing = true
 	n.acceptMu.Unlock()

@@ -8,7 +8,7 @@ import (
 )
 
 // roleLoop takes and gives up the master role as announcements say, until
-// ctx ends (Close) or the member stops on its own.
+// ctx ends (Close).
 func (n *Node) roleLoop(ctx context.Context) {
 	defer close(n.loopDone)
 	changes := n.member.View().Observe(ctx)
@@ -20,10 +20,6 @@ func (n *Node) roleLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			n.stepDown()
-			return
-		case <-n.member.Done():
-			n.stepDown()
-			n.finish(n.member.Err())
 			return
 		case a, ok := <-changes:
 			if !ok {
@@ -54,7 +50,6 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 		case <-n.serving.closed:
 			n.cfg.Logger.Warn("serving connection lost")
 			n.serving = nil
-			n.member.StopServing()
 		default:
 		}
 	}
@@ -94,7 +89,6 @@ func (n *Node) stepDown() {
 	}
 	sc := n.serving
 	n.serving = nil
-	n.member.StopServing()
 	sc.stop(n.cfg.Logger)
 	n.cfg.Logger.Info("stepped down as master")
 }

@@ -57,11 +57,7 @@ func (n *Node) serve(ctx context.Context) (*servingConn, error) {
 	// The broker learns this connection before it subscribes, and its
 	// acknowledgement shows the broker still has this node alive (see
 	// Member.ReportServing).
-	cid, err := nc.GetClientID()
-	if err == nil {
-		err = n.member.ReportServing(ctx, cid)
-	}
-	if err != nil {
+	if err := n.member.ReportServing(ctx, nc); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -79,7 +75,6 @@ func (n *Node) serve(ctx context.Context) (*servingConn, error) {
 		err = nc.Flush()
 	}
 	if err != nil {
-		n.member.StopServing()
 		nc.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", messages.SubjectExec, err)
 	}

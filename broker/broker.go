@@ -95,6 +95,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Election.Logger == nil {
 		cfg.Election.Logger = cfg.Logger.With(keyComponent, "election")
 	}
+	// The election service answers in its own account; the server routes
+	// its subjects there, telling it who sent each message.
+	cfg.Server.Services, cfg.Server.Streams = election.ServiceSubjects(), election.StreamSubjects()
 	srv, err := bus.NewServer(cfg.Server)
 	if err != nil {
 		return nil, err

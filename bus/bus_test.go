@@ -101,7 +101,7 @@ func TestConnect_ReconnectsAfterBrokerRestart(t *testing.T) {
 	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	s2 := bustest.StartServer(t, addr)
+	s2 := bustest.StartServer(t, func(c *bus.ServerConfig) { c.Addr = addr })
 	select {
 	case <-reconnected:
 	case <-time.After(5 * time.Second):

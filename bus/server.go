@@ -40,7 +40,15 @@ type ServerConfig struct {
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections.
 	StartTimeout time.Duration
-	Logger       *slog.Logger
+	// Services are the subjects on which the internal account (see
+	// ServiceConn) answers clients. A client's message on one of them
+	// arrives there carrying the sender's identity, set by the server
+	// (see SenderOf).
+	Services []string
+	// Streams are the subjects on which the internal account publishes to
+	// clients.
+	Streams []string
+	Logger  *slog.Logger
 }
 
 // DefaultServerConfig returns the broker's defaults.
@@ -88,16 +96,26 @@ func splitAddr(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// Server is the broker's embedded NATS server. Clients that send no
-// credentials (baton nodes, the nats CLI) share one account; the server's
-// system account, which carries client connect and disconnect events, is
-// reachable only in-process through SystemConn.
+// The server's accounts. Clients (baton nodes, requesters, the nats CLI)
+// share ClientsAccount. The broker's own services live in InternalAccount,
+// which clients reach only through the subjects ServerConfig names; the
+// system account carries client connect and disconnect events. Both are
+// reachable only in-process, with keys that never leave it.
+const (
+	ClientsAccount  = "CLIENTS"
+	InternalAccount = "BROKER"
+	systemAccount   = "SYS"
+)
+
+// Server is the broker's embedded NATS server.
 type Server struct {
-	cfg      ServerConfig
-	ns       *server.Server
-	sysKey   nkeys.KeyPair
-	sysPub   string
-	stopOnce sync.Once
+	cfg         ServerConfig
+	ns          *server.Server
+	sysKey      nkeys.KeyPair
+	sysPub      string
+	internalKey nkeys.KeyPair
+	internalPub string
+	stopOnce    sync.Once
 }
 
 // NewServer prepares a server for cfg. It starts nothing.
@@ -112,21 +130,25 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	// Both users are nkeys generated per start: the system user's key never
-	// leaves this process, and clients without credentials are mapped to the
-	// other one without a signature check.
-	sysKey, err := nkeys.CreateUser()
-	if err != nil {
-		return nil, fmt.Errorf("generate system user key: %w", err)
+	// Every user is an nkey generated per start: the system and internal
+	// users' keys never leave this process, and clients without
+	// credentials are mapped to the clients' user without a signature
+	// check.
+	keys := make([]nkeys.KeyPair, 3)
+	pubs := make([]string, 3)
+	for i := range keys {
+		k, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("generate user key: %w", err)
+		}
+		keys[i] = k
+		pubs[i], _ = k.PublicKey()
 	}
-	noAuthKey, err := nkeys.CreateUser()
-	if err != nil {
-		return nil, fmt.Errorf("generate client user key: %w", err)
-	}
-	sysPub, _ := sysKey.PublicKey()
-	noAuthPub, _ := noAuthKey.PublicKey()
-	s := &Server{cfg: cfg, sysKey: sysKey, sysPub: sysPub}
-	sysAcc := server.NewAccount("SYS")
+	sysPub, internalPub, noAuthPub := pubs[0], pubs[1], pubs[2]
+	s := &Server{cfg: cfg, sysKey: keys[0], sysPub: sysPub, internalKey: keys[1], internalPub: internalPub}
+	sysAcc := server.NewAccount(systemAccount)
+	internalAcc := server.NewAccount(InternalAccount)
+	clientsAcc := server.NewAccount(ClientsAccount)
 	opts := &server.Options{
 		ServerName:    "baton-broker",
 		Host:          host,
@@ -136,17 +158,20 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		MaxPayload:    cfg.MaxPayload,
 		MaxPending:    4 * int64(cfg.MaxPayload),
 		NoSigs:        true,
-		Accounts:      []*server.Account{sysAcc},
+		Accounts:      []*server.Account{sysAcc, internalAcc, clientsAcc},
 		SystemAccount: sysAcc.Name,
 		Nkeys: []*server.NkeyUser{
 			{Nkey: sysPub, Account: sysAcc},
-			// Clients without credentials land here, in the global account.
-			{Nkey: noAuthPub},
+			{Nkey: internalPub, Account: internalAcc},
+			{Nkey: noAuthPub, Account: clientsAcc},
 		},
 		NoAuthUser: noAuthPub,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		return nil, fmt.Errorf("configure nats server: %w", err)
+	}
+	if err := link(ns, cfg.Services, cfg.Streams); err != nil {
 		return nil, fmt.Errorf("configure nats server: %w", err)
 	}
 	l := natsLogger{cfg.Logger}
@@ -186,9 +211,48 @@ func (s *Server) Addr() string {
 	return a.String()
 }
 
+// link exports the internal account's services (sharing who sent each
+// request) and streams to the clients' account.
+func link(ns *server.Server, services, streams []string) error {
+	internal, err := ns.LookupAccount(InternalAccount)
+	if err != nil {
+		return err
+	}
+	clients, err := ns.LookupAccount(ClientsAccount)
+	if err != nil {
+		return err
+	}
+	for _, subj := range services {
+		if err := internal.AddServiceExport(subj, []*server.Account{clients}); err != nil {
+			return fmt.Errorf("export service %s: %w", subj, err)
+		}
+		if err := clients.AddServiceImport(internal, subj, subj); err != nil {
+			return fmt.Errorf("import service %s: %w", subj, err)
+		}
+		if err := clients.SetServiceImportSharing(internal, subj, true); err != nil {
+			return fmt.Errorf("share requester of %s: %w", subj, err)
+		}
+	}
+	for _, subj := range streams {
+		if err := internal.AddStreamExport(subj, []*server.Account{clients}); err != nil {
+			return fmt.Errorf("export stream %s: %w", subj, err)
+		}
+		if err := clients.AddStreamImport(internal, subj, ""); err != nil {
+			return fmt.Errorf("import stream %s: %w", subj, err)
+		}
+	}
+	return nil
+}
+
 // Conn opens an in-process client connection in the clients' account.
 func (s *Server) Conn(name string, opts ...nats.Option) (*nats.Conn, error) {
 	return s.inProcess(name, opts...)
+}
+
+// ServiceConn opens an in-process connection to the internal account, where
+// the services and streams of ServerConfig are answered and published.
+func (s *Server) ServiceConn(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return s.inProcess(name, append(opts, nats.Nkey(s.internalPub, s.internalKey.Sign))...)
 }
 
 // SystemConn opens an in-process connection to the system account, where
@@ -211,7 +275,11 @@ func (s *Server) inProcess(name string, opts ...nats.Option) (*nats.Conn, error)
 
 // DisconnectEvents is the subject of disconnect events of the clients'
 // account; the body is a server.DisconnectEventMsg.
-const DisconnectEvents = "$SYS.ACCOUNT.$G.DISCONNECT"
+const DisconnectEvents = "$SYS.ACCOUNT." + ClientsAccount + ".DISCONNECT"
+
+// Connected reports whether the client connection with the given server
+// client id is open.
+func (s *Server) Connected(clientID uint64) bool { return s.ns.GetClient(clientID) != nil }
 
 // Kick closes the client connection with the given server client id, so
 // that its subscriptions vanish with it. A client already gone is ignored:

@@ -24,6 +24,15 @@ import (
 
 const testTimeout = 400 * time.Millisecond
 
+// startServer starts a NATS server that routes the election's subjects to
+// its service account, as the broker's does.
+func startServer(t testing.TB) *bus.Server {
+	t.Helper()
+	return bustest.StartServer(t, func(c *bus.ServerConfig) {
+		c.Services, c.Streams = election.ServiceSubjects(), election.StreamSubjects()
+	})
+}
+
 func startService(t testing.TB, srv *bus.Server, dir string, mutate ...func(*election.ServiceConfig)) *election.Service {
 	t.Helper()
 	cfg := election.DefaultServiceConfig()
@@ -96,7 +105,7 @@ func waitMaster(t testing.TB, m *testMember, master string) *messages.Announceme
 }
 
 func TestService_ElectsHighestPriority(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	low := mustMember(t, srv, "low", 10)
 	high := mustMember(t, srv, "high", 100)
@@ -124,7 +133,7 @@ func TestService_Failover(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := bustest.StartServer(t)
+			srv := startServer(t)
 			startService(t, srv, t.TempDir())
 			alpha := mustMember(t, srv, "alpha", 100)
 			beta := mustMember(t, srv, "beta", 50)
@@ -142,7 +151,7 @@ func TestService_Failover(t *testing.T) {
 }
 
 func TestService_HeartbeatTimeoutCutsConnection(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	alpha := mustMember(t, srv, "alpha", 100)
 	beta := mustMember(t, srv, "beta", 50)
@@ -158,7 +167,7 @@ func TestService_HeartbeatTimeoutCutsConnection(t *testing.T) {
 }
 
 func TestService_Preemption(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	low := mustMember(t, srv, "low", 10)
 	before := waitMaster(t, low, "low")
@@ -170,7 +179,7 @@ func TestService_Preemption(t *testing.T) {
 }
 
 func TestService_DuplicateNameRefused(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	mustMember(t, srv, "alpha", 1)
 	_, err := newMember(t, srv, "alpha", 2)
@@ -180,7 +189,7 @@ func TestService_DuplicateNameRefused(t *testing.T) {
 }
 
 func TestService_EpochSurvivesRestart(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	dir := t.TempDir()
 	svc := startService(t, srv, dir)
 	alpha := mustMember(t, srv, "alpha", 1)
@@ -205,7 +214,7 @@ func TestService_EpochSurvivesRestart(t *testing.T) {
 }
 
 func TestService_AnnouncesToLateSubscriber(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	alpha := mustMember(t, srv, "alpha", 1)
 	waitMaster(t, alpha, "alpha")
@@ -236,7 +245,7 @@ func TestService_AnnouncesToLateSubscriber(t *testing.T) {
 }
 
 func TestService_BadRegistration(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	nc, err := srv.Conn("bad")
 	if err != nil {
@@ -268,7 +277,7 @@ func TestService_BadRegistration(t *testing.T) {
 // A member that is not master beats without asking for acks most of the
 // time; those beats must reach the broker, or it would be evicted.
 func TestService_NonMasterStaysAlive(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	master := mustMember(t, srv, "master", 100)
 	mustMember(t, srv, "follower", 1)
@@ -282,7 +291,7 @@ func TestService_NonMasterStaysAlive(t *testing.T) {
 }
 
 func TestService_BadHeartbeat(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	startService(t, srv, t.TempDir())
 	nc, err := srv.Conn("bad")
 	if err != nil {
@@ -315,7 +324,7 @@ func TestService_BadHeartbeat(t *testing.T) {
 // The events hook hears joins, refusals, changes of master, leaves and
 // losses, in order and never two at once.
 func TestService_Events(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	var (
 		mu      sync.Mutex
 		events  []election.Event
@@ -381,7 +390,7 @@ func TestService_Events(t *testing.T) {
 // directory and the connections, in the background; a second Close waits
 // for that.
 func TestService_CloseAfterExpiredContext(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	dir := t.TempDir()
 	svc := startService(t, srv, dir)
 	mustMember(t, srv, "alpha", 1)
@@ -403,7 +412,7 @@ func TestService_CloseAfterExpiredContext(t *testing.T) {
 // Close is safe without Start and after a failed Start, and releases the
 // store either way.
 func TestService_CloseWithoutStart(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	for name, start := range map[string]bool{"never started": false, "failed start": true} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -440,7 +449,7 @@ func TestService_CloseWithoutStart(t *testing.T) {
 
 // Close is safe after a failed Start, and twice.
 func TestMember_CloseAfterFailedStart(t *testing.T) {
-	srv := bustest.StartServer(t) // no election service: nobody answers
+	srv := startServer(t) // no election service: nobody answers
 	cfg := election.DefaultMemberConfig("lonely")
 	cfg.JoinTimeout = 200 * time.Millisecond
 	cfg.Logger = testlog.Logger(t)
@@ -479,7 +488,7 @@ func (s *gatedStore) Save(ctx context.Context, epoch uint64) error {
 // answered and master.get still reports what was last announced: the
 // lock they need is never held across the save.
 func TestService_SlowSaveBlocksNoHeartbeat(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	fs, err := election.OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -530,7 +539,7 @@ func TestService_SlowSaveBlocksNoHeartbeat(t *testing.T) {
 // With a slow save, a node that becomes master and is lost before the save
 // ends is still reported in order: joined, master, lost, next master.
 func TestService_EventsInOrderWithSlowSave(t *testing.T) {
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	fs, err := election.OpenFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

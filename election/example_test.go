@@ -19,6 +19,9 @@ func Example() {
 
 	scfg := bus.DefaultServerConfig()
 	scfg.Addr, scfg.Logger = "127.0.0.1:0", quiet
+	// The election answers in its own account; the server routes its
+	// subjects there.
+	scfg.Services, scfg.Streams = election.ServiceSubjects(), election.StreamSubjects()
 	srv, err := bus.NewServer(scfg)
 	if err != nil {
 		panic(err)

@@ -2,6 +2,8 @@ package election
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,8 +86,7 @@ type Member struct {
 	instanceID string
 
 	kick     chan struct{} // asks the loop to register again now
-	done     chan struct{}
-	err      error // set before done closes
+	resync   chan struct{} // asks the loop to ask the broker for the truth
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	ackSub   *nats.Subscription
@@ -95,13 +96,12 @@ type Member struct {
 	// send time of the newest acknowledged heartbeat or registration, in
 	// unix nanos. Send times, not arrival times: an ack that sat in a
 	// socket buffer while this process was stopped proves nothing recent.
-	lastHeard     atomic.Int64
-	hbTimeout     atomic.Int64 // the broker's heartbeat timeout, in nanos
-	serveClientID atomic.Uint64
-	seq           atomic.Uint64
-	sentMu        sync.Mutex
-	sent          map[uint64]time.Time // send times of recent heartbeats
-	stopOnce      sync.Once
+	lastHeard  atomic.Int64
+	hbTimeout  atomic.Int64 // the broker's heartbeat timeout, in nanos
+	sessionKey string
+	seq        atomic.Uint64
+	sentMu     sync.Mutex
+	sent       map[uint64]time.Time // send times of recent heartbeats
 }
 
 // NewMember prepares a member on nc. It starts nothing.
@@ -112,12 +112,16 @@ func NewMember(nc *nats.Conn, cfg MemberConfig) (*Member, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	key := make([]byte, minSessionKeyLen/2)
+	if _, err := crand.Read(key); err != nil {
+		return nil, fmt.Errorf("session key: %w", err)
+	}
 	return &Member{
-		cfg: cfg, nc: nc, instanceID: nuid.Next(),
-		view: NewView(nc, cfg.Logger),
-		sent: make(map[uint64]time.Time),
-		kick: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		cfg: cfg, nc: nc, instanceID: nuid.Next(), sessionKey: hex.EncodeToString(key),
+		view:   NewView(nc, cfg.Logger),
+		sent:   make(map[uint64]time.Time),
+		kick:   make(chan struct{}, 1),
+		resync: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -150,30 +154,30 @@ func (m *Member) View() *View { return m.view }
 // Current returns the newest announcement seen, nil before the first.
 func (m *Member) Current() *messages.Announcement { return m.view.Current() }
 
-// Done is closed when the member has stopped beating: after Close, or when
-// the broker refused a re-registration (Err says why).
-func (m *Member) Done() <-chan struct{} { return m.done }
-
-// Err returns why the member stopped on its own, nil after Close. It is
-// valid once Done is closed.
-func (m *Member) Err() error { return m.err }
-
-// ReportServing tells the broker the client id of the connection on which
+// ReportServing introduces to the broker serving, the connection on which
 // the node is about to take exec requests, so that the broker can cut it
-// off if the node goes silent. It blocks until the broker acknowledged it
-// (or ctx ends): a connection must not subscribe before the broker knows
-// it, or a node that hangs at once would keep a subscription alive. The
+// off if the node goes silent: serving sends a beat marked as such, with
+// the node's session key. It blocks until the broker acknowledged it (or
+// ctx ends): a connection must not subscribe before the broker knows it,
+// or a node that hangs at once would keep a subscription alive. The
 // acknowledgement also proves the broker has the node alive (SinceHeard).
-func (m *Member) ReportServing(ctx context.Context, id uint64) error {
-	m.serveClientID.Store(id)
+func (m *Member) ReportServing(ctx context.Context, serving *nats.Conn) error {
 	msg, err := m.heartbeat(m.Current(), false)
 	if err != nil {
+		return fmt.Errorf("report serving connection: %w", err)
+	}
+	var hb messages.Heartbeat
+	if err := proto.Unmarshal(msg.Data, &hb); err != nil {
+		return fmt.Errorf("report serving connection: %w", err)
+	}
+	hb.Serving, hb.SessionKey = true, m.sessionKey
+	if msg.Data, err = proto.Marshal(&hb); err != nil {
 		return fmt.Errorf("report serving connection: %w", err)
 	}
 	sentAt := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
-	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: msg.Subject, Data: msg.Data, Header: msg.Header})
+	resp, err := serving.RequestMsgWithContext(ctx, &nats.Msg{Subject: msg.Subject, Data: msg.Data, Header: msg.Header})
 	if err != nil {
 		return fmt.Errorf("report serving connection: %w", err)
 	}
@@ -187,9 +191,6 @@ func (m *Member) ReportServing(ctx context.Context, id uint64) error {
 	m.heard(sentAt)
 	return nil
 }
-
-// StopServing tells the member the node takes no exec requests any more.
-func (m *Member) StopServing() { m.serveClientID.Store(0) }
 
 // Reconnected makes the member register again at once, with the new
 // connection's client id. Call it from the connection's reconnect handler.
@@ -238,6 +239,29 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	if ack.Reregister {
 		m.registerSoon()
 	}
+	if cur := m.Current(); cur != nil && ack.Epoch < cur.Epoch && ack.Error == "" {
+		select {
+		case m.resync <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// resynchronise replaces the view with the broker's own word when the view
+// is ahead of the broker: it holds an announcement the broker did not make.
+func (m *Member) resynchronise(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
+	defer cancel()
+	a, err := Get(ctx, m.nc)
+	if err != nil {
+		m.cfg.Logger.Warn("cannot ask the broker for the master", keyErr, err)
+		return
+	}
+	if cur := m.Current(); cur != nil && a.Epoch < cur.Epoch {
+		m.cfg.Logger.Warn("an announcement the broker did not make was seen; back to the broker's",
+			keyEpoch, cur.Epoch, keyBrokerEpoch, a.Epoch)
+		m.view.Reset(a)
+	}
 }
 
 // registerSoon asks the loop to register again, unless it is asked already.
@@ -275,13 +299,9 @@ func (m *Member) join(ctx context.Context) error {
 // register admits the node once; it returns an error wrapping ErrRefused
 // when the broker said no.
 func (m *Member) register(ctx context.Context) error {
-	cid, err := m.nc.GetClientID()
-	if err != nil {
-		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
-	}
 	b, err := proto.Marshal(&messages.Register{
 		Name: m.cfg.Name, Priority: m.cfg.Priority, StartedAt: timestamppb.New(m.cfg.StartedAt),
-		InstanceId: m.instanceID, ClientId: cid, Version: m.cfg.Version,
+		InstanceId: m.instanceID, Version: m.cfg.Version, SessionKey: m.sessionKey,
 	})
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
@@ -306,7 +326,7 @@ func (m *Member) register(ctx context.Context) error {
 	m.heard(sentAt)
 	m.hbTimeout.Store(int64(time.Duration(reply.HeartbeatTimeoutMs) * time.Millisecond))
 	m.view.Offer(reply.Current)
-	m.cfg.Logger.Info("registered", keyClientID, cid)
+	m.cfg.Logger.Info("registered")
 	return nil
 }
 
@@ -320,20 +340,20 @@ func (m *Member) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-m.kick:
-			err := m.register(ctx)
-			if errors.Is(err, ErrRefused) {
-				m.stop(err)
-				return
-			}
-			if err != nil && ctx.Err() == nil {
+			// A refusal too is retried: the name may be held by an
+			// impostor, or by this node's old connection that the server
+			// has not closed yet; neither should end this node.
+			if err := m.register(ctx); err != nil && ctx.Err() == nil {
 				m.cfg.Logger.Warn("re-registration failed; will retry", keyErr, err)
 				m.registerSoon()
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(m.cfg.HeartbeatInterval):
+				case <-time.After(max(m.cfg.HeartbeatInterval, m.cfg.RegisterTimeout)):
 				}
 			}
+		case <-m.resync:
+			m.resynchronise(ctx)
 		case <-t.C:
 			m.beat()
 			t.Reset(m.cfg.HeartbeatInterval)
@@ -370,10 +390,7 @@ func (m *Member) heartbeat(a *messages.Announcement, wantAck bool) (*nats.Msg, e
 	}
 	seq := m.seq.Add(1)
 	wantAck = wantAck || seq%ackEvery == 0
-	b, err := proto.Marshal(&messages.Heartbeat{
-		Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq,
-		Epoch: epoch, ServeClientId: m.serveClientID.Load(),
-	})
+	b, err := proto.Marshal(&messages.Heartbeat{Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq, Epoch: epoch})
 	if err != nil {
 		return nil, err
 	}
@@ -436,17 +453,8 @@ func (m *Member) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("close member %q: the loop is still stopping: %w", m.cfg.Name, ctx.Err())
 	}
-	m.stop(nil)
 	if m.ackSub != nil {
 		_ = m.ackSub.Unsubscribe()
 	}
 	return errors.Join(err, m.view.Close(ctx))
-}
-
-// stop marks the member stopped, with err saying why (nil after Close).
-func (m *Member) stop(err error) {
-	m.stopOnce.Do(func() {
-		m.err = err
-		close(m.done)
-	})
 }

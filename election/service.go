@@ -2,6 +2,7 @@ package election
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,15 +40,35 @@ const AnnouncedMembersMax = 20
 // maxNameLen bounds node names (a DNS name's length).
 const maxNameLen = 253
 
+// The session keys accepted: at least 128 bits in hex.
+const (
+	minSessionKeyLen = 32
+	maxSessionKeyLen = 256
+)
+
 // Broker is what the Service needs of the embedded NATS server.
 type Broker interface {
-	// Conn opens an in-process connection in the clients' account.
-	Conn(name string, opts ...nats.Option) (*nats.Conn, error)
+	// ServiceConn opens an in-process connection to the account where the
+	// Service answers ServiceSubjects and publishes StreamSubjects, which
+	// the server routes from and to the clients' account, sharing who sent
+	// each message (see bus.SenderOf).
+	ServiceConn(name string, opts ...nats.Option) (*nats.Conn, error)
 	// SystemConn opens an in-process connection to the system account.
 	SystemConn(name string, opts ...nats.Option) (*nats.Conn, error)
 	// Kick closes a client connection by server client id.
 	Kick(clientID uint64)
+	// Connected reports whether a client connection is open.
+	Connected(clientID uint64) bool
 }
+
+// ServiceSubjects are the subjects on which the Service answers clients.
+func ServiceSubjects() []string {
+	return []string{messages.SubjectRegister, messages.SubjectHeartbeat, messages.SubjectDeregister, messages.SubjectMasterGet}
+}
+
+// StreamSubjects are the subjects on which the Service publishes to
+// clients.
+func StreamSubjects() []string { return []string{messages.SubjectMaster} }
 
 // ServiceConfig tunes the broker-side election service.
 type ServiceConfig struct {
@@ -88,11 +109,14 @@ func (c ServiceConfig) validate() error {
 	return nil
 }
 
-// member is a live node as the service tracks it.
+// member is a live node as the service tracks it. It is bound to the
+// connection that registered it: only that connection beats for it and
+// deregisters it.
 type member struct {
 	candidate
 	clientID      uint64
 	serveClientID uint64
+	sessionKey    string
 	lastBeat      time.Time
 }
 
@@ -201,7 +225,7 @@ func (s *Service) Start(ctx context.Context) error {
 
 func (s *Service) connect() error {
 	var err error
-	if s.nc, err = s.broker.Conn("baton-election"); err != nil {
+	if s.nc, err = s.broker.ServiceConn("baton-election"); err != nil {
 		return err
 	}
 	if s.sys, err = s.broker.SystemConn("baton-election-events"); err != nil {
@@ -555,26 +579,50 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		s.refuse(msg, req.Name, err)
 		return
 	}
-	s.mu.Lock()
-	if old, ok := s.members[req.Name]; ok && old.instanceID != req.InstanceId {
-		s.mu.Unlock()
-		s.refuse(msg, req.Name, fmt.Errorf("name %q is taken by another live node; pick another --name, or retry once that node has stopped", req.Name))
+	sender, ok := bus.SenderOf(msg)
+	if !ok {
+		s.refuse(msg, req.Name, errors.New("the broker cannot tell which connection sent this registration"))
 		return
+	}
+	s.mu.Lock()
+	if other, ok := s.byClient[sender.ClientID]; ok && other != req.Name {
+		s.mu.Unlock()
+		s.refuse(msg, req.Name, fmt.Errorf("this connection is member %q already; a node registers once", other))
+		return
+	}
+	if old, ok := s.members[req.Name]; ok {
+		var taken error
+		switch {
+		case old.instanceID != req.InstanceId:
+			taken = fmt.Errorf("name %q is taken by another live node; pick another --name, or retry once that node has stopped", req.Name)
+		case old.clientID != sender.ClientID && s.broker.Connected(old.clientID):
+			// The same process id from another connection while the
+			// first is open: an impostor (instance ids are announced), or
+			// the node itself reconnecting before the server has closed
+			// its old connection, which a retry soon gets past.
+			taken = fmt.Errorf("name %q is registered from another open connection; retry once it has closed", req.Name)
+		}
+		if taken != nil {
+			s.mu.Unlock()
+			s.refuse(msg, req.Name, taken)
+			return
+		}
 	}
 	_, rejoin := s.members[req.Name]
 	s.remove(req.Name)
 	now := time.Now()
 	s.members[req.Name] = &member{
-		candidate: candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(), instanceID: req.InstanceId},
-		clientID:  req.ClientId,
-		lastBeat:  now,
+		candidate:  candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(), instanceID: req.InstanceId},
+		clientID:   sender.ClientID,
+		sessionKey: req.SessionKey,
+		lastBeat:   now,
 	}
-	s.byClient[req.ClientId] = req.Name
+	s.byClient[sender.ClientID] = req.Name
 	event := req.Name + " joined"
 	if rejoin {
 		event = req.Name + " re-registered"
 	}
-	s.cfg.Logger.Info("member registered", keyNode, req.Name, keyPriority, req.Priority, keyClientID, req.ClientId)
+	s.cfg.Logger.Info("member registered", keyNode, req.Name, keyPriority, req.Priority, keyClientID, sender.ClientID)
 	s.pending = append(s.pending, Event{Kind: EventJoined, At: now, Node: req.Name, Priority: req.Priority, Rejoined: rejoin})
 	s.elect(event)
 	s.mu.Unlock()
@@ -597,8 +645,8 @@ func validateRegister(r *messages.Register) error {
 		return fmt.Errorf("name %q has a space or unprintable character", r.Name)
 	case r.InstanceId == "":
 		return fmt.Errorf("%q has no instance id", r.Name)
-	case r.ClientId == 0:
-		return fmt.Errorf("%q has no client id", r.Name)
+	case len(r.SessionKey) < minSessionKeyLen || len(r.SessionKey) > maxSessionKeyLen:
+		return fmt.Errorf("%q has no session key of %d to %d characters", r.Name, minSessionKeyLen, maxSessionKeyLen)
 	case r.Priority < MinPriority:
 		return fmt.Errorf("priority %d of %q is outside the range %d to %d", r.Priority, r.Name, MinPriority, MaxPriority)
 	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
@@ -614,20 +662,30 @@ func (s *Service) handleHeartbeat(msg *nats.Msg) {
 		s.reply(msg, &messages.HeartbeatAck{Error: fmt.Sprintf("not a protobuf Heartbeat message: %v", err)})
 		return
 	}
+	sender, _ := bus.SenderOf(msg)
 	s.mu.Lock()
 	m, ok := s.members[hb.Name]
-	known := ok && m.instanceID == hb.InstanceId
-	if known {
-		m.lastBeat = time.Now()
-		m.serveClientID = hb.ServeClientId
+	known := ok && m.instanceID == hb.InstanceId && sender.ClientID != 0
+	switch {
+	case known && hb.Serving:
+		// The connection a master is about to serve on, proving with the
+		// node's session key that it is the node's.
+		known = subtle.ConstantTimeCompare([]byte(hb.SessionKey), []byte(m.sessionKey)) == 1
+		if known {
+			m.serveClientID = sender.ClientID
+		}
+	case known:
+		known = sender.ClientID == m.clientID
+		if known {
+			m.lastBeat = time.Now()
+		}
 	}
-	var epoch uint64
-	if s.published != nil {
-		epoch = s.published.Epoch
-	}
+	// The epoch decided, which no announcement can be ahead of: a node
+	// that has seen a newer one resynchronises.
+	epoch := s.epoch
 	s.mu.Unlock()
 	if !known {
-		s.cfg.Logger.Debug("heartbeat from unknown member; asking it to register", keyNode, hb.Name)
+		s.cfg.Logger.Debug("heartbeat from a connection that is not the member's; asking it to register", keyNode, hb.Name)
 	}
 	// A beat without a reply subject wants no ack (see Member.beat).
 	s.reply(msg, &messages.HeartbeatAck{Reregister: !known, Epoch: epoch, Seq: hb.Seq})
@@ -639,8 +697,9 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 		s.cfg.Logger.Warn("malformed deregistration", keyErr, err)
 		return
 	}
+	sender, _ := bus.SenderOf(msg)
 	s.mu.Lock()
-	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId {
+	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId && m.clientID == sender.ClientID {
 		s.remove(req.Name)
 		s.cfg.Logger.Info("member left", keyNode, req.Name, keyReason, req.Reason)
 		s.pending = append(s.pending, Event{Kind: EventLeft, At: time.Now(), Node: req.Name})

@@ -104,6 +104,11 @@ func (v *View) Offer(a *messages.Announcement) bool {
 	}
 	v.offerMu.Lock()
 	defer v.offerMu.Unlock()
+	return v.offer(a)
+}
+
+// offer is Offer for callers that hold v.offerMu.
+func (v *View) offer(a *messages.Announcement) bool {
 	v.mu.Lock()
 	if v.closed || v.current != nil && a.Epoch < v.current.Epoch {
 		v.mu.Unlock()
@@ -122,6 +127,23 @@ func (v *View) Offer(a *messages.Announcement) bool {
 		f(a)
 	}
 	return true
+}
+
+// Reset replaces the current announcement with a even if a is older, and
+// hands it on as Offer does. It is for a view that was shown an
+// announcement the broker did not make (see Member): the broker's own word
+// wins.
+func (v *View) Reset(a *messages.Announcement) {
+	v.offerMu.Lock()
+	defer v.offerMu.Unlock()
+	v.mu.Lock()
+	if v.closed {
+		v.mu.Unlock()
+		return
+	}
+	v.current = nil
+	v.mu.Unlock()
+	v.offer(a)
 }
 
 // replace puts a in ch, a 1-buffered channel, dropping any value not yet

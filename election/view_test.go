@@ -15,7 +15,7 @@ import (
 
 func startView(t testing.TB) (*election.View, func(*messages.Announcement)) {
 	t.Helper()
-	srv := bustest.StartServer(t)
+	srv := startServer(t)
 	v := election.NewView(bustest.Connect(t, srv.Addr()), testlog.Logger(t))
 	if err := v.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -168,10 +168,16 @@ type Register struct {
 	// reconnect keeps it, which tells the broker it is the same node and not
 	// a second one with the same name.
 	InstanceId string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	// Client_id is the NATS server's id of the node's connection, used to
-	// match the server's disconnect events to members.
-	ClientId      uint64 `protobuf:"varint,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Client_id is ignored: the broker takes the id of the node's
+	// connection from the server, never from the message.
+	//
+	// Deprecated: Marked as deprecated in baton.proto.
+	ClientId uint64 `protobuf:"varint,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Version  string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Session_key is a random secret of the node process's, which only the
+	// broker reads: the node's serving connection presents it to prove that
+	// it belongs to the node (see Heartbeat.serving).
+	SessionKey    string `protobuf:"bytes,7,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +240,7 @@ func (x *Register) GetInstanceId() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in baton.proto.
 func (x *Register) GetClientId() uint64 {
 	if x != nil {
 		return x.ClientId
@@ -244,6 +251,13 @@ func (x *Register) GetClientId() uint64 {
 func (x *Register) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Register) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
 	}
 	return ""
 }
@@ -320,9 +334,18 @@ type Heartbeat struct {
 	Seq        uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
 	// Epoch is the newest epoch the node has seen.
 	Epoch uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	// Serve_client_id is the NATS client id of the connection on which the
-	// node takes exec requests while it is master, 0 when it takes none.
+	// Serve_client_id is ignored: a serving connection reports itself (see
+	// serving).
+	//
+	// Deprecated: Marked as deprecated in baton.proto.
 	ServeClientId uint64 `protobuf:"varint,5,opt,name=serve_client_id,json=serveClientId,proto3" json:"serve_client_id,omitempty"`
+	// Serving marks the beat a master sends on the connection on which it is
+	// about to take exec requests, so that the broker can cut that
+	// connection off if the node goes silent; it carries the session key
+	// the node registered with. Such a beat does not count as the node's
+	// liveness: that comes from its own connection.
+	Serving       bool   `protobuf:"varint,6,opt,name=serving,proto3" json:"serving,omitempty"`
+	SessionKey    string `protobuf:"bytes,7,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -385,6 +408,7 @@ func (x *Heartbeat) GetEpoch() uint64 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in baton.proto.
 func (x *Heartbeat) GetServeClientId() uint64 {
 	if x != nil {
 		return x.ServeClientId
@@ -392,13 +416,29 @@ func (x *Heartbeat) GetServeClientId() uint64 {
 	return 0
 }
 
+func (x *Heartbeat) GetServing() bool {
+	if x != nil {
+		return x.Serving
+	}
+	return false
+}
+
+func (x *Heartbeat) GetSessionKey() string {
+	if x != nil {
+		return x.SessionKey
+	}
+	return ""
+}
+
 // HeartbeatAck answers a Heartbeat.
 type HeartbeatAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Reregister is set when the broker does not know the node (it restarted,
 	// or declared the node dead): the node must register again.
-	Reregister bool   `protobuf:"varint,1,opt,name=reregister,proto3" json:"reregister,omitempty"`
-	Epoch      uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Reregister bool `protobuf:"varint,1,opt,name=reregister,proto3" json:"reregister,omitempty"`
+	// Epoch is the broker's newest epoch. A node that has seen a newer one
+	// was shown an announcement the broker did not make, and resynchronises.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Error is set when the heartbeat could not be read.
 	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
 	// Seq echoes the heartbeat's seq, so that the node knows how recent the
@@ -1222,27 +1262,32 @@ var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
 	"\n" +
-	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n" +
+	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n" +
 	"\bRegister\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x129\n" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\x12\x1b\n" +
-	"\tclient_id\x18\x05 \x01(\x04R\bclientId\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\x89\x01\n" +
+	"instanceId\x12\x1f\n" +
+	"\tclient_id\x18\x05 \x01(\x04B\x02\x18\x01R\bclientId\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1f\n" +
+	"\vsession_key\x18\a \x01(\tR\n" +
+	"sessionKey\"\x89\x01\n" +
 	"\rRegisterReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x120\n" +
 	"\acurrent\x18\x02 \x01(\v2\x16.baton.v1.AnnouncementR\acurrent\x120\n" +
-	"\x14heartbeat_timeout_ms\x18\x03 \x01(\rR\x12heartbeatTimeoutMs\"\x90\x01\n" +
+	"\x14heartbeat_timeout_ms\x18\x03 \x01(\rR\x12heartbeatTimeoutMs\"\xcf\x01\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12&\n" +
-	"\x0fserve_client_id\x18\x05 \x01(\x04R\rserveClientId\"l\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
+	"\x0fserve_client_id\x18\x05 \x01(\x04B\x02\x18\x01R\rserveClientId\x12\x18\n" +
+	"\aserving\x18\x06 \x01(\bR\aserving\x12\x1f\n" +
+	"\vsession_key\x18\a \x01(\tR\n" +
+	"sessionKey\"l\n" +
 	"\fHeartbeatAck\x12\x1e\n" +
 	"\n" +
 	"reregister\x18\x01 \x01(\bR\n" +

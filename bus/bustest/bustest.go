@@ -15,16 +15,16 @@ import (
 // Log keys.
 const keyComponent = "component"
 
-// StartServer starts an embedded server on 127.0.0.1 with a random port (or
-// addr, when given) and shuts it down when the test ends.
-func StartServer(t testing.TB, addr ...string) *bus.Server {
+// StartServer starts an embedded server on 127.0.0.1 with a random port,
+// changed as the options say, and shuts it down when the test ends.
+func StartServer(t testing.TB, options ...func(*bus.ServerConfig)) *bus.Server {
 	t.Helper()
 	cfg := bus.DefaultServerConfig()
 	cfg.Addr = "127.0.0.1:0"
-	if len(addr) > 0 {
-		cfg.Addr = addr[0]
-	}
 	cfg.Logger = testlog.Logger(t).With(keyComponent, "nats-server")
+	for _, o := range options {
+		o(&cfg)
+	}
 	s, err := bus.NewServer(cfg)
 	if err != nil {
 		t.Fatalf("new server: %v", err)

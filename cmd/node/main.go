@@ -103,8 +103,6 @@ func (j *JoinCmd) Run(g *Globals) error {
 			runErr = <-sessionDone
 		}
 	case runErr = <-sessionDone:
-	case <-n.Done():
-		runErr = n.Err()
 	}
 	cctx, cancel := closeCtx()
 	defer cancel()
