@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -10,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
 
 	"baton/bus"
@@ -306,9 +308,12 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 // command that ran but failed (timeout, rejected, busy) is a result, not an
 // error.
 func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
-	s := &submission{c: c, id: nuid.Next(), cl: &call{events: make(chan callEvent, 16), masters: make(map[string]string)}}
+	// The id and the claim are 128 random bits each: nobody can guess the
+	// id, and only this submission can show the claim.
+	s := &submission{c: c, id: rand.Text(), claim: rand.Text(), cl: &call{events: make(chan callEvent, 16), masters: make(map[string]string)}}
+	claimHash := sha256.Sum256([]byte(s.claim))
 	s.req = &messages.ExecRequest{
-		Id: s.id, Cmd: cmd, Requester: c.cfg.Name,
+		Id: s.id, Cmd: cmd, Requester: c.cfg.Name, ClaimHash: hex.EncodeToString(claimHash[:]),
 		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
 		QueueTimeoutMs: uint32(c.cfg.QueueTimeout.Milliseconds()),
 		AckSubject:     c.inbox + ".a." + s.id,
@@ -329,6 +334,7 @@ func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, 
 type submission struct {
 	c          *Client
 	id         string
+	claim      string // the secret whose hash the request carries
 	req        *messages.ExecRequest
 	cl         *call
 	attempt    int
@@ -513,7 +519,7 @@ func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known b
 }
 
 func (s *submission) query(ctx context.Context, instanceID string) (*messages.ExecStatus, error) {
-	b, err := proto.Marshal(&messages.ExecStatusQuery{Id: s.id})
+	b, err := proto.Marshal(&messages.ExecStatusQuery{Id: s.id, Claim: s.claim})
 	if err != nil {
 		return nil, err
 	}

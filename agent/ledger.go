@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -10,16 +13,23 @@ import (
 // ledger remembers the requests a node has received: those running and,
 // for a while, the results of those done. It makes the master idempotent
 // (a request id seen before is never run again) and lets a requester that
-// lost a reply ask for it (exec.status).
+// lost a reply ask for it (exec.status). A result goes back only to whoever
+// shows the request's claim (see messages.ExecRequest.claim_hash).
 type ledger struct {
 	ttl      time.Duration
 	maxBytes int
 
 	mu      sync.Mutex
-	running map[string][]replyTo // id → requesters waiting for the result
-	done    map[string]*messages.ExecResult
+	entries map[string]*entry
 	order   []doneEntry // done ids, oldest first
 	bytes   int
+}
+
+// entry is one request the ledger remembers.
+type entry struct {
+	claimHash string
+	waiters   []replyTo            // while it runs: who waits for the result
+	result    *messages.ExecResult // once done
 }
 
 type doneEntry struct {
@@ -29,11 +39,7 @@ type doneEntry struct {
 }
 
 func newLedger(ttl time.Duration, maxBytes int) *ledger {
-	return &ledger{
-		ttl: ttl, maxBytes: maxBytes,
-		running: make(map[string][]replyTo),
-		done:    make(map[string]*messages.ExecResult),
-	}
+	return &ledger{ttl: ttl, maxBytes: maxBytes, entries: make(map[string]*entry)}
 }
 
 // replyTo is where, and in which encoding, a requester wants its result.
@@ -42,22 +48,42 @@ type replyTo struct {
 	json    bool
 }
 
-// begin records that request id arrived from r. It returns fresh when the
-// caller must run it; otherwise the request is a duplicate: res is its
-// result if done, or nil if still running (r will get the result when it
-// finishes).
-func (l *ledger) begin(id string, r replyTo) (fresh bool, res *messages.ExecResult) {
+// admission is what begin says to do with a request.
+type admission int
+
+const (
+	// runIt: a new request; run it and call finish.
+	runIt admission = iota
+	// resent: the same requester sent it again; its result is the one
+	// given, or, if that is nil, it goes to r when the run ends.
+	resent
+	// taken: another requester (or one that can prove nothing) used the
+	// id before; refuse it unrun.
+	taken
+)
+
+// begin records that request id, claimed by claimHash, arrived from r.
+func (l *ledger) begin(id, claimHash string, r replyTo) (admission, *messages.ExecResult) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r, ok := l.done[id]; ok {
-		return false, r
+	e, ok := l.entries[id]
+	switch {
+	case !ok:
+		l.entries[id] = &entry{claimHash: claimHash, waiters: []replyTo{r}}
+		return runIt, nil
+	case !sameClaim(e.claimHash, claimHash):
+		return taken, nil
+	case e.result != nil:
+		return resent, e.result
 	}
-	if waiters, ok := l.running[id]; ok {
-		l.running[id] = append(waiters, r)
-		return false, nil
-	}
-	l.running[id] = []replyTo{r}
-	return true, nil
+	e.waiters = append(e.waiters, r)
+	return resent, nil
+}
+
+// sameClaim reports whether a request's claim hash is the one recorded; a
+// request without one proves nothing.
+func sameClaim(recorded, got string) bool {
+	return recorded != "" && subtle.ConstantTimeCompare([]byte(recorded), []byte(got)) == 1
 }
 
 // finish records the result of id and returns every requester waiting for
@@ -65,31 +91,34 @@ func (l *ledger) begin(id string, r replyTo) (fresh bool, res *messages.ExecResu
 func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	waiters := l.running[id]
-	delete(l.running, id)
+	e := l.entries[id]
+	waiters := e.waiters
+	e.waiters, e.result = nil, res
 	now := time.Now()
 	size := len(res.Stdout) + len(res.Stderr) + 256
-	l.done[id] = res
 	l.order = append(l.order, doneEntry{id, now, size})
 	l.bytes += size
 	for len(l.order) > 0 && (now.Sub(l.order[0].at) > l.ttl || l.bytes > l.maxBytes) {
 		old := l.order[0]
 		l.order = l.order[1:]
-		delete(l.done, old.id)
+		delete(l.entries, old.id)
 		l.bytes -= old.size
 	}
 	return waiters
 }
 
-// status says what the node knows of id.
-func (l *ledger) status(id string) *messages.ExecStatus {
+// status says what the node knows of id to whoever shows claim: to anyone
+// else, nothing, not even that the id exists.
+func (l *ledger) status(id, claim string) *messages.ExecStatus {
+	sum := sha256.Sum256([]byte(claim))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if r, ok := l.done[id]; ok {
-		return &messages.ExecStatus{Known: true, Result: r}
+	e, ok := l.entries[id]
+	switch {
+	case !ok || claim == "" || !sameClaim(e.claimHash, hex.EncodeToString(sum[:])):
+		return &messages.ExecStatus{}
+	case e.result != nil:
+		return &messages.ExecStatus{Known: true, Result: e.result}
 	}
-	if _, ok := l.running[id]; ok {
-		return &messages.ExecStatus{Known: true, Running: true}
-	}
-	return &messages.ExecStatus{}
+	return &messages.ExecStatus{Known: true, Running: true}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -83,12 +83,15 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		return
 	}
 	if req.Id == "" {
-		req.Id = nuid.Next()
+		req.Id = rand.Text()
 	}
-	fresh, prior := n.ledger.begin(req.Id, to)
-	if !fresh {
-		// A request seen before is never run again: answer with its result,
-		// or let it wait for the run in progress.
+	switch admission, prior := n.ledger.begin(req.Id, req.ClaimHash, to); admission {
+	case taken:
+		n.reply(to, stamp(rejected(req.Id, "request id "+req.Id+" was used before by another request; the command did not run")))
+		return
+	case resent:
+		// A request seen before is never run again: its requester gets
+		// the first run's result, now or when the run ends.
 		if prior != nil {
 			n.reply(to, prior)
 		}
@@ -150,7 +153,7 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 		n.cfg.Logger.Warn("malformed status query", keyErr, err)
 		return
 	}
-	n.publish(msg.Reply, n.ledger.status(q.Id))
+	n.publish(msg.Reply, n.ledger.status(q.Id, q.Claim))
 }
 
 // jsonResult is the JSON a result is answered with: the .proto field
@@ -191,9 +194,11 @@ func (n *Node) run(req *messages.ExecRequest, received time.Time) *messages.Exec
 	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 && t < timeout {
 		timeout = t
 	}
-	queue := n.cfg.QueueTimeout
+	// A request waits for a slot at most as long as a command may run
+	// here: what it asks beyond that would only hold memory.
+	queue := min(n.cfg.QueueTimeout, n.cfg.ExecTimeout)
 	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
-		queue = q
+		queue = min(q, n.cfg.ExecTimeout)
 	}
 	n.cfg.Logger.Debug("running", keyID, req.Id, keyCmd, req.Cmd, keyRequester, req.Requester)
 	r := n.exe.Run(n.execCtx, executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)})

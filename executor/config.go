@@ -10,6 +10,11 @@ import (
 // ErrInvalidConfig is wrapped by every error Config validation returns.
 var ErrInvalidConfig = errors.New("executor: invalid config")
 
+// WaitingPerSlot is how many commands may wait per execution slot when
+// Config.MaxWaiting is zero: a burst far beyond what a cluster's
+// submitters send at once, yet a bound on what a flood holds.
+const WaitingPerSlot = 16
+
 // Config tunes an Executor. Start from DefaultConfig.
 type Config struct {
 	// Shell runs each command line as `Shell -c LINE`.
@@ -24,6 +29,10 @@ type Config struct {
 	// MaxParallel bounds how many commands run at once; further commands
 	// wait for a slot.
 	MaxParallel int
+	// MaxWaiting bounds how many commands wait for a slot; further ones
+	// are Busy at once, so that a flood of requests holds bounded memory.
+	// Zero means WaitingPerSlot per slot of MaxParallel.
+	MaxWaiting int
 	// WaitDelay bounds how long, once the shell has exited and its group
 	// has been killed, the result waits for output pipes held open by a
 	// process that escaped the group (setsid). Past it the pipes are closed.
@@ -68,6 +77,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: max output %d must be positive", ErrInvalidConfig, c.MaxOutput)
 	case c.MaxParallel <= 0:
 		return fmt.Errorf("%w: max parallel %d must be positive", ErrInvalidConfig, c.MaxParallel)
+	case c.MaxWaiting < 0:
+		return fmt.Errorf("%w: max waiting %d must not be negative", ErrInvalidConfig, c.MaxWaiting)
 	case c.WaitDelay <= 0:
 		return fmt.Errorf("%w: wait delay %v must be positive", ErrInvalidConfig, c.WaitDelay)
 	}

@@ -26,8 +26,9 @@ type Command struct {
 // Executor runs commands. It is safe for concurrent use; its methods may be
 // called from any number of goroutines.
 type Executor struct {
-	cfg   Config
-	slots chan struct{}
+	cfg     Config
+	slots   chan struct{}
+	waiting atomic.Int64 // commands waiting for a slot
 	// stdinR is every command's stdin: the read end of a pipe whose write
 	// end, stdinW, is held open and never written, so that a command that
 	// reads blocks (until its timeout) instead of seeing end of file. One
@@ -45,6 +46,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultConfig().Logger
+	}
+	if cfg.MaxWaiting == 0 {
+		cfg.MaxWaiting = WaitingPerSlot * cfg.MaxParallel
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -85,6 +89,13 @@ func (e *Executor) acquire(ctx context.Context, startBy time.Time) (Result, bool
 		return Result{}, true
 	default:
 	}
+	if e.waiting.Add(1) > int64(e.cfg.MaxWaiting) {
+		e.waiting.Add(-1)
+		return Result{ExitCode: -1, Kind: Busy, Err: fmt.Errorf(
+			"busy: all %d execution slots are taken and %d commands wait already; retry later or raise --max-parallel",
+			e.cfg.MaxParallel, e.cfg.MaxWaiting)}, false
+	}
+	defer e.waiting.Add(-1)
 	var expired <-chan time.Time
 	if !startBy.IsZero() {
 		t := time.NewTimer(time.Until(startBy))

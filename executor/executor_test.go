@@ -277,3 +277,38 @@ func TestNew_InvalidConfig(t *testing.T) {
 		})
 	}
 }
+
+// Beyond MaxWaiting, a command is busy at once instead of waiting.
+func TestExecutor_RunMaxWaiting(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.MaxParallel, c.MaxWaiting = 1, 1 })
+	marker := filepath.Join(t.TempDir(), "started")
+	var wg sync.WaitGroup
+	wg.Go(func() { e.Run(context.Background(), Command{Line: "touch " + marker + "; sleep 1"}) })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first command never started")
+		}
+	}
+	waiter := make(chan Result)
+	go func() {
+		waiter <- e.Run(context.Background(), Command{Line: "true", StartBy: time.Now().Add(10 * time.Second)})
+	}()
+	for e.waiting.Load() != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	r := e.Run(context.Background(), Command{Line: "true", StartBy: time.Now().Add(10 * time.Second)})
+	if r.Kind != Busy || !strings.Contains(r.Err.Error(), "wait already") {
+		t.Errorf("third command: kind %v err %v, want busy at once", r.Kind, r.Err)
+	}
+	if waited := time.Since(start); waited > 500*time.Millisecond {
+		t.Errorf("third command answered after %v, want at once", waited)
+	}
+	if r := <-waiter; r.Kind != Completed {
+		t.Errorf("the waiting command: kind %v (%v), want it run once the slot freed", r.Kind, r.Err)
+	}
+	wg.Wait()
+}

@@ -820,7 +820,9 @@ func (x *Announcement) GetBrokerStopping() bool {
 // request-reply). The reply is an ExecResult.
 type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id is unique per request, chosen by the requester.
+	// Id is unique per request, chosen by the requester: at least 128 random
+	// bits, so that nobody can guess another's. A master that has seen an id
+	// never runs it again.
 	Id  string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Cmd string `protobuf:"bytes,2,opt,name=cmd,proto3" json:"cmd,omitempty"`
 	// Requester names the submitting node, for logs.
@@ -829,13 +831,20 @@ type ExecRequest struct {
 	TimeoutMs uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// Queue_timeout_ms bounds how long the request may wait for a free slot
 	// before it is answered with a busy error; 0 means the master's default.
+	// A master waits at most its own exec timeout.
 	QueueTimeoutMs uint32 `protobuf:"varint,5,opt,name=queue_timeout_ms,json=queueTimeoutMs,proto3" json:"queue_timeout_ms,omitempty"`
 	// Ack_subject, when set, receives an ExecAck as soon as the master
 	// accepts the request.
 	AckSubject string `protobuf:"bytes,6,opt,name=ack_subject,json=ackSubject,proto3" json:"ack_subject,omitempty"`
 	// Epoch is the newest epoch the requester has seen. A master serving an
 	// older epoch refuses the request (ERROR_KIND_STALE) without running it.
-	Epoch         uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Claim_hash is the hex SHA-256 of a random secret of the requester's,
+	// its claim. Only a status query that shows the claim gets the result
+	// back (exec.status), and only a resend with the same claim_hash gets
+	// the first run's result; a request without one is never answered from
+	// the record.
+	ClaimHash     string `protobuf:"bytes,8,opt,name=claim_hash,json=claimHash,proto3" json:"claim_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +926,13 @@ func (x *ExecRequest) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *ExecRequest) GetClaimHash() string {
+	if x != nil {
+		return x.ClaimHash
+	}
+	return ""
 }
 
 // ExecAck tells the requester which master, at which epoch, accepted its
@@ -1152,8 +1168,10 @@ func (x *ExecResult) GetStderrDropped() uint64 {
 // request (a reconnect, a broker restart) asks the masters that could have
 // received it, and sends the request again only when all say they never did.
 type ExecStatusQuery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Claim is the secret whose hash the request carried (claim_hash).
+	Claim         string `protobuf:"bytes,2,opt,name=claim,proto3" json:"claim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1191,6 +1209,13 @@ func (*ExecStatusQuery) Descriptor() ([]byte, []int) {
 func (x *ExecStatusQuery) GetId() string {
 	if x != nil {
 		return x.Id
+	}
+	return ""
+}
+
+func (x *ExecStatusQuery) GetClaim() string {
+	if x != nil {
+		return x.Claim
 	}
 	return ""
 }
@@ -1320,7 +1345,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
 	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\x12/\n" +
 	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\x12'\n" +
-	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\xcd\x01\n" +
+	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\xec\x01\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -1330,7 +1355,9 @@ const file_baton_proto_rawDesc = "" +
 	"\x10queue_timeout_ms\x18\x05 \x01(\rR\x0equeueTimeoutMs\x12\x1f\n" +
 	"\vack_subject\x18\x06 \x01(\tR\n" +
 	"ackSubject\x12\x14\n" +
-	"\x05epoch\x18\a \x01(\x04R\x05epoch\"h\n" +
+	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"claim_hash\x18\b \x01(\tR\tclaimHash\"h\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
@@ -1355,9 +1382,10 @@ const file_baton_proto_rawDesc = "" +
 	"\x10stdout_truncated\x18\v \x01(\bR\x0fstdoutTruncated\x12)\n" +
 	"\x10stderr_truncated\x18\f \x01(\bR\x0fstderrTruncated\x12%\n" +
 	"\x0estdout_dropped\x18\r \x01(\x04R\rstdoutDropped\x12%\n" +
-	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\"!\n" +
+	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\"7\n" +
 	"\x0fExecStatusQuery\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"j\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05claim\x18\x02 \x01(\tR\x05claim\"j\n" +
 	"\n" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +

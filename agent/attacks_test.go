@@ -1,0 +1,123 @@
+package agent_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"baton/agent"
+	"baton/bus/bustest"
+	"baton/messages"
+)
+
+// masterInstance is the instance id of the master n sees.
+func masterInstance(t testing.TB, n *agent.Node) string {
+	t.Helper()
+	a := n.Master()
+	for _, m := range a.Members {
+		if m.Name == a.Master {
+			return m.InstanceId
+		}
+	}
+	t.Fatalf("no master in %v", a)
+	return ""
+}
+
+func rawExec(t testing.TB, nc *nats.Conn, req *messages.ExecRequest) *messages.ExecResult {
+	t.Helper()
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := nc.Request(messages.SubjectExec, b, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res messages.ExecResult
+	if err := proto.Unmarshal(msg.Data, &res); err != nil {
+		t.Fatal(err)
+	}
+	return &res
+}
+
+// Knowing a request's id is not enough to read its result or to have it
+// answered from the record: only its requester's claim is.
+func TestAttack_ResultsOnlyToTheirRequester(t *testing.T) {
+	m, nc := servingMaster(t)
+	res, err := m.Submit(context.Background(), "echo secret")
+	if err != nil || res.Stdout != "secret\n" {
+		t.Fatalf("got %v %v", res, err)
+	}
+	if len(res.Id) < 26 {
+		t.Errorf("request id %q, want at least 128 random bits", res.Id)
+	}
+	for _, claim := range []string{"", "guess"} {
+		b, _ := proto.Marshal(&messages.ExecStatusQuery{Id: res.Id, Claim: claim})
+		msg, err := nc.Request(messages.ExecStatusSubject(masterInstance(t, m)), b, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st messages.ExecStatus
+		if err := proto.Unmarshal(msg.Data, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Known || st.Result != nil {
+			t.Errorf("status of another's request with claim %q: %v, want nothing", claim, &st)
+		}
+	}
+	for _, hash := range []string{"", strings.Repeat("0", 64)} {
+		again := rawExec(t, nc, &messages.ExecRequest{Id: res.Id, Cmd: "echo ran again", ClaimHash: hash})
+		if again.ErrorKind != messages.ErrorKind_ERROR_KIND_REJECTED || again.Stdout != "" || !strings.Contains(again.Error, "used before") {
+			t.Errorf("request reusing another's id (claim hash %q): %v, want it rejected unrun", hash, again)
+		}
+	}
+}
+
+// A flood of requests asking to wait for a slot as long as they like is
+// answered busy at once beyond the master's queue: memory stays bounded.
+func TestAttack_QueueFloodIsBounded(t *testing.T) {
+	b := startCluster(t)
+	m := startNode(t, b, "m", 1, func(c *agent.Config) { c.MaxParallel = 1 })
+	waitMaster(t, m, "m")
+	if _, err := m.Submit(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
+	busy := make(chan struct{})
+	go func() {
+		defer close(busy)
+		_, _ = m.Submit(context.Background(), "sleep 2")
+	}()
+	time.Sleep(300 * time.Millisecond) // the slot is taken
+	nc := bustest.Connect(t, b.Addr())
+	const flood = 40
+	var wg sync.WaitGroup
+	results := make([]*messages.ExecResult, flood)
+	start := time.Now()
+	for i := range flood {
+		wg.Go(func() {
+			results[i] = rawExec(t, nc, &messages.ExecRequest{Cmd: "true", QueueTimeoutMs: 600_000})
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	refused := 0
+	for _, r := range results {
+		if r.ErrorKind == messages.ErrorKind_ERROR_KIND_BUSY {
+			refused++
+		}
+	}
+	// 16 may wait for the one slot; the rest are refused at once, and the
+	// waiting ones wait at most one exec timeout (5 s), never 10 minutes.
+	if refused < flood-16 {
+		t.Errorf("%d of %d flooding requests refused busy, want at least %d", refused, flood, flood-16)
+	}
+	if took > 15*time.Second {
+		t.Errorf("the flood was answered after %v, want within about one exec timeout", took)
+	}
+	<-busy
+}
