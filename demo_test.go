@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"baton/auth"
 	"baton/bus"
 	"baton/internal/testlog"
 	"baton/messages"
@@ -107,7 +108,9 @@ func TestDemo(t *testing.T) {
 		t.Skipf("no Docker engine answers (docker info: %v): skipping the demo cluster test\n%s", err, out)
 	}
 	d := &demo{t: t, port: freePort(t), project: fmt.Sprintf("baton-test-%d", os.Getpid())}
-	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + freePort(t)}
+	demoDir := filepath.Join(t.TempDir(), "demo")
+	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + freePort(t), "BATON_DEMO_DIR=" + demoDir}
+	watchCreds := filepath.Join(auth.Dir(demoDir), auth.FileName(auth.Watch))
 	// Torn down whatever happens, first thing registered, last thing run.
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -122,8 +125,10 @@ func TestDemo(t *testing.T) {
 	d.must(10*time.Minute, "make", "demo")
 	t.Logf("make demo: cluster healthy after %v", time.Since(t0).Round(time.Second))
 
+	// The broker requires credentials: the README's commands use these.
 	conn := bus.DefaultConnConfig()
 	conn.Addrs, conn.Name, conn.ConnectTimeout = []string{"127.0.0.1:" + d.port}, "demo-test", 10*time.Second
+	conn.Credentials, conn.InboxPrefix = watchCreds, auth.Watch.InboxPrefix()
 	nc, err := bus.Connect(context.Background(), conn)
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +150,7 @@ func TestDemo(t *testing.T) {
 	d.must(5*time.Minute, "go", "build", "-o", natsBin, "github.com/nats-io/natscli/nats")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub := exec.CommandContext(ctx, natsBin, "sub", "master.current")
+	sub := exec.CommandContext(ctx, natsBin, "--nkey", watchCreds, "--inbox-prefix", auth.Watch.InboxPrefix(), "sub", "master.current")
 	sub.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+d.port, "HOME="+t.TempDir())
 	var subOut testlog.Buffer
 	sub.Stdout = &subOut

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,7 +33,14 @@ var (
 	// ErrMasterLost: the master that had the request was lost (crash, hang,
 	// partition); the command may or may not have run.
 	ErrMasterLost = errors.New("master lost")
+	// ErrDenied: the broker refused this credential the right to submit;
+	// the command did not run.
+	ErrDenied = errors.New("permission denied")
 )
+
+// deniedPublish finds the subject in the server's permission violation
+// for a publication.
+var deniedPublish = regexp.MustCompile(`(?i)publish to "([^"]+)"`)
 
 // replyGrace is added to a command's queue and run time for the reply to
 // travel back; past it the requester gives up.
@@ -94,6 +103,7 @@ type callEvent struct {
 	result       *messages.ExecResult
 	noResponders bool
 	lost         string
+	denied       error
 }
 
 // NewClient prepares a client that submits on nc and learns the master
@@ -106,7 +116,8 @@ func NewClient(nc *nats.Conn, view *election.View, cfg ClientConfig) (*Client, e
 		return nil, err
 	}
 	return &Client{
-		nc: nc, view: view, cfg: cfg, inbox: nats.NewInbox(),
+		// The connection's inbox prefix: the one its credential may read.
+		nc: nc, view: view, cfg: cfg, inbox: nc.NewInbox(),
 		calls:       make(map[string]*call),
 		reconnected: make(chan struct{}),
 	}, nil
@@ -117,6 +128,13 @@ func NewClient(nc *nats.Conn, view *election.View, cfg ClientConfig) (*Client, e
 // blocks until connected and, at most a second more, until the current
 // master is known.
 func Dial(ctx context.Context, conn bus.ConnConfig, cfg ClientConfig) (*Client, error) {
+	// Errors before the client exists concern no submission.
+	var client atomic.Pointer[Client]
+	conn.OnError = func(err error) {
+		if c := client.Load(); c != nil {
+			c.asyncError(err)
+		}
+	}
 	nc, err := bus.Connect(ctx, conn)
 	if err != nil {
 		return nil, err
@@ -124,6 +142,7 @@ func Dial(ctx context.Context, conn bus.ConnConfig, cfg ClientConfig) (*Client, 
 	view := election.NewView(nc, cfg.Logger)
 	c, err := NewClient(nc, view, cfg)
 	if err == nil {
+		client.Store(c)
 		c.owned = nc
 		err = view.Start(ctx)
 	}
@@ -238,6 +257,22 @@ func (c *Client) observeLocked(a *messages.Announcement) {
 				c.deliver(cl, callEvent{lost: fmt.Sprintf("master %s was lost while running the command (%s); it may or may not have run", d.Name, d.Cause.Text())})
 			}
 		}
+	}
+}
+
+// asyncError fails every submission in progress when the broker refused
+// this connection the right to publish requests: none of them reached a
+// master.
+func (c *Client) asyncError(err error) {
+	m := deniedPublish.FindStringSubmatch(err.Error())
+	if !errors.Is(err, nats.ErrPermissionViolation) || m == nil || m[1] != messages.SubjectExec {
+		c.cfg.Logger.Warn("nats connection error", keyErr, err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.calls {
+		c.deliver(cl, callEvent{denied: fmt.Errorf("%w: this credential may not publish to %s (submitting needs the submit, node or admin role); the command did not run", ErrDenied, m[1])})
 	}
 }
 
@@ -364,6 +399,8 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 		select {
 		case ev := <-s.cl.events:
 			switch {
+			case ev.denied != nil:
+				return nil, ev.denied
 			case ev.lost != "":
 				return nil, fmt.Errorf("%w: %s", ErrMasterLost, ev.lost)
 			case ev.noResponders,

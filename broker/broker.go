@@ -18,9 +18,25 @@ import (
 // ErrInvalidConfig is wrapped by every Config validation error.
 var ErrInvalidConfig = errors.New("broker: invalid config")
 
+// The --auth modes.
+const (
+	// AuthAuto requires credentials unless every listen address is on
+	// loopback.
+	AuthAuto = "auto"
+	// AuthRequired lets in only clients with one of the broker's
+	// credentials, each with its role's permissions.
+	AuthRequired = "required"
+	// AuthNone lets anyone who reaches the port do anything.
+	AuthNone = "none"
+)
+
 // Config describes a broker. Start from DefaultConfig: it is built from the
 // defaults of the parts a broker is made of.
 type Config struct {
+	// Auth is AuthAuto, AuthRequired or AuthNone; with credentials
+	// required, they are made under DataDir on first start (see package
+	// auth).
+	Auth string
 	// Server is the embedded NATS server; Server.Addr is where clients
 	// connect.
 	Server bus.ServerConfig
@@ -48,6 +64,9 @@ func DefaultConfig() Config {
 	// The parts log through Logger, each under its component's name.
 	srv.Logger, el.Logger = nil, nil
 	return Config{
+		// Safe wherever the broker is reachable from another host, and no
+		// flags for a try on one machine.
+		Auth:   AuthAuto,
 		Server: srv,
 		// Like etcd's default.etcd: next to where the broker runs.
 		DataDir:  "baton-broker.data",
@@ -60,6 +79,8 @@ func (c Config) validate() error {
 	switch {
 	case c.DataDir == "":
 		return fmt.Errorf("%w: empty data directory", ErrInvalidConfig)
+	case c.Auth != AuthAuto && c.Auth != AuthRequired && c.Auth != AuthNone:
+		return fmt.Errorf("%w: auth %q is none of auto, required, none", ErrInvalidConfig, c.Auth)
 	case c.Server.MaxPayload < messages.MaxPayload:
 		return fmt.Errorf("%w: max payload %d is below the %d bytes the largest result needs", ErrInvalidConfig, c.Server.MaxPayload, messages.MaxPayload)
 	}
@@ -98,21 +119,26 @@ func New(cfg Config) (*Broker, error) {
 	// The election service answers in its own account; the server routes
 	// its subjects there, telling it who sent each message.
 	cfg.Server.Services, cfg.Server.Streams = election.ServiceSubjects(), election.StreamSubjects()
-	srv, err := bus.NewServer(cfg.Server)
-	if err != nil {
-		return nil, err
-	}
-	return &Broker{cfg: cfg, server: srv}, nil
+	return &Broker{cfg: cfg}, nil
 }
 
-// Start takes the data directory, starts the NATS server, the election
-// service and the HTTP server, in that order, and returns once all answer.
-// The data directory comes first so that a broker that cannot have it
-// fails before it listens. After a failed Start, Close releases what it
-// took.
+// Start takes the data directory, makes the credentials if they are
+// required and missing, starts the NATS server, the election service and
+// the HTTP server, in that order, and returns once all answer. The data
+// directory comes first so that a broker that cannot have it fails before
+// it listens. After a failed Start, Close releases what it took.
 func (b *Broker) Start(ctx context.Context) error {
 	store, err := election.OpenFileStore(b.cfg.DataDir)
 	if err != nil {
+		return err
+	}
+	srvCfg := b.cfg.Server
+	if err := b.authorize(&srvCfg); err != nil {
+		store.Close()
+		return err
+	}
+	if b.server, err = bus.NewServer(srvCfg); err != nil {
+		store.Close()
 		return err
 	}
 	if b.election, err = election.NewService(b.server, store, b.cfg.Election); err != nil {
@@ -157,7 +183,12 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 
 // Addr is the address NATS clients connect to, host:port (useful when the
 // config asked for port 0). It is empty before Start.
-func (b *Broker) Addr() string { return b.server.Addr() }
+func (b *Broker) Addr() string {
+	if b.server == nil {
+		return ""
+	}
+	return b.server.Addr()
+}
 
 // HTTPAddr is the address of the monitoring endpoints, empty when off or
 // before Start.
@@ -195,7 +226,9 @@ func (b *Broker) close(ctx context.Context) error {
 	if b.election != nil {
 		errs = append(errs, b.election.Close(ctx))
 	}
-	errs = append(errs, b.server.Close(ctx))
+	if b.server != nil {
+		errs = append(errs, b.server.Close(ctx))
+	}
 	if b.cancel != nil {
 		b.cancel()
 	}

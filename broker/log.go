@@ -6,5 +6,7 @@ const (
 	keyAddr      = "addr"
 	keyDataDir   = "data_dir"
 	keyHTTP      = "http"
+	keyPath      = "path"
+	keyDir       = "dir"
 	keyErr       = "err"
 )

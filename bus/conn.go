@@ -15,6 +15,18 @@ import (
 // ErrUnreachable is wrapped by Connect when the first connection fails.
 var ErrUnreachable = errors.New("bus: broker unreachable")
 
+// ErrNotAuthorized is wrapped by Connect when the broker refuses the
+// connection's credentials, or its lack of them.
+var ErrNotAuthorized = errors.New("refused by the broker")
+
+// refusal says why the broker refused cfg's connection, and what to do.
+func refusal(cfg ConnConfig) string {
+	if cfg.Credentials == "" {
+		return "it requires credentials and none were given; give one of the files it made under <data-dir>/credentials (node --credentials FILE)"
+	}
+	return fmt.Sprintf("credential %s is not one of the broker's; give one of the files it made under <data-dir>/credentials", cfg.Credentials)
+}
+
 // ErrInvalidConnConfig is wrapped by ConnConfig validation errors.
 var ErrInvalidConnConfig = errors.New("bus: invalid connection config")
 
@@ -27,6 +39,12 @@ type ConnConfig struct {
 	Addrs []string
 	// Name identifies the connection in the server's monitoring.
 	Name string
+	// Credentials, when set, is the nkey seed file the client proves its
+	// identity with (see package auth).
+	Credentials string
+	// InboxPrefix, when set, is where the client receives replies: the
+	// one its credential may subscribe to.
+	InboxPrefix string
 	// ConnectTimeout bounds how long Connect keeps trying the first time.
 	ConnectTimeout time.Duration
 	// Reconnect makes a connection that was up reconnect forever, with
@@ -41,6 +59,10 @@ type ConnConfig struct {
 	ReconnectBufSize int
 	// Logger receives asynchronous connection errors.
 	Logger *slog.Logger
+	// OnError, when set, hears each asynchronous error (a permission
+	// violation, a slow consumer); they are then logged at debug level
+	// only, since the caller reports them.
+	OnError func(error)
 }
 
 // DefaultConnConfig returns the connection every baton client starts from.
@@ -134,6 +156,11 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 			if sub != nil {
 				attrs = append(attrs, keySubject, sub.Subject)
 			}
+			if cfg.OnError != nil {
+				logger.Debug("nats connection error", attrs...)
+				cfg.OnError(err)
+				return
+			}
 			logger.Warn("nats connection error", attrs...)
 		}),
 		nats.ReconnectBufSize(cfg.ReconnectBufSize),
@@ -143,6 +170,16 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 	} else {
 		base = append(base, nats.NoReconnect())
 	}
+	if cfg.Credentials != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.Credentials)
+		if err != nil {
+			return nil, fmt.Errorf("credentials %s: %w", cfg.Credentials, err)
+		}
+		base = append(base, opt)
+	}
+	if cfg.InboxPrefix != "" {
+		base = append(base, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
 	where := cfg.Where()
 	deadline := time.Now().Add(cfg.ConnectTimeout)
 	var lastErr error
@@ -150,6 +187,10 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 		nc, err := nats.Connect(strings.Join(urls, ","), append(base, opts...)...)
 		if err == nil {
 			return nc, nil
+		}
+		if errors.Is(err, nats.ErrAuthorization) {
+			// The broker answered: retrying changes nothing.
+			return nil, fmt.Errorf("connect to broker at %s: %w: %s", where, ErrNotAuthorized, refusal(cfg))
 		}
 		lastErr = err
 		wait := ReconnectDelay(attempt)

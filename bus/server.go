@@ -48,7 +48,19 @@ type ServerConfig struct {
 	// Streams are the subjects on which the internal account publishes to
 	// clients.
 	Streams []string
-	Logger  *slog.Logger
+	// Users are the clients' credentials, in the clients' account.
+	Users []User
+	// NoAuth lets clients without credentials in, to the clients' account,
+	// unrestricted.
+	NoAuth bool
+	Logger *slog.Logger
+}
+
+// User is a client credential: an nkey, and what it may do.
+type User struct {
+	// Nkey is the key's public half.
+	Nkey        string
+	Permissions *server.Permissions
 }
 
 // DefaultServerConfig returns the broker's defaults.
@@ -63,7 +75,9 @@ func DefaultServerConfig() ServerConfig {
 		// largest result.
 		MaxPayload:   server.MAX_PAYLOAD_SIZE,
 		StartTimeout: 5 * time.Second,
-		Logger:       slog.Default().With(keyComponent, "nats-server"),
+		// Plumbing's default; the broker decides (its --auth).
+		NoAuth: true,
+		Logger: slog.Default().With(keyComponent, "nats-server"),
 	}
 }
 
@@ -130,10 +144,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	// Every user is an nkey generated per start: the system and internal
-	// users' keys never leave this process, and clients without
-	// credentials are mapped to the clients' user without a signature
-	// check.
+	// The system and internal users are nkeys generated per start, whose
+	// keys never leave this process; with NoAuth, clients without
+	// credentials are mapped to a third, in the clients' account, without
+	// a signature check.
 	keys := make([]nkeys.KeyPair, 3)
 	pubs := make([]string, 3)
 	for i := range keys {
@@ -163,9 +177,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Nkeys: []*server.NkeyUser{
 			{Nkey: sysPub, Account: sysAcc},
 			{Nkey: internalPub, Account: internalAcc},
-			{Nkey: noAuthPub, Account: clientsAcc},
 		},
-		NoAuthUser: noAuthPub,
+	}
+	if cfg.NoAuth {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: noAuthPub, Account: clientsAcc})
+		opts.NoAuthUser = noAuthPub
+	}
+	for _, u := range cfg.Users {
+		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.Nkey, Account: clientsAcc, Permissions: u.Permissions})
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"baton/auth"
 	"baton/bus"
 	"baton/cmd/internal/console"
 	"baton/election"
@@ -279,10 +280,21 @@ type seenAnnouncement struct {
 	a  *messages.Announcement
 }
 
-func (c *cluster) watch() *watcher {
+func (c *cluster) watch() *watcher { return c.watchAs("") }
+
+// watchAs is watch with a credential file (none when empty).
+func (c *cluster) watchAs(credential string) *watcher {
 	c.t.Helper()
 	w := &watcher{t: c.t}
-	nc, err := bus.Connect(context.Background(), c.conn("e2e-watcher"))
+	conn := c.conn("e2e-watcher")
+	if credential != "" {
+		cred, err := auth.Load(credential)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
+	}
+	nc, err := bus.Connect(context.Background(), conn)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -314,6 +315,10 @@ func (m *Member) register(ctx context.Context) error {
 		messages.HeaderPriority: {strconv.Itoa(int(m.cfg.Priority))},
 	}})
 	if err != nil {
+		if denied := m.nc.LastError(); errors.Is(denied, nats.ErrPermissionViolation) && strings.Contains(denied.Error(), messages.SubjectRegister) {
+			// The server dropped the request: no retry will pass.
+			return fmt.Errorf("%w: this credential may not publish to %s (joining needs the node role)", ErrRefused, messages.SubjectRegister)
+		}
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)
 	}
 	var reply messages.RegisterReply

@@ -5,37 +5,48 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 
+	"baton/auth"
 	"baton/broker"
 	"baton/cmd/internal/cli"
 )
 
-// CLI is the broker's command line.
+// CLI is the broker's command line: its flags, and two commands.
 type CLI struct {
 	cli.VersionFlag
 	cli.Logging
-	Addr             string        `arg:"" optional:"" default:"${addr}" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
-	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch, so that it never goes backwards across restarts."`
+	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch (so that it never goes backwards across restarts) and its credentials."`
 	HeartbeatTimeout time.Duration `default:"${heartbeat_timeout}" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connections cut). A started broker also waits this long to hear from every node before it elects."`
 	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve monitoring over HTTP on ADDR (host:port): the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status (members, ranks, master, epoch as JSON). Off by default."`
+	Auth             string        `default:"${auth}" enum:"auto,required,none" env:"BATON_AUTH" help:"Who may connect: 'required' lets in only clients with one of the broker's credentials (admin, node, submit, watch; made under DATA-DIR/credentials on first start, mode 0600), each with its role's rights; 'none' lets anyone who reaches the port run commands; 'auto' is required unless every listen address is on loopback."`
+
+	Run         RunCmd         `cmd:"" default:"withargs" help:"Run the broker (the default: plain 'broker [ADDR]' does this)."`
+	Credentials CredentialsCmd `cmd:"" help:"Make the credentials of every role (admin, node, submit, watch) that are missing under DATA-DIR/credentials, mode 0600, and list them; a broker started with that data directory uses them. Copy them to where clients run."`
+}
+
+// RunCmd is `broker [ADDR]`.
+type RunCmd struct {
+	Addr string `arg:"" optional:"" default:"${addr}" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
 }
 
 // closeTimeout bounds the broker's shutdown.
 const closeTimeout = 10 * time.Second
 
 // Run starts the broker and blocks until SIGINT or SIGTERM.
-func (c *CLI) Run() error {
+func (r *RunCmd) Run(c *CLI) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := c.Logger(os.Stderr)
 	cfg := broker.DefaultConfig()
-	cfg.Server.Addr, cfg.DataDir, cfg.HTTP = c.Addr, c.DataDir, c.HTTP
+	cfg.Server.Addr, cfg.DataDir, cfg.HTTP, cfg.Auth = r.Addr, c.DataDir, c.HTTP, c.Auth
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
@@ -52,6 +63,25 @@ func (c *CLI) Run() error {
 	return errors.Join(err, b.Close(closeCtx))
 }
 
+// CredentialsCmd is `broker credentials`.
+type CredentialsCmd struct{}
+
+// Run makes the missing credentials and lists them all.
+func (*CredentialsCmd) Run(c *CLI) error {
+	creds, made, err := auth.Ensure(auth.Dir(c.DataDir))
+	if err != nil {
+		return err
+	}
+	for _, cr := range creds {
+		state := "kept"
+		if slices.Contains(made, cr.Path) {
+			state = "made"
+		}
+		fmt.Printf("%-6s %s (%s; nats CLI: --nkey %s --inbox-prefix %s)\n", cr.Role, cr.Path, state, cr.Path, cr.Role.InboxPrefix())
+	}
+	return nil
+}
+
 func main() {
 	var c CLI
 	d := broker.DefaultConfig()
@@ -59,8 +89,9 @@ func main() {
 		"Run baton's broker: an embedded NATS server plus the election service that elects the master among the nodes."),
 		kong.Vars{
 			"addr":              d.Server.Addr,
+			"auth":              d.Auth,
 			"data_dir":          d.DataDir,
 			"heartbeat_timeout": d.Election.HeartbeatTimeout.String(),
 		})...)
-	ctx.FatalIfErrorf(ctx.Run())
+	ctx.FatalIfErrorf(ctx.Run(&c))
 }

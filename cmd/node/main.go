@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"baton/agent"
+	"baton/auth"
 	"baton/bus"
 	"baton/cmd/internal/cli"
 	"baton/cmd/internal/console"
@@ -26,14 +27,22 @@ import (
 type Globals struct {
 	cli.VersionFlag
 	cli.Logging
-	BrokerAddr string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+	BrokerAddr  string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
+	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch)."`
 }
 
 // conn is the connection config the flags describe, named name.
-func (g *Globals) conn(name string) bus.ConnConfig {
+func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 	cfg := bus.DefaultConnConfig()
 	cfg.Addrs, cfg.Name = []string{g.BrokerAddr}, name
-	return cfg
+	if g.Credentials != "" {
+		c, err := auth.Load(g.Credentials)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Credentials, cfg.InboxPrefix = c.Path, c.Role.InboxPrefix()
+	}
+	return cfg, nil
 }
 
 // CLI is the node's command line.
@@ -71,7 +80,11 @@ func (j *JoinCmd) Run(g *Globals) error {
 		name = host
 	}
 	cfg := agent.DefaultConfig(name)
-	cfg.Conn = g.conn(name)
+	conn, err := g.conn(name)
+	if err != nil {
+		return err
+	}
+	cfg.Conn = conn
 	cfg.Priority = j.Priority
 	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
 	cfg.Version = cli.Version
@@ -130,7 +143,11 @@ func (e *ExecCmd) Run(g *Globals) error {
 	name := fmt.Sprintf("exec@%s/%d", host, os.Getpid())
 	cfg := agent.DefaultClientConfig(name)
 	cfg.Logger = g.Logger(os.Stderr)
-	client, err := agent.Dial(ctx, g.conn(name), cfg)
+	conn, err := g.conn(name)
+	if err != nil {
+		return &console.ExitError{Code: console.ExitFailed, Err: err}
+	}
+	client, err := agent.Dial(ctx, conn, cfg)
 	if err != nil {
 		return &console.ExitError{Code: console.ExitFailed, Err: err}
 	}
@@ -145,7 +162,10 @@ type StatusCmd struct {
 
 // Run prints the cluster's state.
 func (s *StatusCmd) Run(g *Globals) error {
-	conn := g.conn("status")
+	conn, err := g.conn("status")
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), conn.ConnectTimeout+2*time.Second)
 	defer cancel()
 	nc, err := bus.Connect(ctx, conn)
@@ -169,7 +189,11 @@ type WatchCmd struct {
 func (w *WatchCmd) Run(g *Globals) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	nc, err := bus.Connect(ctx, g.conn("watch"))
+	conn, err := g.conn("watch")
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(ctx, conn)
 	if err != nil {
 		return err
 	}
