@@ -33,13 +33,15 @@ check-generated: generate
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/broker ./cmd/node
 
-# The demo cluster: build the image and the credentials, then start a
-# broker and three nodes and wait until all are healthy. BATON_DEMO_DIR is
-# the broker's data directory, credentials included.
+# The demo cluster: build the image, the credentials and the TLS
+# certificates, then start a broker and three nodes and wait until all are
+# healthy. BATON_DEMO_DIR is the broker's data directory, credentials and
+# certificates included.
 BATON_DEMO_DIR ?= $(CURDIR)/build/demo
 export BATON_DEMO_DIR
 demo: image compose-plugin
 	build/rootfs/usr/local/bin/broker credentials --data-dir $(BATON_DEMO_DIR)
+	build/rootfs/usr/local/bin/broker certificate --data-dir $(BATON_DEMO_DIR) --hosts broker,localhost,127.0.0.1
 	docker compose up -d --wait
 
 demo-down: compose-plugin

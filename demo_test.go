@@ -129,6 +129,7 @@ func TestDemo(t *testing.T) {
 	conn := bus.DefaultConnConfig()
 	conn.Addrs, conn.Name, conn.ConnectTimeout = []string{"127.0.0.1:" + d.port}, "demo-test", 10*time.Second
 	conn.Credentials, conn.InboxPrefix = watchCreds, auth.Watch.InboxPrefix()
+	conn.TLSCA = filepath.Join(auth.TLSDir(demoDir), "ca.pem")
 	nc, err := bus.Connect(context.Background(), conn)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +151,8 @@ func TestDemo(t *testing.T) {
 	d.must(5*time.Minute, "go", "build", "-o", natsBin, "github.com/nats-io/natscli/nats")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub := exec.CommandContext(ctx, natsBin, "--nkey", watchCreds, "--inbox-prefix", auth.Watch.InboxPrefix(), "sub", "master.current")
+	sub := exec.CommandContext(ctx, natsBin, "--nkey", watchCreds, "--inbox-prefix", auth.Watch.InboxPrefix(),
+		"--tlsca", conn.TLSCA, "sub", "master.current")
 	sub.Env = append(os.Environ(), "NATS_URL=nats://127.0.0.1:"+d.port, "HOME="+t.TempDir())
 	var subOut testlog.Buffer
 	sub.Stdout = &subOut

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"baton/agent"
+	"baton/auth"
 	"baton/bus"
 	"baton/messages"
 )
@@ -48,6 +49,7 @@ type Report struct {
 	Machine    string          `json:"machine"`
 	Quick      bool            `json:"quick"`
 	RoundTrip  RoundTrip       `json:"round_trip"`
+	Security   Security        `json:"security"`
 	Throughput Throughput      `json:"throughput"`
 	Failover   []Failover      `json:"failover"`
 	Scale      []Scale         `json:"scale"`
@@ -114,6 +116,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		run  func(context.Context, Config, *Report) error
 	}{
 		{"round trip", roundTrip},
+		{"security", security},
 		{"throughput", throughput},
 		{"failover", failovers},
 		{"scale", scale},
@@ -152,9 +155,22 @@ type cluster struct {
 	broker  *proc
 	nodes   map[string]*proc
 	client  *agent.Client
+	// secure, when set, makes the broker require credentials and TLS.
+	secure *secureFiles
+}
+
+// secureFiles are what a secure cluster's processes are started with.
+type secureFiles struct {
+	certs auth.Certificates
+	node  string // the node role's credential, which every process uses
 }
 
 func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
+	return newClusterWith(ctx, cfg, false)
+}
+
+// newClusterWith starts a cluster, with credentials and TLS when secure.
+func newClusterWith(ctx context.Context, cfg Config, secure bool) (*cluster, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -164,6 +180,16 @@ func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 		return nil, err
 	}
 	c := &cluster{cfg: cfg, addr: addr, dataDir: filepath.Join(dir, "broker.data"), nodes: map[string]*proc{}}
+	if secure {
+		certs, _, err := auth.EnsureCertificates(auth.TLSDir(c.dataDir), []string{"127.0.0.1"})
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := auth.Ensure(auth.Dir(c.dataDir)); err != nil {
+			return nil, err
+		}
+		c.secure = &secureFiles{certs: certs, node: filepath.Join(auth.Dir(c.dataDir), auth.FileName(auth.Node))}
+	}
 	if err := c.startBroker(); err != nil {
 		return nil, err
 	}
@@ -180,11 +206,18 @@ func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 func (c *cluster) conn(name string) bus.ConnConfig {
 	cfg := bus.DefaultConnConfig()
 	cfg.Addrs, cfg.Name, cfg.ConnectTimeout, cfg.Logger = []string{c.addr}, name, 10*time.Second, c.cfg.Logger
+	if c.secure != nil {
+		cfg.Credentials, cfg.InboxPrefix, cfg.TLSCA = c.secure.node, auth.Node.InboxPrefix(), c.secure.certs.CA
+	}
 	return cfg
 }
 
 func (c *cluster) startBroker() error {
-	p, err := startProc(c.cfg.Dir, c.cfg.Bins.Broker, c.addr, "--data-dir", c.dataDir)
+	args := []string{c.addr, "--data-dir", c.dataDir}
+	if c.secure != nil {
+		args = append(args, "--auth=required", "--tls-cert="+c.secure.certs.Cert, "--tls-key="+c.secure.certs.Key)
+	}
+	p, err := startProc(c.cfg.Dir, c.cfg.Bins.Broker, args...)
 	if err != nil {
 		return err
 	}
@@ -193,8 +226,11 @@ func (c *cluster) startBroker() error {
 }
 
 func (c *cluster) startNode(name string, priority int) error {
-	p, err := startProc(c.cfg.Dir, c.cfg.Bins.Node, "--broker-addr="+c.addr, "--name="+name,
-		"--priority="+strconv.Itoa(priority), "--serve")
+	args := []string{"--broker-addr=" + c.addr, "--name=" + name, "--priority=" + strconv.Itoa(priority), "--serve"}
+	if c.secure != nil {
+		args = append(args, "--credentials="+c.secure.node, "--tls-ca="+c.secure.certs.CA)
+	}
+	p, err := startProc(c.cfg.Dir, c.cfg.Bins.Node, args...)
 	if err != nil {
 		return err
 	}
@@ -204,7 +240,13 @@ func (c *cluster) startNode(name string, priority int) error {
 
 // servingCluster is a fresh cluster whose one node, master, serves.
 func servingCluster(ctx context.Context, cfg Config, master string) (*cluster, error) {
-	c, err := newCluster(ctx, cfg)
+	return servingClusterWith(ctx, cfg, master, false)
+}
+
+// servingClusterWith is servingCluster, with credentials and TLS when
+// secure.
+func servingClusterWith(ctx context.Context, cfg Config, master string, secure bool) (*cluster, error) {
+	c, err := newClusterWith(ctx, cfg, secure)
 	if err != nil {
 		return nil, err
 	}

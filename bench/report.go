@@ -35,6 +35,8 @@ func (r *Report) judge() map[string]bool {
 	t := map[string]bool{
 		"round trip p50 ≤ 1.3 × local": r.RoundTrip.RatioP50 <= targetRoundTripRatio,
 		"throughput ≥ 0.9 × local":     r.Throughput.Ratio >= targetThroughputRatio,
+		"credentials and TLS cost ≤ 10 %": r.Security.RoundTripCost <= targetSecurityCost &&
+			r.Security.ThroughputCost <= targetSecurityCost,
 	}
 	for _, f := range r.Failover {
 		if tg, ok := failoverTargets[f.Kind]; ok {
@@ -76,6 +78,16 @@ func (r *Report) WriteTable(w io.Writer) {
 	row("ratio (p50)", fmt.Sprintf("%.2f ×", rt.RatioP50), "", "≤ 1.3 ×", mark(rt.RatioP50 <= targetRoundTripRatio))
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d samples each, interleaved.\n\n", rt.Samples)
+
+	sec := r.Security
+	row("credentials and TLS", "round trip p50", "commands/s, 8 workers", "target", "")
+	rule(5)
+	row("off (--auth=none)", fmt.Sprintf("%.3f ms", sec.PlainP50Ms), fmt.Sprintf("%.0f", sec.PlainPerSecond), "floor", "")
+	row("on (--auth=required, TLS)", fmt.Sprintf("%.3f ms", sec.SecureP50Ms), fmt.Sprintf("%.0f", sec.SecurePerSecond), "", "")
+	row("cost", fmt.Sprintf("%+.1f %%", 100*sec.RoundTripCost), fmt.Sprintf("%+.1f %%", -100*sec.ThroughputCost), "≤ 10 %",
+		mark(sec.RoundTripCost <= targetSecurityCost && sec.ThroughputCost <= targetSecurityCost))
+	tw.Flush()
+	fmt.Fprintf(w, "\nThe same cluster both ways, %d round trips each, interleaved.\n\n", sec.Samples)
 
 	th := r.Throughput
 	row(fmt.Sprintf("throughput, %d workers", th.Workers), "commands/s", "target", "")

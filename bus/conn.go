@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,24 @@ func refusal(cfg ConnConfig) string {
 	return fmt.Sprintf("credential %s is not one of the broker's; give one of the files it made under <data-dir>/credentials", cfg.Credentials)
 }
 
+// untrusted says why a TLS handshake failed and what to do, or "" when err
+// is no TLS failure.
+func untrusted(err error, cfg ConnConfig) string {
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	switch {
+	case errors.As(err, &unknown) && cfg.TLSCA == "":
+		return "its TLS certificate is signed by an authority this client does not trust; give the authority's certificate (node --tls-ca FILE, the broker's <data-dir>/tls/ca.pem)"
+	case errors.As(err, &unknown):
+		return fmt.Sprintf("its TLS certificate is not signed by the authority in %s; give the broker's own (<data-dir>/tls/ca.pem)", cfg.TLSCA)
+	case errors.As(err, &hostname):
+		return fmt.Sprintf("its TLS certificate is not for this address (%v); connect by a name it holds", hostname.Error())
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		return "this client wants TLS and the broker does not offer it; drop --tls-ca, or start the broker with --tls-cert and --tls-key"
+	}
+	return ""
+}
+
 // ErrInvalidConnConfig is wrapped by ConnConfig validation errors.
 var ErrInvalidConnConfig = errors.New("bus: invalid connection config")
 
@@ -45,6 +64,9 @@ type ConnConfig struct {
 	// InboxPrefix, when set, is where the client receives replies: the
 	// one its credential may subscribe to.
 	InboxPrefix string
+	// TLSCA, when set, is the PEM file of the certificate authority the
+	// client trusts the broker's certificate by (see auth.Certificates).
+	TLSCA string
 	// ConnectTimeout bounds how long Connect keeps trying the first time.
 	ConnectTimeout time.Duration
 	// Reconnect makes a connection that was up reconnect forever, with
@@ -180,6 +202,9 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 	if cfg.InboxPrefix != "" {
 		base = append(base, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
+	if cfg.TLSCA != "" {
+		base = append(base, nats.RootCAs(cfg.TLSCA))
+	}
 	where := cfg.Where()
 	deadline := time.Now().Add(cfg.ConnectTimeout)
 	var lastErr error
@@ -191,6 +216,9 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 		if errors.Is(err, nats.ErrAuthorization) {
 			// The broker answered: retrying changes nothing.
 			return nil, fmt.Errorf("connect to broker at %s: %w: %s", where, ErrNotAuthorized, refusal(cfg))
+		}
+		if why := untrusted(err, cfg); why != "" {
+			return nil, fmt.Errorf("connect to broker at %s: %s", where, why)
 		}
 		lastErr = err
 		wait := ReconnectDelay(attempt)

@@ -53,7 +53,11 @@ type ServerConfig struct {
 	// NoAuth lets clients without credentials in, to the clients' account,
 	// unrestricted.
 	NoAuth bool
-	Logger *slog.Logger
+	// TLSCert and TLSKey, when set, are the PEM files of the server's
+	// certificate and key: then every client connects over TLS (in-process
+	// connections excepted).
+	TLSCert, TLSKey string
+	Logger          *slog.Logger
 }
 
 // User is a client credential: an nkey, and what it may do.
@@ -92,6 +96,8 @@ func (c ServerConfig) validate() error {
 		return fmt.Errorf("%w: max pings out %d must be positive", ErrInvalidServerConfig, c.MaxPingsOut)
 	case c.MaxPayload <= 0:
 		return fmt.Errorf("%w: max payload %d must be positive", ErrInvalidServerConfig, c.MaxPayload)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return fmt.Errorf("%w: TLS needs both a certificate and its key", ErrInvalidServerConfig)
 	case c.StartTimeout <= 0:
 		return fmt.Errorf("%w: start timeout %v must be positive", ErrInvalidServerConfig, c.StartTimeout)
 	}
@@ -185,6 +191,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	for _, u := range cfg.Users {
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: u.Nkey, Account: clientsAcc, Permissions: u.Permissions})
+	}
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("TLS certificate %s and key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, tc, 2
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

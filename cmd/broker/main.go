@@ -28,7 +28,11 @@ type CLI struct {
 	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve monitoring over HTTP on ADDR (host:port): the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status (members, ranks, master, epoch as JSON). Off by default."`
 	Auth             string        `default:"${auth}" enum:"auto,required,none" env:"BATON_AUTH" help:"Who may connect: 'required' lets in only clients with one of the broker's credentials (admin, node, submit, watch; made under DATA-DIR/credentials on first start, mode 0600), each with its role's rights; 'none' lets anyone who reaches the port run commands; 'auto' is required unless every listen address is on loopback."`
 
+	TLSCert string `name:"tls-cert" env:"BATON_TLS_CERT" placeholder:"FILE" help:"PEM certificate of the broker: with --tls-key, every client must connect over TLS (and trust the certificate's authority: node --tls-ca). 'broker certificate' makes one."`
+	TLSKey  string `name:"tls-key" env:"BATON_TLS_KEY" placeholder:"FILE" help:"PEM private key of --tls-cert."`
+
 	Run         RunCmd         `cmd:"" default:"withargs" help:"Run the broker (the default: plain 'broker [ADDR]' does this)."`
+	Certificate CertificateCmd `cmd:"" help:"Make a private certificate authority and a broker certificate for --hosts under DATA-DIR/tls (ca.pem, broker.pem, broker-key.pem; keys mode 0600), unless they are there, and print how to use them."`
 	Credentials CredentialsCmd `cmd:"" help:"Make the credentials of every role (admin, node, submit, watch) that are missing under DATA-DIR/credentials, mode 0600, and list them; a broker started with that data directory uses them. Copy them to where clients run."`
 }
 
@@ -47,6 +51,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	logger := c.Logger(os.Stderr)
 	cfg := broker.DefaultConfig()
 	cfg.Server.Addr, cfg.DataDir, cfg.HTTP, cfg.Auth = r.Addr, c.DataDir, c.HTTP, c.Auth
+	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
@@ -61,6 +66,25 @@ func (r *RunCmd) Run(c *CLI) error {
 	closeCtx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	return errors.Join(err, b.Close(closeCtx))
+}
+
+// CertificateCmd is `broker certificate`.
+type CertificateCmd struct {
+	Hosts []string `required:"" help:"Names and addresses clients reach the broker by (comma-separated), such as broker,localhost,127.0.0.1."`
+}
+
+// Run makes the certificates unless they are there.
+func (cc *CertificateCmd) Run(c *CLI) error {
+	certs, made, err := auth.EnsureCertificates(auth.TLSDir(c.DataDir), cc.Hosts)
+	if err != nil {
+		return err
+	}
+	state := "kept (remove them to make new ones)"
+	if made {
+		state = "made"
+	}
+	fmt.Printf("%s:\n  broker --tls-cert %s --tls-key %s ...\n  node --tls-ca %s ...\n  nats --tlsca %s ...\n", state, certs.Cert, certs.Key, certs.CA, certs.CA)
+	return nil
 }
 
 // CredentialsCmd is `broker credentials`.

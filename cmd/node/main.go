@@ -29,12 +29,13 @@ type Globals struct {
 	cli.Logging
 	BrokerAddr  string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
 	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch)."`
+	TLSCA       string `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
 }
 
 // conn is the connection config the flags describe, named name.
 func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 	cfg := bus.DefaultConnConfig()
-	cfg.Addrs, cfg.Name = []string{g.BrokerAddr}, name
+	cfg.Addrs, cfg.Name, cfg.TLSCA = []string{g.BrokerAddr}, name, g.TLSCA
 	if g.Credentials != "" {
 		c, err := auth.Load(g.Credentials)
 		if err != nil {
