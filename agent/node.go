@@ -26,9 +26,13 @@ type Node struct {
 	ledger *ledger
 
 	// Set by Start, before any handler that reads them can run.
-	nc     *nats.Conn
-	member *election.Member
-	client *Client
+	nc *nats.Conn
+	// statusNC answers exec.status queries: anyone who may submit may send
+	// them, as large as the broker allows, and a flood that gets this
+	// connection cut off as a slow consumer must not cost the membership.
+	statusNC *nats.Conn
+	member   *election.Member
+	client   *Client
 
 	// execCtx is the lifetime of commands; it ends only when Close gives up
 	// waiting for them.
@@ -125,7 +129,12 @@ func (n *Node) join(ctx context.Context) error {
 	if err := n.client.Start(ctx); err != nil {
 		return err
 	}
-	if _, err := nc.Subscribe(messages.ExecStatusSubject(n.member.InstanceID()), n.handleStatus); err != nil {
+	status := n.cfg.Conn
+	status.Name, status.Logger = n.cfg.Name+"/status", n.cfg.Logger
+	if n.statusNC, err = bus.Connect(ctx, status); err != nil {
+		return err
+	}
+	if _, err := n.statusNC.Subscribe(messages.ExecStatusSubject(n.member.InstanceID()), n.handleStatus); err != nil {
 		return fmt.Errorf("subscribe status: %w", err)
 	}
 	nc.SetReconnectHandler(func(*nats.Conn) {
@@ -194,6 +203,9 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	if n.member != nil {
 		errs = append(errs, n.member.Close(release))
+	}
+	if n.statusNC != nil {
+		n.statusNC.Close()
 	}
 	if n.nc == nil {
 		return errors.Join(errs...)

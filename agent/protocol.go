@@ -146,14 +146,24 @@ func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64) (cancel func
 // master took it.
 const ackDelay = 20 * time.Millisecond
 
-// handleStatus answers an ExecStatusQuery from the ledger.
+// handleStatus answers an ExecStatusQuery from the ledger, on the status
+// connection.
 func (n *Node) handleStatus(msg *nats.Msg) {
 	var q messages.ExecStatusQuery
 	if err := proto.Unmarshal(msg.Data, &q); err != nil {
 		n.cfg.Logger.Warn("malformed status query", keyErr, err)
 		return
 	}
-	n.publish(msg.Reply, n.ledger.status(q.Id, q.Claim))
+	if msg.Reply == "" {
+		return
+	}
+	b, err := proto.Marshal(n.ledger.status(q.Id, q.Claim))
+	if err == nil {
+		err = n.statusNC.Publish(msg.Reply, b)
+	}
+	if err != nil {
+		n.cfg.Logger.Error("status reply lost", keySubject, msg.Reply, keyErr, err)
+	}
 }
 
 // jsonResult is the JSON a result is answered with: the .proto field

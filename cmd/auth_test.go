@@ -1,12 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
 	"baton/auth"
+	"baton/bus"
+	"baton/election"
+	"baton/messages"
 )
 
 // A broker that requires credentials: a node joins with node.creds, exec
@@ -97,5 +106,104 @@ func TestTLS(t *testing.T) {
 		"req", "exec.request", `{"cmd":"echo via nats"}`)
 	if code := nats.wait(20 * time.Second); code != 0 || !strings.Contains(nats.stdout.String(), "via nats") {
 		t.Errorf("nats req over TLS: exit %d, %q %q", code, nats.stdout.String(), nats.stderr.String())
+	}
+}
+
+// A submitter floods every subject it may publish to with maximum-size
+// messages (4 publishers × 25 × 16 MiB each): the master stays master.
+func TestAttack_FloodCausesNoMasterChange(t *testing.T) {
+	c := newCluster(t, "--auth=required")
+	creds := func(r auth.Role) string { return filepath.Join(auth.Dir(c.dataDir), auth.FileName(r)) }
+	w := c.watchAs(creds(auth.Watch))
+	c.node("alpha", 100, procOpts{}, "--serve", "--credentials="+creds(auth.Node))
+	c.node("beta", 10, procOpts{}, "--serve", "--credentials="+creds(auth.Node))
+	_, epoch := w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	conn := c.conn("flood")
+	cred, err := auth.Load(creds(auth.Submit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
+	var instance string
+	probe, err := bus.Connect(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := election.Get(ctxTimeout(t, 5*time.Second), probe)
+	probe.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range a.Members {
+		if m.Name == "alpha" {
+			instance = m.InstanceId
+		}
+	}
+	big := make([]byte, 16<<20-1024)
+	subjects := []string{messages.SubjectExec, messages.ExecStatusSubject(instance), messages.SubjectMasterGet, "$SRV.PING"}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			nc, err := bus.Connect(context.Background(), conn)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			for i := range 25 {
+				_ = nc.Publish(subjects[i%len(subjects)], big)
+			}
+			_ = nc.Flush()
+		})
+	}
+	wg.Wait()
+	time.Sleep(3 * time.Second) // past a heartbeat timeout
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.seen {
+		if s.a.Epoch > epoch {
+			t.Errorf("epoch %d (master %q, %s) after the flood, want %d unchanged", s.a.Epoch, s.a.Master, s.a.Event, epoch)
+			break
+		}
+	}
+}
+
+// A forged announcement that lists the master as lost (attack 5) cannot
+// be published by a node's credential, so a running command's requester
+// still gets its real result.
+func TestAttack_ForgedDepartureRefused(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
+	c := newCluster(t, "--auth=required")
+	creds := func(r auth.Role) string { return filepath.Join(auth.Dir(c.dataDir), auth.FileName(r)) }
+	w := c.watchAs(creds(auth.Watch))
+	c.node("alpha", 100, procOpts{}, "--serve", "--credentials="+creds(auth.Node))
+	_, epoch := w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	p := start(t, "exec", bins.node, procOpts{}, "exec", "--broker-addr="+c.addr, "--credentials="+creds(auth.Submit), "--", "sleep 2; echo done")
+	time.Sleep(time.Second) // running on alpha
+
+	conn := c.conn("forger")
+	cred, err := auth.Load(creds(auth.Node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
+	forger, err := bus.Connect(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	b, _ := proto.Marshal(&messages.Announcement{Epoch: epoch + 1, Departed: []*messages.Departure{{Name: "alpha", Cause: messages.Cause_CAUSE_CONNECTION_CLOSED}}})
+	err = forger.Publish(messages.SubjectMaster, b)
+	if err == nil {
+		err = forger.Flush()
+	}
+	if err == nil {
+		err = forger.LastError()
+	}
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Errorf("publishing a forged announcement with node.creds: %v, want a permission violation", err)
+	}
+	if code := p.wait(20 * time.Second); code != 0 || p.stdout.String() != "done\n" {
+		t.Errorf("the running command: exit %d, %q %q; want its real result", code, p.stdout.String(), p.stderr.String())
 	}
 }

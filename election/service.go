@@ -135,7 +135,11 @@ type Service struct {
 	store  Store
 	events *eventQueue
 
-	nc, sys *nats.Conn
+	// nc publishes announcements and answers registrations, leaves and
+	// master.get; hb answers heartbeats alone, so that a flood of large
+	// master.get requests (anyone may send them) never delays a beat;
+	// sys hears disconnect events.
+	nc, hb, sys *nats.Conn
 	// ctx is the service's lifetime, from Start to release; stopLoop and
 	// stopEvents end the loop and the events hook's goroutine, which
 	// loopWG and eventsWG wait for.
@@ -228,6 +232,9 @@ func (s *Service) connect() error {
 	if s.nc, err = s.broker.ServiceConn("baton-election"); err != nil {
 		return err
 	}
+	if s.hb, err = s.broker.ServiceConn("baton-election-heartbeats"); err != nil {
+		return err
+	}
 	if s.sys, err = s.broker.SystemConn("baton-election-events"); err != nil {
 		return err
 	}
@@ -237,7 +244,7 @@ func (s *Service) connect() error {
 		handler nats.MsgHandler
 	}{
 		{s.nc, messages.SubjectRegister, s.handleRegister},
-		{s.nc, messages.SubjectHeartbeat, s.handleHeartbeat},
+		{s.hb, messages.SubjectHeartbeat, s.handleHeartbeat},
 		{s.nc, messages.SubjectDeregister, s.handleDeregister},
 		{s.nc, messages.SubjectMasterGet, s.handleGet},
 		{s.sys, bus.DisconnectEvents, s.handleDisconnect},
@@ -247,11 +254,10 @@ func (s *Service) connect() error {
 			return fmt.Errorf("subscribe %s: %w", sub.subject, err)
 		}
 	}
-	if err := s.nc.Flush(); err != nil {
-		return fmt.Errorf("flush subscriptions: %w", err)
-	}
-	if err := s.sys.Flush(); err != nil {
-		return fmt.Errorf("flush subscriptions: %w", err)
+	for _, nc := range []*nats.Conn{s.nc, s.hb, s.sys} {
+		if err := nc.Flush(); err != nil {
+			return fmt.Errorf("flush subscriptions: %w", err)
+		}
 	}
 	return nil
 }
@@ -329,7 +335,7 @@ func (s *Service) release() error {
 		s.stopLoop()
 	}
 	s.loopWG.Wait()
-	for _, nc := range []*nats.Conn{s.nc, s.sys} {
+	for _, nc := range []*nats.Conn{s.nc, s.hb, s.sys} {
 		if nc != nil {
 			nc.Close()
 		}
@@ -551,7 +557,12 @@ func (s *Service) reply(m *nats.Msg, pm proto.Message) {
 	}
 	b, err := proto.Marshal(pm)
 	if err == nil {
-		err = s.nc.Publish(m.Reply, b)
+		// On the connection the request came in on.
+		nc := s.nc
+		if m.Subject == messages.SubjectHeartbeat {
+			nc = s.hb
+		}
+		err = nc.Publish(m.Reply, b)
 	}
 	if err != nil {
 		s.cfg.Logger.Error("reply", keySubject, m.Subject, keyErr, err)
