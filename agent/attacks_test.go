@@ -121,3 +121,34 @@ func TestAttack_QueueFloodIsBounded(t *testing.T) {
 	}
 	<-busy
 }
+
+// An impostor that takes a copy of every request (a plain subscription,
+// possible where the broker requires no credentials) answers first, naming
+// the real master and epoch: the requester ignores it and reports what the
+// master ran.
+func TestAttack_ImpostorResultsIgnored(t *testing.T) {
+	m, nc := servingMaster(t)
+	a := m.Master()
+	answered := make(chan struct{}, 16)
+	sub, err := nc.Subscribe(messages.SubjectExec, func(msg *nats.Msg) {
+		b, _ := proto.Marshal(&messages.ExecResult{Stdout: "fake\n", Master: a.Master, Epoch: a.Epoch, Mac: make([]byte, 32)})
+		_ = msg.Respond(b)
+		answered <- struct{}{}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Submit(context.Background(), "sleep 0.2; echo real")
+	if err != nil || res.Stdout != "real\n" {
+		t.Fatalf("got %v %v, want the real result", res, err)
+	}
+	select {
+	case <-answered:
+	default:
+		t.Fatal("the impostor never answered: the test proves nothing")
+	}
+}

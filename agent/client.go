@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -56,6 +57,7 @@ type Client struct {
 	nc    *nats.Conn
 	view  *election.View
 	cfg   ClientConfig
+	keys  *keyring // checks that results come from the announced master
 	inbox string
 	sub   *nats.Subscription
 	// unfollow stops the view's calls to observe.
@@ -68,6 +70,9 @@ type Client struct {
 	mu     sync.Mutex
 	calls  map[string]*call
 	latest *messages.Announcement // newest announcement observed
+	// memberKeys and epochMasters are what verify judges results by.
+	memberKeys   map[string][]byte
+	epochMasters map[uint64]string
 	// prev is the master before latest's, which may still hold the exec
 	// subscription for a moment after it is demoted.
 	prev *messages.Member
@@ -115,7 +120,12 @@ func NewClient(nc *nats.Conn, view *election.View, cfg ClientConfig) (*Client, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	keys, err := newKeyring()
+	if err != nil {
+		return nil, fmt.Errorf("result key: %w", err)
+	}
 	return &Client{
+		keys: keys, memberKeys: make(map[string][]byte), epochMasters: make(map[uint64]string),
 		// The connection's inbox prefix: the one its credential may read.
 		nc: nc, view: view, cfg: cfg, inbox: nc.NewInbox(),
 		calls:       make(map[string]*call),
@@ -234,6 +244,7 @@ func (c *Client) observeLocked(a *messages.Announcement) {
 		c.prev = master(c.latest)
 	}
 	c.latest, c.latestAt = a, time.Now()
+	c.remember(a)
 	for _, cl := range c.calls {
 		cl.addMaster(master(a))
 	}
@@ -258,6 +269,66 @@ func (c *Client) observeLocked(a *messages.Announcement) {
 			}
 		}
 	}
+}
+
+// maxEpochs bounds the epochs a client remembers the master of.
+const maxEpochs = 256
+
+// remember records the keys of a's members and the master of its epoch,
+// by which verify judges results. Callers hold c.mu.
+func (c *Client) remember(a *messages.Announcement) {
+	if len(c.memberKeys) >= maxKeys {
+		clear(c.memberKeys)
+	}
+	for _, m := range a.Members {
+		if len(m.ExecKey) > 0 {
+			c.memberKeys[m.Name] = m.ExecKey
+		}
+	}
+	c.epochMasters[a.Epoch] = a.Master
+	if len(c.epochMasters) > maxEpochs {
+		delete(c.epochMasters, slices.Min(slices.Collect(maps.Keys(c.epochMasters))))
+	}
+}
+
+// verify accepts res only when it is sealed (see seal.go) by the member it
+// names, and the announcement for its epoch names that member master; a
+// refusal unrun (stale) needs only the seal, since the master that refuses
+// may serve an epoch this client never saw. An epoch newer than any seen
+// is looked up from the broker first: the result can overtake the
+// announcement.
+func (c *Client) verify(ctx context.Context, res *messages.ExecResult) error {
+	c.mu.Lock()
+	_, known := c.epochMasters[res.Epoch]
+	newer := c.latest == nil || res.Epoch > c.latest.Epoch
+	c.mu.Unlock()
+	if !known && newer {
+		ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		err := c.view.Fetch(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: epoch %d is not known: %w", errUnsealed, res.Epoch, err)
+		}
+	}
+	c.mu.Lock()
+	announced, known := c.epochMasters[res.Epoch]
+	peer := c.memberKeys[res.Master]
+	c.mu.Unlock()
+	stale := res.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE
+	switch {
+	case len(peer) == 0:
+		return fmt.Errorf("%w: %q is no member this client knows", errUnsealed, res.Master)
+	case !stale && (!known || announced != res.Master):
+		return fmt.Errorf("%w: epoch %d's master is %q, not %q", errUnsealed, res.Epoch, announced, res.Master)
+	}
+	key, err := c.keys.shared(peer)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnsealed, err)
+	}
+	if !hmac.Equal(res.Mac, resultMAC(key, res)) {
+		return fmt.Errorf("%w: its mac does not verify with %s's key", errUnsealed, res.Master)
+	}
+	return nil
 }
 
 // asyncError fails every submission in progress when the broker refused
@@ -352,6 +423,7 @@ func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, 
 		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
 		QueueTimeoutMs: uint32(c.cfg.QueueTimeout.Milliseconds()),
 		AckSubject:     c.inbox + ".a." + s.id,
+		RequesterKey:   c.keys.public(),
 	}
 	c.mu.Lock()
 	c.calls[s.id] = s.cl
@@ -398,6 +470,12 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 	for {
 		select {
 		case ev := <-s.cl.events:
+			if ev.result != nil {
+				if err := c.verify(ctx, ev.result); err != nil {
+					c.cfg.Logger.Warn("ignored a result", keyID, s.id, keyMaster, ev.result.Master, keyEpoch, ev.result.Epoch, keyErr, err)
+					continue
+				}
+			}
 			switch {
 			case ev.denied != nil:
 				return nil, ev.denied
@@ -546,7 +624,7 @@ func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known b
 		case err != nil:
 			s.c.cfg.Logger.Debug("status query unanswered", keyID, s.id, keyMaster, name, keyErr, err)
 			known = true
-		case st.Result != nil:
+		case st.Result != nil && s.c.verify(ctx, st.Result) == nil:
 			return st.Result, true
 		case st.Known:
 			known = true

@@ -28,6 +28,7 @@ type ledger struct {
 // entry is one request the ledger remembers.
 type entry struct {
 	claimHash string
+	peer      []byte               // the requester's public key
 	waiters   []replyTo            // while it runs: who waits for the result
 	result    *messages.ExecResult // once done
 }
@@ -42,10 +43,12 @@ func newLedger(ttl time.Duration, maxBytes int) *ledger {
 	return &ledger{ttl: ttl, maxBytes: maxBytes, entries: make(map[string]*entry)}
 }
 
-// replyTo is where, and in which encoding, a requester wants its result.
+// replyTo is where, and in which encoding, a requester wants its result,
+// and its public key for sealing it (none for JSON or an anonymous one).
 type replyTo struct {
 	subject string
 	json    bool
+	peer    []byte
 }
 
 // admission is what begin says to do with a request.
@@ -69,7 +72,7 @@ func (l *ledger) begin(id, claimHash string, r replyTo) (admission, *messages.Ex
 	e, ok := l.entries[id]
 	switch {
 	case !ok:
-		l.entries[id] = &entry{claimHash: claimHash, waiters: []replyTo{r}}
+		l.entries[id] = &entry{claimHash: claimHash, peer: r.peer, waiters: []replyTo{r}}
 		return runIt, nil
 	case !sameClaim(e.claimHash, claimHash):
 		return taken, nil
@@ -107,18 +110,19 @@ func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 	return waiters
 }
 
-// status says what the node knows of id to whoever shows claim: to anyone
-// else, nothing, not even that the id exists.
-func (l *ledger) status(id, claim string) *messages.ExecStatus {
+// status says what the node knows of id to whoever shows claim (and gives
+// the requester's public key, to seal the result with): to anyone else,
+// nothing, not even that the id exists.
+func (l *ledger) status(id, claim string) (*messages.ExecStatus, []byte) {
 	sum := sha256.Sum256([]byte(claim))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[id]
 	switch {
 	case !ok || claim == "" || !sameClaim(e.claimHash, hex.EncodeToString(sum[:])):
-		return &messages.ExecStatus{}
+		return &messages.ExecStatus{}, nil
 	case e.result != nil:
-		return &messages.ExecStatus{Known: true, Result: e.result}
+		return &messages.ExecStatus{Known: true, Result: e.result}, e.peer
 	}
-	return &messages.ExecStatus{Known: true, Running: true}
+	return &messages.ExecStatus{Known: true, Running: true}, nil
 }

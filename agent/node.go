@@ -24,6 +24,7 @@ type Node struct {
 	cfg    Config
 	exe    *executor.Executor
 	ledger *ledger
+	keys   *keyring // seals results (see seal.go)
 
 	// Set by Start, before any handler that reads them can run.
 	nc *nats.Conn
@@ -74,9 +75,14 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	keys, err := newKeyring()
+	if err != nil {
+		_ = exe.Close()
+		return nil, fmt.Errorf("result key: %w", err)
+	}
 	execCtx, execCancel := context.WithCancel(context.Background())
 	return &Node{
-		cfg: cfg, exe: exe,
+		cfg: cfg, exe: exe, keys: keys,
 		// Results stay answerable well past any requester's deadline.
 		ledger:     newLedger(time.Minute, 64<<20),
 		execCtx:    execCtx,
@@ -114,7 +120,7 @@ func (n *Node) join(ctx context.Context) error {
 	var err error
 	mcfg := election.DefaultMemberConfig(n.cfg.Name)
 	mcfg.Priority, mcfg.HeartbeatInterval, mcfg.Version = n.cfg.Priority, n.cfg.HeartbeatInterval, n.cfg.Version
-	mcfg.JoinTimeout = n.cfg.Conn.ConnectTimeout
+	mcfg.JoinTimeout, mcfg.ExecKey = n.cfg.Conn.ConnectTimeout, n.keys.public()
 	mcfg.Logger = n.cfg.Logger.With(keyComponent, "member")
 	if n.member, err = election.NewMember(nc, mcfg); err != nil {
 		return err

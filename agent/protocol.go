@@ -27,7 +27,11 @@ func (n *Node) handleExec(req micro.Request) {
 	n.acceptMu.RLock()
 	defer n.acceptMu.RUnlock()
 	if n.closing {
-		n.reply(replyTo{reply, messages.IsJSON(data)}, &messages.ExecResult{
+		to := replyTo{subject: reply, json: messages.IsJSON(data)}
+		if req, _, err := decodeRequest(data); err == nil {
+			to.peer = req.RequesterKey
+		}
+		n.reply(to, &messages.ExecResult{
 			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
 		})
@@ -73,11 +77,12 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		return res
 	}
 	req, asJSON, err := decodeRequest(data)
-	to := replyTo{reply, asJSON}
+	to := replyTo{subject: reply, json: asJSON}
 	if err != nil {
 		n.reply(to, stamp(rejected("", err.Error())))
 		return
 	}
+	to.peer = req.RequesterKey
 	if refusal := n.admit(req, epoch); refusal != nil {
 		n.reply(to, stamp(refusal))
 		return
@@ -146,6 +151,23 @@ func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64) (cancel func
 // master took it.
 const ackDelay = 20 * time.Millisecond
 
+// seal returns res with the mac only the peer (a requester's public key)
+// can check, or res as it is for a requester that gave no key. res itself
+// is never changed: the ledger may hand it to others.
+func (n *Node) seal(res *messages.ExecResult, peer []byte) *messages.ExecResult {
+	if len(peer) == 0 {
+		return res
+	}
+	key, err := n.keys.shared(peer)
+	if err != nil {
+		n.cfg.Logger.Warn("cannot seal a result: bad requester key", keyID, res.Id, keyErr, err)
+		return res
+	}
+	out := proto.CloneOf(res)
+	out.Mac = resultMAC(key, out)
+	return out
+}
+
 // handleStatus answers an ExecStatusQuery from the ledger, on the status
 // connection.
 func (n *Node) handleStatus(msg *nats.Msg) {
@@ -157,7 +179,11 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 	if msg.Reply == "" {
 		return
 	}
-	b, err := proto.Marshal(n.ledger.status(q.Id, q.Claim))
+	st, peer := n.ledger.status(q.Id, q.Claim)
+	if st.Result != nil {
+		st.Result = n.seal(st.Result, peer)
+	}
+	b, err := proto.Marshal(st)
 	if err == nil {
 		err = n.statusNC.Publish(msg.Reply, b)
 	}
@@ -172,7 +198,7 @@ var jsonResult = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: 
 
 func (n *Node) reply(to replyTo, res *messages.ExecResult) {
 	if !to.json {
-		n.publish(to.subject, res)
+		n.publish(to.subject, n.seal(res, to.peer))
 		return
 	}
 	b, err := jsonResult.Marshal(res)

@@ -40,7 +40,10 @@ type MemberConfig struct {
 	// broker may still be starting its election service).
 	JoinTimeout time.Duration
 	Version     string
-	Logger      *slog.Logger
+	// ExecKey is the node's public key for sealing results, which the
+	// broker announces (see messages.Register.exec_key).
+	ExecKey []byte
+	Logger  *slog.Logger
 }
 
 // DefaultMemberConfig returns a node's defaults, named after the host.
@@ -302,7 +305,7 @@ func (m *Member) join(ctx context.Context) error {
 func (m *Member) register(ctx context.Context) error {
 	b, err := proto.Marshal(&messages.Register{
 		Name: m.cfg.Name, Priority: m.cfg.Priority, StartedAt: timestamppb.New(m.cfg.StartedAt),
-		InstanceId: m.instanceID, Version: m.cfg.Version, SessionKey: m.sessionKey,
+		InstanceId: m.instanceID, Version: m.cfg.Version, SessionKey: m.sessionKey, ExecKey: m.cfg.ExecKey,
 	})
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)

@@ -16,6 +16,7 @@ type candidate struct {
 	priority   int32
 	startedAt  time.Time
 	instanceID string
+	execKey    []byte
 }
 
 // compareRank orders candidates for master: priority descending, then
@@ -45,6 +46,7 @@ func rank(cs []candidate, limit int) []*messages.Member {
 			Rank:       uint32(i),
 			StartedAt:  timestamppb.New(c.startedAt),
 			InstanceId: c.instanceID,
+			ExecKey:    c.execKey,
 		}
 	}
 	return ms

@@ -623,7 +623,8 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	s.remove(req.Name)
 	now := time.Now()
 	s.members[req.Name] = &member{
-		candidate:  candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(), instanceID: req.InstanceId},
+		candidate: candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(),
+			instanceID: req.InstanceId, execKey: req.ExecKey},
 		clientID:   sender.ClientID,
 		sessionKey: req.SessionKey,
 		lastBeat:   now,
@@ -662,6 +663,8 @@ func validateRegister(r *messages.Register) error {
 		return fmt.Errorf("priority %d of %q is outside the range %d to %d", r.Priority, r.Name, MinPriority, MaxPriority)
 	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
 		return fmt.Errorf("%q has no valid start time", r.Name)
+	case len(r.ExecKey) != 0 && len(r.ExecKey) != 32:
+		return fmt.Errorf("%q has an exec key of %d bytes, want an X25519 public key of 32", r.Name, len(r.ExecKey))
 	}
 	return nil
 }

@@ -177,7 +177,11 @@ type Register struct {
 	// Session_key is a random secret of the node process's, which only the
 	// broker reads: the node's serving connection presents it to prove that
 	// it belongs to the node (see Heartbeat.serving).
-	SessionKey    string `protobuf:"bytes,7,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	SessionKey string `protobuf:"bytes,7,opt,name=session_key,json=sessionKey,proto3" json:"session_key,omitempty"`
+	// Exec_key is the node process's X25519 public key, which the broker
+	// announces (Member.exec_key): requesters verify its results with it
+	// (see ExecResult.mac).
+	ExecKey       []byte `protobuf:"bytes,8,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +264,13 @@ func (x *Register) GetSessionKey() string {
 		return x.SessionKey
 	}
 	return ""
+}
+
+func (x *Register) GetExecKey() []byte {
+	if x != nil {
+		return x.ExecKey
+	}
+	return nil
 }
 
 // RegisterReply answers a Register. A non-empty error means refused.
@@ -578,7 +589,9 @@ type Member struct {
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// Instance_id identifies the node process; it answers status queries on
 	// exec.status.<instance_id>.
-	InstanceId    string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Exec_key is the node's X25519 public key (Register.exec_key).
+	ExecKey       []byte `protobuf:"bytes,6,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +659,13 @@ func (x *Member) GetInstanceId() string {
 		return x.InstanceId
 	}
 	return ""
+}
+
+func (x *Member) GetExecKey() []byte {
+	if x != nil {
+		return x.ExecKey
+	}
+	return nil
 }
 
 // Departure is a member that left the cluster, and why.
@@ -844,7 +864,11 @@ type ExecRequest struct {
 	// back (exec.status), and only a resend with the same claim_hash gets
 	// the first run's result; a request without one is never answered from
 	// the record.
-	ClaimHash     string `protobuf:"bytes,8,opt,name=claim_hash,json=claimHash,proto3" json:"claim_hash,omitempty"`
+	ClaimHash string `protobuf:"bytes,8,opt,name=claim_hash,json=claimHash,proto3" json:"claim_hash,omitempty"`
+	// Requester_key is the requester's X25519 public key. When set, every
+	// answer to the request carries a mac that only the master the broker
+	// announces could have made (ExecResult.mac).
+	RequesterKey  []byte `protobuf:"bytes,9,opt,name=requester_key,json=requesterKey,proto3" json:"requester_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +957,13 @@ func (x *ExecRequest) GetClaimHash() string {
 		return x.ClaimHash
 	}
 	return ""
+}
+
+func (x *ExecRequest) GetRequesterKey() []byte {
+	if x != nil {
+		return x.RequesterKey
+	}
+	return nil
 }
 
 // ExecAck tells the requester which master, at which epoch, accepted its
@@ -1031,6 +1062,11 @@ type ExecResult struct {
 	// Stdout_dropped and stderr_dropped count the bytes dropped by the caps.
 	StdoutDropped uint64 `protobuf:"varint,13,opt,name=stdout_dropped,json=stdoutDropped,proto3" json:"stdout_dropped,omitempty"`
 	StderrDropped uint64 `protobuf:"varint,14,opt,name=stderr_dropped,json=stderrDropped,proto3" json:"stderr_dropped,omitempty"`
+	// Mac, for a request with a requester_key, is an HMAC-SHA256 of the
+	// result's fields, keyed by the X25519 secret the master's exec_key and
+	// the requester_key share: a requester accepts a result only with a
+	// mac from the master the announcements name.
+	Mac           []byte `protobuf:"bytes,15,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1163,6 +1199,13 @@ func (x *ExecResult) GetStderrDropped() uint64 {
 	return 0
 }
 
+func (x *ExecResult) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
 // ExecStatusQuery asks one node (exec.status.<instance_id>, request-reply)
 // whether it has received request id. A requester that lost track of a
 // request (a reconnect, a broker restart) asks the masters that could have
@@ -1287,7 +1330,7 @@ var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
 	"\n" +
-	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n" +
+	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n" +
 	"\bRegister\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x129\n" +
@@ -1298,7 +1341,8 @@ const file_baton_proto_rawDesc = "" +
 	"\tclient_id\x18\x05 \x01(\x04B\x02\x18\x01R\bclientId\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1f\n" +
 	"\vsession_key\x18\a \x01(\tR\n" +
-	"sessionKey\"\x89\x01\n" +
+	"sessionKey\x12\x19\n" +
+	"\bexec_key\x18\b \x01(\fR\aexecKey\"\x89\x01\n" +
 	"\rRegisterReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x120\n" +
 	"\acurrent\x18\x02 \x01(\v2\x16.baton.v1.AnnouncementR\acurrent\x120\n" +
@@ -1325,7 +1369,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa8\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc3\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x12\n" +
@@ -1333,7 +1377,8 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1f\n" +
 	"\vinstance_id\x18\x05 \x01(\tR\n" +
-	"instanceId\"F\n" +
+	"instanceId\x12\x19\n" +
+	"\bexec_key\x18\x06 \x01(\fR\aexecKey\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xa7\x02\n" +
@@ -1345,7 +1390,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
 	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\x12/\n" +
 	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\x12'\n" +
-	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\xec\x01\n" +
+	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\x91\x02\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -1357,13 +1402,14 @@ const file_baton_proto_rawDesc = "" +
 	"ackSubject\x12\x14\n" +
 	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
-	"claim_hash\x18\b \x01(\tR\tclaimHash\"h\n" +
+	"claim_hash\x18\b \x01(\tR\tclaimHash\x12#\n" +
+	"\rrequester_key\x18\t \x01(\fR\frequesterKey\"h\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\"\xc3\x03\n" +
+	"instanceId\"\xd5\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1382,7 +1428,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x10stdout_truncated\x18\v \x01(\bR\x0fstdoutTruncated\x12)\n" +
 	"\x10stderr_truncated\x18\f \x01(\bR\x0fstderrTruncated\x12%\n" +
 	"\x0estdout_dropped\x18\r \x01(\x04R\rstdoutDropped\x12%\n" +
-	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\"7\n" +
+	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\x12\x10\n" +
+	"\x03mac\x18\x0f \x01(\fR\x03mac\"7\n" +
 	"\x0fExecStatusQuery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05claim\x18\x02 \x01(\tR\x05claim\"j\n" +
