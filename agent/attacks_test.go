@@ -49,9 +49,33 @@ func rawExec(t testing.TB, nc *nats.Conn, req *messages.ExecRequest) *messages.E
 // answered from the record: only its requester's claim is.
 func TestAttack_ResultsOnlyToTheirRequester(t *testing.T) {
 	m, nc := servingMaster(t)
+	// Where every requester's inboxes can be read (a shared credential, or
+	// none), the output still travels boxed.
+	spy, err := nc.SubscribeSync("_INBOX.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	res, err := m.Submit(context.Background(), "echo secret")
 	if err != nil || res.Stdout != "secret\n" {
 		t.Fatalf("got %v %v", res, err)
+	}
+	seen := 0
+	// Heartbeat acks land there too: read for a bounded while.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); {
+		msg, err := spy.NextMsg(100 * time.Millisecond)
+		if err != nil {
+			continue
+		}
+		seen++
+		if strings.Contains(string(msg.Data), "secret") {
+			t.Errorf("an eavesdropper on %s read the output: %q", msg.Subject, msg.Data)
+		}
+	}
+	if seen == 0 {
+		t.Error("the eavesdropper saw no reply at all: the test proves nothing")
 	}
 	if len(res.Id) < 26 {
 		t.Errorf("request id %q, want at least 128 random bits", res.Id)

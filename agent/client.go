@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -292,7 +291,7 @@ func (c *Client) remember(a *messages.Announcement) {
 }
 
 // verify accepts res only when it is sealed (see seal.go) by the member it
-// names, and the announcement for its epoch names that member master; a
+// names, and opens it (res then holds its output), and the announcement for its epoch names that member master; a
 // refusal unrun (stale) needs only the seal, since the master that refuses
 // may serve an epoch this client never saw. An epoch newer than any seen
 // is looked up from the broker first: the result can overtake the
@@ -321,14 +320,11 @@ func (c *Client) verify(ctx context.Context, res *messages.ExecResult) error {
 	case !stale && (!known || announced != res.Master):
 		return fmt.Errorf("%w: epoch %d's master is %q, not %q", errUnsealed, res.Epoch, announced, res.Master)
 	}
-	key, err := c.keys.shared(peer)
+	keys, err := c.keys.shared(peer)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnsealed, err)
 	}
-	if !hmac.Equal(res.Mac, resultMAC(key, res)) {
-		return fmt.Errorf("%w: its mac does not verify with %s's key", errUnsealed, res.Master)
-	}
-	return nil
+	return openResult(keys, res)
 }
 
 // asyncError fails every submission in progress when the broker refused

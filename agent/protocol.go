@@ -151,20 +151,23 @@ func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64) (cancel func
 // master took it.
 const ackDelay = 20 * time.Millisecond
 
-// seal returns res with the mac only the peer (a requester's public key)
-// can check, or res as it is for a requester that gave no key. res itself
+// seal returns res with its output boxed and a mac, for the peer (a
+// requester's public key) alone to open and check, or res as it is for a
+// requester that gave no key. res itself
 // is never changed: the ledger may hand it to others.
 func (n *Node) seal(res *messages.ExecResult, peer []byte) *messages.ExecResult {
 	if len(peer) == 0 {
 		return res
 	}
-	key, err := n.keys.shared(peer)
+	keys, err := n.keys.shared(peer)
+	var out *messages.ExecResult
+	if err == nil {
+		out, err = sealResult(keys, res)
+	}
 	if err != nil {
 		n.cfg.Logger.Warn("cannot seal a result: bad requester key", keyID, res.Id, keyErr, err)
 		return res
 	}
-	out := proto.CloneOf(res)
-	out.Mac = resultMAC(key, out)
 	return out
 }
 

@@ -1,23 +1,31 @@
 package agent
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdh"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash"
 	"sync"
+
+	"google.golang.org/protobuf/proto"
 
 	"baton/messages"
 )
 
 // Results are sealed so that a requester accepts them only from the master
-// the broker announced: each node and each requester has an X25519 key;
-// the master's is announced by the broker (messages.Member.exec_key), the
-// requester's travels with its requests. The two share a secret, from
-// which the key of an HMAC over each result is derived: one key exchange
-// per pair, then a hash per result.
+// the broker announced, and only the requester reads their output: each
+// node and each requester has an X25519 key; the master's is announced by
+// the broker (messages.Member.exec_key), the requester's travels with its
+// requests. The two share a secret, from which two keys are derived: one
+// encrypts the output (AES-GCM), the other makes an HMAC over the result,
+// box included. One key exchange per pair, then a cipher and a hash per
+// result.
 
 // errUnsealed is why a result is not accepted.
 var errUnsealed = errors.New("agent: result not sealed by the announced master")
@@ -28,7 +36,13 @@ type keyring struct {
 	priv *ecdh.PrivateKey
 
 	mu   sync.Mutex
-	keys map[string][]byte // peer's public key → result key
+	keys map[string]pairKeys // by the peer's public key
+}
+
+// pairKeys are what a node and a requester share.
+type pairKeys struct {
+	mac []byte
+	box cipher.AEAD
 }
 
 // maxKeys bounds a keyring: when full, it starts afresh (a derivation
@@ -40,15 +54,14 @@ func newKeyring() (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyring{priv: priv, keys: make(map[string][]byte)}, nil
+	return &keyring{priv: priv, keys: make(map[string]pairKeys)}, nil
 }
 
 // public is the key to give peers.
 func (k *keyring) public() []byte { return k.priv.PublicKey().Bytes() }
 
-// shared returns the result key shared with the peer whose public key is
-// peer.
-func (k *keyring) shared(peer []byte) ([]byte, error) {
+// shared returns the keys shared with the peer whose public key is peer.
+func (k *keyring) shared(peer []byte) (pairKeys, error) {
 	k.mu.Lock()
 	key, ok := k.keys[string(peer)]
 	k.mu.Unlock()
@@ -57,14 +70,23 @@ func (k *keyring) shared(peer []byte) ([]byte, error) {
 	}
 	pub, err := ecdh.X25519().NewPublicKey(peer)
 	if err != nil {
-		return nil, err
+		return pairKeys{}, err
 	}
 	secret, err := k.priv.ECDH(pub)
 	if err != nil {
-		return nil, err
+		return pairKeys{}, err
 	}
-	sum := sha256.Sum256(append(secret, "baton exec result"...))
-	key = sum[:]
+	macKey := sha256.Sum256(append(secret, "baton exec result mac"...))
+	boxKey := sha256.Sum256(append(secret, "baton exec result box"...))
+	block, err := aes.NewCipher(boxKey[:])
+	if err != nil {
+		return pairKeys{}, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return pairKeys{}, err
+	}
+	key = pairKeys{mac: macKey[:], box: aead}
 	k.mu.Lock()
 	if len(k.keys) >= maxKeys {
 		clear(k.keys)
@@ -90,6 +112,7 @@ func resultMAC(key []byte, r *messages.ExecResult) []byte {
 	num(m, uint64(r.DurationMs))
 	str(r.Stdout)
 	str(r.Stderr)
+	str(string(r.Box))
 	num(m, r.StdoutDropped)
 	num(m, r.StderrDropped)
 	for _, b := range []bool{r.TimedOut, r.StdoutTruncated, r.StderrTruncated} {
@@ -100,6 +123,48 @@ func resultMAC(key []byte, r *messages.ExecResult) []byte {
 		}
 	}
 	return m.Sum(nil)
+}
+
+// sealResult returns a copy of r whose output is boxed and which carries
+// its mac, under keys.
+func sealResult(keys pairKeys, r *messages.ExecResult) (*messages.ExecResult, error) {
+	out := proto.CloneOf(r)
+	plain, err := proto.Marshal(&messages.Output{Stdout: r.Stdout, Stderr: r.Stderr})
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, keys.box.NonceSize(), keys.box.NonceSize()+len(plain)+keys.box.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	out.Stdout, out.Stderr = "", ""
+	out.Box = keys.box.Seal(nonce, nonce, plain, nil)
+	out.Mac = resultMAC(keys.mac, out)
+	return out, nil
+}
+
+// openResult checks r's mac under keys and unboxes its output, in place.
+func openResult(keys pairKeys, r *messages.ExecResult) error {
+	if !hmac.Equal(r.Mac, resultMAC(keys.mac, r)) {
+		return fmt.Errorf("%w: its mac does not verify", errUnsealed)
+	}
+	if len(r.Box) == 0 {
+		return nil
+	}
+	n := keys.box.NonceSize()
+	if len(r.Box) < n {
+		return fmt.Errorf("%w: its box is cut short", errUnsealed)
+	}
+	plain, err := keys.box.Open(nil, r.Box[:n], r.Box[n:], nil)
+	if err != nil {
+		return fmt.Errorf("%w: its box does not open: %w", errUnsealed, err)
+	}
+	var o messages.Output
+	if err := proto.Unmarshal(plain, &o); err != nil {
+		return fmt.Errorf("%w: its box holds no output: %w", errUnsealed, err)
+	}
+	r.Stdout, r.Stderr, r.Box = o.Stdout, o.Stderr, nil
+	return nil
 }
 
 func num(h hash.Hash, v uint64) {

@@ -1066,7 +1066,12 @@ type ExecResult struct {
 	// result's fields, keyed by the X25519 secret the master's exec_key and
 	// the requester_key share: a requester accepts a result only with a
 	// mac from the master the announcements name.
-	Mac           []byte `protobuf:"bytes,15,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mac []byte `protobuf:"bytes,15,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Box, for a request with a requester_key, holds stdout and stderr
+	// (an Output), encrypted with AES-GCM under a key derived from the same
+	// shared secret, so that only the requester reads them; stdout and
+	// stderr are then empty. The mac covers the box.
+	Box           []byte `protobuf:"bytes,16,opt,name=box,proto3" json:"box,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1206,6 +1211,66 @@ func (x *ExecResult) GetMac() []byte {
 	return nil
 }
 
+func (x *ExecResult) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
+// Output is what ExecResult.box holds.
+type Output struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stdout        string                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        string                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Output) Reset() {
+	*x = Output{}
+	mi := &file_baton_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Output) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Output) ProtoMessage() {}
+
+func (x *Output) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Output.ProtoReflect.Descriptor instead.
+func (*Output) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Output) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *Output) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
 // ExecStatusQuery asks one node (exec.status.<instance_id>, request-reply)
 // whether it has received request id. A requester that lost track of a
 // request (a reconnect, a broker restart) asks the masters that could have
@@ -1221,7 +1286,7 @@ type ExecStatusQuery struct {
 
 func (x *ExecStatusQuery) Reset() {
 	*x = ExecStatusQuery{}
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1298,7 @@ func (x *ExecStatusQuery) String() string {
 func (*ExecStatusQuery) ProtoMessage() {}
 
 func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1311,7 @@ func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatusQuery.ProtoReflect.Descriptor instead.
 func (*ExecStatusQuery) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{11}
+	return file_baton_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecStatusQuery) GetId() string {
@@ -1277,7 +1342,7 @@ type ExecStatus struct {
 
 func (x *ExecStatus) Reset() {
 	*x = ExecStatus{}
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1354,7 @@ func (x *ExecStatus) String() string {
 func (*ExecStatus) ProtoMessage() {}
 
 func (x *ExecStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1367,7 @@ func (x *ExecStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatus.ProtoReflect.Descriptor instead.
 func (*ExecStatus) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{12}
+	return file_baton_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecStatus) GetKnown() bool {
@@ -1409,7 +1474,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\"\xd5\x03\n" +
+	"instanceId\"\xe7\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1429,7 +1494,11 @@ const file_baton_proto_rawDesc = "" +
 	"\x10stderr_truncated\x18\f \x01(\bR\x0fstderrTruncated\x12%\n" +
 	"\x0estdout_dropped\x18\r \x01(\x04R\rstdoutDropped\x12%\n" +
 	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\x12\x10\n" +
-	"\x03mac\x18\x0f \x01(\fR\x03mac\"7\n" +
+	"\x03mac\x18\x0f \x01(\fR\x03mac\x12\x10\n" +
+	"\x03box\x18\x10 \x01(\fR\x03box\"8\n" +
+	"\x06Output\x12\x16\n" +
+	"\x06stdout\x18\x01 \x01(\tR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x02 \x01(\tR\x06stderr\"7\n" +
 	"\x0fExecStatusQuery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05claim\x18\x02 \x01(\tR\x05claim\"j\n" +
@@ -1466,7 +1535,7 @@ func file_baton_proto_rawDescGZIP() []byte {
 }
 
 var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
@@ -1481,17 +1550,18 @@ var file_baton_proto_goTypes = []any{
 	(*ExecRequest)(nil),           // 10: baton.v1.ExecRequest
 	(*ExecAck)(nil),               // 11: baton.v1.ExecAck
 	(*ExecResult)(nil),            // 12: baton.v1.ExecResult
-	(*ExecStatusQuery)(nil),       // 13: baton.v1.ExecStatusQuery
-	(*ExecStatus)(nil),            // 14: baton.v1.ExecStatus
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Output)(nil),                // 13: baton.v1.Output
+	(*ExecStatusQuery)(nil),       // 14: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 15: baton.v1.ExecStatus
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	15, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	16, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
 	9,  // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	15, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	16, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: baton.v1.Departure.cause:type_name -> baton.v1.Cause
 	7,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	15, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	16, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
 	8,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
 	1,  // 7: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
 	12, // 8: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
@@ -1513,7 +1583,7 @@ func file_baton_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
