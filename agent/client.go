@@ -391,7 +391,14 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 			keyID, id, keyMaster, res.Master, keyEpoch, res.Epoch, keyExitCode, res.ExitCode, keyError, res.Error)
 	case cl == nil:
 	case ack != nil:
-		cl.acked = ack
+		// Only from the master announced for an epoch no older than the
+		// request's: a forged ack naming an old master could otherwise
+		// make its later departure fail a command that ran elsewhere.
+		if ack.Epoch >= cl.sentEpoch && c.epochMasters[ack.Epoch] == ack.Master && ack.Master != "" {
+			cl.acked = ack
+		} else {
+			c.cfg.Logger.Warn("ignored an ack", keyID, id, keyMaster, ack.Master, keyEpoch, ack.Epoch)
+		}
 	case res != nil:
 		c.deliver(cl, callEvent{result: res})
 	default:

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -28,6 +29,7 @@ type ledger struct {
 // entry is one request the ledger remembers.
 type entry struct {
 	claimHash string
+	json      bool                 // how the first request came
 	peer      []byte               // the requester's public key
 	waiters   []replyTo            // while it runs: who waits for the result
 	result    *messages.ExecResult // once done
@@ -72,9 +74,12 @@ func (l *ledger) begin(id, claimHash string, r replyTo) (admission, *messages.Ex
 	e, ok := l.entries[id]
 	switch {
 	case !ok:
-		l.entries[id] = &entry{claimHash: claimHash, peer: r.peer, waiters: []replyTo{r}}
+		l.entries[id] = &entry{claimHash: claimHash, json: r.json, peer: r.peer, waiters: []replyTo{r}}
 		return runIt, nil
-	case !sameClaim(e.claimHash, claimHash):
+	case !sameClaim(e.claimHash, claimHash) || r.json != e.json || !bytes.Equal(r.peer, e.peer):
+		// The claim hash travels in the clear: a resend must also come in
+		// the first one's form, for the first one's key, so that whoever
+		// copies it gets nothing they can read.
 		return taken, nil
 	case e.result != nil:
 		return resent, e.result

@@ -100,8 +100,8 @@ func EnsureCertificates(dir string, hosts []string) (Certificates, bool, error) 
 		{c.Cert, "CERTIFICATE", der, 0o644},
 	}
 	for _, f := range files {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.block, Bytes: f.der}), f.mode); err != nil {
-			return c, false, fmt.Errorf("write %s: %w", f.path, err)
+		if err := writeAtomic(f.path, pem.EncodeToMemory(&pem.Block{Type: f.block, Bytes: f.der}), f.mode); err != nil {
+			return c, false, err
 		}
 	}
 	return c, true, nil

@@ -77,14 +77,20 @@ func write(path string, r Role) error {
 	fmt.Fprintf(&b, "# For the nats CLI: nats --nkey %s --inbox-prefix %s ...\n", filepath.Base(path), r.InboxPrefix())
 	b.Write(seed)
 	b.WriteByte('\n')
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".credential-*")
+	return writeAtomic(path, b.Bytes(), 0o600)
+}
+
+// writeAtomic replaces path with data, with mode whatever was there:
+// written to a temporary file beside it, synced, then renamed over it.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".baton-*")
 	if err != nil {
-		return fmt.Errorf("make %s credential: %w", r, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b.Bytes())
+	_, err = tmp.Write(data)
 	if err == nil {
-		err = tmp.Chmod(0o600)
+		err = tmp.Chmod(mode)
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -96,7 +102,7 @@ func write(path string, r Role) error {
 		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("make %s credential %s: %w", r, path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -51,10 +51,10 @@ var forbidden = []string{"$SYS.>", "$JS.>", "$KV.>", "$O.>"}
 func (r Role) Permissions() *server.Permissions {
 	inbox := r.InboxPrefix() + ".>"
 	// Everyone may learn the master, list and query the micro service, and
-	// read its own replies. Registrations and leaves are readable too, so
-	// that `node watch` can show joins; heartbeats are not.
+	// read its own replies. Nobody may read what nodes send the broker (a
+	// registration carries the node's session key) or answer it.
 	pub := []string{messages.SubjectMasterGet, "$SRV.>"}
-	sub := []string{messages.SubjectMaster, messages.SubjectRegister, messages.SubjectDeregister, inbox}
+	sub := []string{messages.SubjectMaster, inbox}
 	var resp *server.ResponsePermission
 	if r == Submit || r == Node || r == Admin {
 		pub = append(pub, messages.SubjectExec, messages.SubjectExecStatus+".*")

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"baton/election"
 	"baton/messages"
 )
 
@@ -57,13 +59,19 @@ func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
 	}
 	var lastAt time.Time
 	var lastEpoch uint64
+	// Joins are told by the member lists (registrations themselves are the
+	// broker's alone to read): a name not in the previous list joined. The
+	// first list is the broker's answer to master.get once subscribed.
+	var mu sync.Mutex
+	var members map[string]bool
+	names := func(a *messages.Announcement) map[string]bool {
+		m := make(map[string]bool, len(a.Members))
+		for _, mb := range a.Members {
+			m[mb.Name] = true
+		}
+		return m
+	}
 	handlers := map[string]nats.MsgHandler{
-		messages.SubjectRegister: func(m *nats.Msg) {
-			var r messages.Register
-			if proto.Unmarshal(m.Data, &r) == nil && r.Name != "" {
-				emit(WatchEvent{Time: time.Now(), Event: "join", Node: r.Name, Priority: &r.Priority})
-			}
-		},
 		messages.SubjectMaster: func(m *nats.Msg) {
 			var a messages.Announcement
 			// Repeats of an announcement carry its time: skip them.
@@ -71,6 +79,14 @@ func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
 				return
 			}
 			lastAt = a.At.AsTime()
+			mu.Lock()
+			for _, mb := range a.Members {
+				if members != nil && !members[mb.Name] {
+					emit(WatchEvent{Time: lastAt, Event: "join", Node: mb.Name, Priority: &mb.Priority})
+				}
+			}
+			members = names(&a)
+			mu.Unlock()
 			for _, d := range a.Departed {
 				e := WatchEvent{Time: lastAt, Event: "lost", Node: d.Name, Cause: d.Cause.Text()}
 				if d.Cause == messages.Cause_CAUSE_LEFT {
@@ -94,6 +110,17 @@ func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
+	getCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	first, err := election.Get(getCtx, nc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	mu.Lock()
+	if members == nil {
+		members = names(first)
+	}
+	mu.Unlock()
 	enc := json.NewEncoder(w)
 	for {
 		select {
