@@ -118,12 +118,7 @@ func TestAttack_FloodCausesNoMasterChange(t *testing.T) {
 	c.node("alpha", 100, procOpts{}, "--serve", "--credentials="+creds(auth.Node))
 	c.node("beta", 10, procOpts{}, "--serve", "--credentials="+creds(auth.Node))
 	_, epoch := w.waitMaster("alpha", time.Time{}, 10*time.Second)
-	conn := c.conn("flood")
-	cred, err := auth.Load(creds(auth.Submit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
+	conn := c.connAs("flood", creds(auth.Submit))
 	var instance string
 	probe, err := bus.Connect(context.Background(), conn)
 	if err != nil {
@@ -181,13 +176,7 @@ func TestAttack_ForgedDepartureRefused(t *testing.T) {
 	p := start(t, "exec", bins.node, procOpts{}, "exec", "--broker-addr="+c.addr, "--credentials="+creds(auth.Submit), "--", "sleep 2; echo done")
 	time.Sleep(time.Second) // running on alpha
 
-	conn := c.conn("forger")
-	cred, err := auth.Load(creds(auth.Node))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
-	forger, err := bus.Connect(context.Background(), conn)
+	forger, err := bus.Connect(context.Background(), c.connAs("forger", creds(auth.Node)))
 	if err != nil {
 		t.Fatal(err)
 	}

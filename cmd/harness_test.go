@@ -282,11 +282,10 @@ type seenAnnouncement struct {
 
 func (c *cluster) watch() *watcher { return c.watchAs("") }
 
-// watchAs is watch with a credential file (none when empty).
-func (c *cluster) watchAs(credential string) *watcher {
+// connAs is conn with a credential file (none when empty).
+func (c *cluster) connAs(name, credential string) bus.ConnConfig {
 	c.t.Helper()
-	w := &watcher{t: c.t}
-	conn := c.conn("e2e-watcher")
+	conn := c.conn(name)
 	if credential != "" {
 		cred, err := auth.Load(credential)
 		if err != nil {
@@ -294,7 +293,14 @@ func (c *cluster) watchAs(credential string) *watcher {
 		}
 		conn.Credentials, conn.InboxPrefix = cred.Path, cred.Role.InboxPrefix()
 	}
-	nc, err := bus.Connect(context.Background(), conn)
+	return conn
+}
+
+// watchAs is watch with a credential file (none when empty).
+func (c *cluster) watchAs(credential string) *watcher {
+	c.t.Helper()
+	w := &watcher{t: c.t}
+	nc, err := bus.Connect(context.Background(), c.connAs("e2e-watcher", credential))
 	if err != nil {
 		c.t.Fatal(err)
 	}
