@@ -195,6 +195,18 @@ func TestNode_BadRequests(t *testing.T) {
 		{"too long", encode(strings.Repeat("x", messages.MaxCommandBytes+1)), false, "longer than"},
 		{"empty JSON command", []byte(`{"cmd":""}`), true, "empty command"},
 		{"bad JSON", []byte(`{"cmd":`), true, "not valid JSON"},
+		{"id too long", func() []byte {
+			b, _ := proto.Marshal(&messages.ExecRequest{Id: strings.Repeat("i", 129), Cmd: "true"})
+			return b
+		}(), false, "request id of 129 bytes"},
+		{"bad claim hash", func() []byte {
+			b, _ := proto.Marshal(&messages.ExecRequest{Id: "y", Cmd: "true", ClaimHash: strings.Repeat("c", 1<<20)})
+			return b
+		}(), false, "claim hash of 1048576 characters"},
+		{"bad requester key", func() []byte {
+			b, _ := proto.Marshal(&messages.ExecRequest{Id: "z", Cmd: "true", RequesterKey: []byte("short")})
+			return b
+		}(), false, "requester key of 5 bytes"},
 	}
 	t.Run("no reply subject", func(t *testing.T) {
 		// Nobody to answer: dropped (and logged), the master unharmed.

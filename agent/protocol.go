@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -109,12 +110,22 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	}
 }
 
+// maxIDLen bounds request ids: 128 random bits take 26 characters.
+const maxIDLen = 128
+
 // admit returns why req is refused unrun, nil when it may run.
 func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResult {
 	stale := func(why string) *messages.ExecResult {
 		return &messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE, Error: why}
 	}
 	switch {
+	// What the ledger keeps is bounded before anything is kept.
+	case len(req.Id) > maxIDLen:
+		return rejected("", fmt.Sprintf("request id of %d bytes is longer than the %d allowed", len(req.Id), maxIDLen))
+	case req.ClaimHash != "" && len(req.ClaimHash) != sha256.Size*2:
+		return rejected(req.Id, fmt.Sprintf("claim hash of %d characters, want a hex SHA-256 (%d)", len(req.ClaimHash), sha256.Size*2))
+	case len(req.RequesterKey) != 0 && len(req.RequesterKey) != 32:
+		return rejected(req.Id, fmt.Sprintf("requester key of %d bytes, want an X25519 public key (32)", len(req.RequesterKey)))
 	case strings.TrimSpace(req.Cmd) == "":
 		return rejected(req.Id, "empty command")
 	case len(req.Cmd) > messages.MaxCommandBytes:

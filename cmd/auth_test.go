@@ -77,7 +77,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, addr: freeAddr(t), dataDir: dataDir, brokerBin: bins.broker}
+	c := &cluster{t: t, addr: freeAddr(t), dataDir: dataDir, brokerBin: bins.broker, nodeBin: bins.node}
 	c.startBroker("--auth=required", "--tls-cert="+certs.Cert, "--tls-key="+certs.Key)
 	creds := func(r auth.Role) string { return filepath.Join(auth.Dir(c.dataDir), auth.FileName(r)) }
 	c.node("alpha", 1, procOpts{}, "--serve", "--credentials="+creds(auth.Node), "--tls-ca="+certs.CA)
@@ -110,9 +110,13 @@ func TestTLS(t *testing.T) {
 }
 
 // A submitter floods every subject it may publish to with maximum-size
-// messages (4 publishers × 25 × 16 MiB each): the master stays master.
+// messages (4 publishers × 25 × 16 MiB each): the master stays master. Like
+// TestResources, it runs the binaries built without the race detector,
+// whose 5-10x CPU would starve a 2-core machine of its own.
 func TestAttack_FloodCausesNoMasterChange(t *testing.T) {
-	c := newCluster(t, "--auth=required")
+	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"),
+		brokerBin: bins.plainBroker, nodeBin: bins.plainNode}
+	c.startBroker("--auth=required")
 	creds := func(r auth.Role) string { return filepath.Join(auth.Dir(c.dataDir), auth.FileName(r)) }
 	w := c.watchAs(creds(auth.Watch))
 	c.node("alpha", 100, procOpts{}, "--serve", "--credentials="+creds(auth.Node))

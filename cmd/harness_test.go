@@ -180,12 +180,14 @@ type cluster struct {
 	addr      string
 	dataDir   string
 	brokerBin string
-	broker    *proc
+	// nodeBin is the node binary the cluster's nodes run.
+	nodeBin string
+	broker  *proc
 }
 
 func newCluster(t testing.TB, brokerArgs ...string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"), brokerBin: bins.broker}
+	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"), brokerBin: bins.broker, nodeBin: bins.node}
 	c.startBroker(brokerArgs...)
 	return c
 }
@@ -223,7 +225,7 @@ func (c *cluster) node(name string, priority int, o procOpts, args ...string) *p
 		o.dir = c.t.TempDir()
 	}
 	o.env = append(o.env, "BATON_E2E_NODE="+name)
-	return start(c.t, name, bins.node, o, append([]string{
+	return start(c.t, name, c.nodeBin, o, append([]string{
 		"--broker-addr=" + c.addr, "--name=" + name, fmt.Sprintf("--priority=%d", priority),
 	}, args...)...)
 }

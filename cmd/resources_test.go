@@ -59,7 +59,7 @@ func TestResources(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures for several seconds")
 	}
-	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"), brokerBin: bins.plainBroker}
+	c := &cluster{t: t, addr: freeAddr(t), dataDir: filepath.Join(t.TempDir(), "broker.data"), brokerBin: bins.plainBroker, nodeBin: bins.plainNode}
 	c.startBroker()
 	w := c.watch()
 	const members = 1000
