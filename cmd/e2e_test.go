@@ -338,3 +338,29 @@ func TestExecExitCodes(t *testing.T) {
 		}
 	})
 }
+
+// Nodes started without --name on one host each get a name of their own
+// (host name and process ID), so the quickstart's terminals all join.
+func TestDefaultNamesDiffer(t *testing.T) {
+	t.Parallel() // mostly waiting; no tight timing
+	c := newCluster(t)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var procs []*proc
+	for _, prio := range []string{"--priority=100", "--priority=10"} {
+		procs = append(procs, start(t, "node "+prio, bins.node, procOpts{}, "--broker-addr="+c.addr, prio, "--serve"))
+	}
+	c.waitMembers(2)
+	for _, m := range c.status().Members {
+		if !strings.HasPrefix(m.Name, host+"-") {
+			t.Errorf("member %q, want a name of the host name and a process ID", m.Name)
+		}
+	}
+	for _, p := range procs {
+		if want := fmt.Sprintf("%s-%d", host, p.cmd.Process.Pid); !strings.Contains(fmt.Sprint(c.status().Members), want) {
+			t.Errorf("no member named %s", want)
+		}
+	}
+}

@@ -59,7 +59,7 @@ type CLI struct {
 // JoinCmd is `node` / `node join`.
 type JoinCmd struct {
 	Priority          int32         `default:"${priority}" env:"BATON_PRIORITY" help:"Election priority, an integer from 0 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
-	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name)."`
+	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name and the process ID, such as web1-4242, so that several nodes may run on one host)."`
 	ExecTimeout       time.Duration `default:"${exec_timeout}" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
 	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
 	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
@@ -78,7 +78,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 		if err != nil {
 			return fmt.Errorf("no --name given and no host name: %w", err)
 		}
-		name = host
+		name = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	cfg := agent.DefaultConfig(name)
 	conn, err := g.conn(name)
