@@ -291,12 +291,30 @@ func (c *Client) remember(a *messages.Announcement) {
 }
 
 // verify accepts res only when it is sealed (see seal.go) by the member it
-// names, and opens it (res then holds its output), and the announcement for its epoch names that member master; a
-// refusal unrun (stale) needs only the seal, since the master that refuses
-// may serve an epoch this client never saw. An epoch newer than any seen
-// is looked up from the broker first: the result can overtake the
-// announcement.
+// names and the announcement for its epoch names that member master, and
+// opens it (res then holds its output). A refusal unrun (stale) needs only
+// the seal, since the master that refuses may serve an epoch this client
+// never saw. The seal is checked first, with no round trip: only then is an
+// epoch newer than any seen looked up from the broker (the result can
+// overtake the announcement), so a forged result costs a hash, not a
+// request.
 func (c *Client) verify(ctx context.Context, res *messages.ExecResult) error {
+	c.mu.Lock()
+	peer := c.memberKeys[res.Master]
+	c.mu.Unlock()
+	if len(peer) == 0 {
+		return fmt.Errorf("%w: %q is no member this client knows", errUnsealed, res.Master)
+	}
+	keys, err := c.keys.shared(peer)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnsealed, err)
+	}
+	if err := openResult(keys, res); err != nil {
+		return err
+	}
+	if res.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE {
+		return nil
+	}
 	c.mu.Lock()
 	_, known := c.epochMasters[res.Epoch]
 	newer := c.latest == nil || res.Epoch > c.latest.Epoch
@@ -311,20 +329,11 @@ func (c *Client) verify(ctx context.Context, res *messages.ExecResult) error {
 	}
 	c.mu.Lock()
 	announced, known := c.epochMasters[res.Epoch]
-	peer := c.memberKeys[res.Master]
 	c.mu.Unlock()
-	stale := res.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE
-	switch {
-	case len(peer) == 0:
-		return fmt.Errorf("%w: %q is no member this client knows", errUnsealed, res.Master)
-	case !stale && (!known || announced != res.Master):
+	if !known || announced != res.Master {
 		return fmt.Errorf("%w: epoch %d's master is %q, not %q", errUnsealed, res.Epoch, announced, res.Master)
 	}
-	keys, err := c.keys.shared(peer)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUnsealed, err)
-	}
-	return openResult(keys, res)
+	return nil
 }
 
 // asyncError fails every submission in progress when the broker refused

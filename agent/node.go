@@ -96,9 +96,7 @@ func New(cfg Config) (*Node, error) {
 // it. It blocks until the broker admitted the node. After a failed Start,
 // Close releases what it took.
 func (n *Node) Start(ctx context.Context) error {
-	conn := n.cfg.Conn
-	conn.Name, conn.Logger = n.cfg.Name, n.cfg.Logger
-	nc, err := bus.Connect(ctx, conn, nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+	nc, err := bus.Connect(ctx, n.connConfig(""), nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 		if !nc.IsClosed() {
 			n.cfg.Logger.Warn("disconnected from broker; reconnecting", keyErr, err)
 		}
@@ -111,6 +109,14 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("join cluster at %s as %q: %w", n.cfg.Conn.Where(), n.cfg.Name, err)
 	}
 	return nil
+}
+
+// connConfig is the configuration of one of the node's connections: the
+// node's, named after it with suffix.
+func (n *Node) connConfig(suffix string) bus.ConnConfig {
+	c := n.cfg.Conn
+	c.Name, c.Logger = n.cfg.Name+suffix, n.cfg.Logger
+	return c
 }
 
 // join registers the node, starts its client and status service, and the
@@ -135,9 +141,7 @@ func (n *Node) join(ctx context.Context) error {
 	if err := n.client.Start(ctx); err != nil {
 		return err
 	}
-	status := n.cfg.Conn
-	status.Name, status.Logger = n.cfg.Name+"/status", n.cfg.Logger
-	if n.statusNC, err = bus.Connect(ctx, status); err != nil {
+	if n.statusNC, err = bus.Connect(ctx, n.connConfig("/status")); err != nil {
 		return err
 	}
 	if _, err := n.statusNC.Subscribe(messages.ExecStatusSubject(n.member.InstanceID()), n.handleStatus); err != nil {

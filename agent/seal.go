@@ -34,6 +34,7 @@ var errUnsealed = errors.New("agent: result not sealed by the announced master")
 // with its peers. It is safe for concurrent use.
 type keyring struct {
 	priv *ecdh.PrivateKey
+	pub  []byte // priv's public half, encoded once
 
 	mu   sync.Mutex
 	keys map[string]pairKeys // by the peer's public key
@@ -54,11 +55,11 @@ func newKeyring() (*keyring, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyring{priv: priv, keys: make(map[string]pairKeys)}, nil
+	return &keyring{priv: priv, pub: priv.PublicKey().Bytes(), keys: make(map[string]pairKeys)}, nil
 }
 
-// public is the key to give peers.
-func (k *keyring) public() []byte { return k.priv.PublicKey().Bytes() }
+// public is the key to give peers. Callers must not change it.
+func (k *keyring) public() []byte { return k.pub }
 
 // shared returns the keys shared with the peer whose public key is peer.
 func (k *keyring) shared(peer []byte) (pairKeys, error) {

@@ -33,8 +33,8 @@ type servingConn struct {
 // It blocks for a few round trips to the broker, or until ctx ends.
 func (n *Node) serve(ctx context.Context) (*servingConn, error) {
 	sc := &servingConn{closed: make(chan struct{})}
-	conn := n.cfg.Conn
-	conn.Name, conn.Logger, conn.Reconnect = n.cfg.Name+"/exec", n.cfg.Logger, false
+	conn := n.connConfig("/exec")
+	conn.Reconnect = false
 	// The broker is up (the announcement came through it): one second is
 	// plenty, and a longer wait would hold the role loop.
 	conn.ConnectTimeout = time.Second

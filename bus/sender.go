@@ -11,9 +11,6 @@ import (
 type Sender struct {
 	// ClientID is the server's id of the sending connection.
 	ClientID uint64
-	// User is the user the connection authenticated as (an nkey's public
-	// key).
-	User string
 }
 
 // SenderOf returns who sent msg, a message that reached the internal
@@ -29,5 +26,5 @@ func SenderOf(msg *nats.Msg) (s Sender, ok bool) {
 	if err := json.Unmarshal([]byte(h), &ci); err != nil || ci.ID == 0 {
 		return Sender{}, false
 	}
-	return Sender{ClientID: ci.ID, User: ci.User}, true
+	return Sender{ClientID: ci.ID}, true
 }

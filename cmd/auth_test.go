@@ -138,6 +138,9 @@ func TestAttack_FloodCausesNoMasterChange(t *testing.T) {
 			instance = m.InstanceId
 		}
 	}
+	if instance == "" {
+		t.Fatalf("no instance id for alpha in %v: the flood would miss its status subject", a)
+	}
 	big := make([]byte, 16<<20-1024)
 	subjects := []string{messages.SubjectExec, messages.ExecStatusSubject(instance), messages.SubjectMasterGet, "$SRV.PING"}
 	var wg sync.WaitGroup

@@ -166,16 +166,8 @@ func (m *Member) Current() *messages.Announcement { return m.view.Current() }
 // or a node that hangs at once would keep a subscription alive. The
 // acknowledgement also proves the broker has the node alive (SinceHeard).
 func (m *Member) ReportServing(ctx context.Context, serving *nats.Conn) error {
-	msg, err := m.heartbeat(m.Current(), false)
+	msg, err := m.heartbeat(m.Current(), false, true)
 	if err != nil {
-		return fmt.Errorf("report serving connection: %w", err)
-	}
-	var hb messages.Heartbeat
-	if err := proto.Unmarshal(msg.Data, &hb); err != nil {
-		return fmt.Errorf("report serving connection: %w", err)
-	}
-	hb.Serving, hb.SessionKey = true, m.sessionKey
-	if msg.Data, err = proto.Marshal(&hb); err != nil {
 		return fmt.Errorf("report serving connection: %w", err)
 	}
 	sentAt := time.Now()
@@ -380,7 +372,7 @@ const ackEvery = 8
 
 func (m *Member) beat() {
 	a := m.Current()
-	msg, err := m.heartbeat(a, m.named(a))
+	msg, err := m.heartbeat(a, m.named(a), false)
 	if err == nil {
 		err = m.nc.PublishMsg(msg)
 	}
@@ -390,15 +382,24 @@ func (m *Member) beat() {
 }
 
 // heartbeat builds the next heartbeat; with wantAck it asks for an ack
-// (every ackEvery-th beat asks anyway) and records its send time.
-func (m *Member) heartbeat(a *messages.Announcement, wantAck bool) (*nats.Msg, error) {
+// (every ackEvery-th beat asks anyway) and records its send time. With
+// serving it is the beat a serving connection reports itself with (see
+// ReportServing).
+func (m *Member) heartbeat(a *messages.Announcement, wantAck, serving bool) (*nats.Msg, error) {
 	var epoch uint64
 	if a != nil {
 		epoch = a.Epoch
 	}
 	seq := m.seq.Add(1)
-	wantAck = wantAck || seq%ackEvery == 0
-	b, err := proto.Marshal(&messages.Heartbeat{Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq, Epoch: epoch})
+	hb := &messages.Heartbeat{Name: m.cfg.Name, InstanceId: m.instanceID, Seq: seq, Epoch: epoch}
+	if serving {
+		// Sent as a request by the serving connection, which awaits the
+		// reply itself.
+		hb.Serving, hb.SessionKey, wantAck = true, m.sessionKey, false
+	} else {
+		wantAck = wantAck || seq%ackEvery == 0
+	}
+	b, err := proto.Marshal(hb)
 	if err != nil {
 		return nil, err
 	}
