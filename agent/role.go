@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"baton/election"
 	"baton/messages"
 )
 
@@ -57,20 +59,35 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 		n.stepDown()
 		return
 	}
-	if n.serving != nil && n.silent() {
-		n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
-			keySinceHeard, n.member.SinceHeard().Round(time.Millisecond))
-		n.stepDown()
+	if n.silent() {
+		// The broker may have declared this node dead and elected another:
+		// take nothing until it has the node alive again (the member
+		// registers again as soon as the broker says so).
+		if n.serving != nil {
+			n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
+				keySinceHeard, n.member.SinceHeard().Round(time.Millisecond))
+			n.stepDown()
+		}
 		return
 	}
-	n.servingEpoch.Store(a.Epoch)
+	if n.serving != nil && n.serving.epoch != a.Epoch {
+		// Master again under a newer epoch without a word in between (it
+		// was lost meanwhile): a new term, on a new connection.
+		n.stepDown()
+	}
 	if n.serving != nil {
 		return
 	}
 	// Not serving yet: serve proves to the broker, with one acknowledged
-	// round trip, that this node is alive before it takes anything.
-	sc, err := n.serve(ctx)
-	if err != nil {
+	// round trip, that this node is alive and a.Epoch current before it
+	// takes anything.
+	n.servingEpoch.Store(a.Epoch)
+	sc, err := n.serve(ctx, a.Epoch)
+	switch {
+	case errors.Is(err, election.ErrNotCurrent):
+		n.cfg.Logger.Info("not taking exec requests yet: waiting for the broker's word", keyEpoch, a.Epoch, keyErr, err)
+		return
+	case err != nil:
 		if ctx.Err() == nil {
 			n.cfg.Logger.Error("cannot take exec requests; will retry", keyEpoch, a.Epoch, keyErr, err)
 		}

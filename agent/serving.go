@@ -21,6 +21,8 @@ import (
 // opens its own and never reconnects it, so a subscription can only exist
 // on the broker while this node holds the role (see follow).
 type servingConn struct {
+	// epoch is the term's: the one the broker confirmed when it began.
+	epoch  uint64
 	nc     *nats.Conn
 	svc    micro.Service // the exec endpoint, visible to `nats micro`
 	closed chan struct{}
@@ -29,10 +31,11 @@ type servingConn struct {
 	live atomic.Bool
 }
 
-// serve opens a serving connection and subscribes to exec requests on it.
-// It blocks for a few round trips to the broker, or until ctx ends.
-func (n *Node) serve(ctx context.Context) (*servingConn, error) {
-	sc := &servingConn{closed: make(chan struct{})}
+// serve opens a serving connection for the term of epoch and subscribes to
+// exec requests on it. It blocks for a few round trips to the broker, or
+// until ctx ends.
+func (n *Node) serve(ctx context.Context, epoch uint64) (*servingConn, error) {
+	sc := &servingConn{epoch: epoch, closed: make(chan struct{})}
 	conn := n.connConfig("/exec")
 	conn.Reconnect = false
 	// The broker is up (the announcement came through it): one second is
@@ -57,7 +60,7 @@ func (n *Node) serve(ctx context.Context) (*servingConn, error) {
 	// The broker learns this connection before it subscribes, and its
 	// acknowledgement shows the broker still has this node alive (see
 	// Member.ReportServing).
-	if err := n.member.ReportServing(ctx, nc); err != nil {
+	if err := n.member.ReportServing(ctx, nc, epoch); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -65,7 +68,7 @@ func (n *Node) serve(ctx context.Context) (*servingConn, error) {
 		Name:        "baton",
 		Version:     serviceVersion(n.cfg.Version),
 		Description: "runs shell commands on baton's master",
-		Metadata:    map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(n.servingEpoch.Load(), 10)},
+		Metadata:    map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(epoch, 10)},
 	})
 	if err == nil {
 		err = svc.AddEndpoint("exec", micro.HandlerFunc(n.handleExec),

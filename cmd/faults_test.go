@@ -83,6 +83,81 @@ func TestResumedMasterTakesNoCommands(t *testing.T) {
 			t.Errorf("a command after alpha's return (epoch %d) ran as %q, want alpha/0", epoch, r)
 		}
 	}
+	// It serves under the epoch the broker announced, and said nothing
+	// alarming on the way back.
+	p := c.node("submitter", 0, procOpts{input: "true\n"}, "--json")
+	if code := p.wait(20 * time.Second); code != 0 {
+		t.Fatalf("submitter exited %d", code)
+	}
+	if r := jsonResults(t, p.stdout.String())["true"]; r.Master != "alpha" || r.Epoch != epoch {
+		t.Errorf("result from %s at epoch %d, want alpha at %d", r.Master, r.Epoch, epoch)
+	}
+	if log := alpha.stderr.String(); strings.Contains(log, "level=ERROR") {
+		t.Errorf("alpha logged an error on its way back:\n%s", log)
+	}
+	if last := lastMatch(alpha.stderr.String(), "serving as master"); !strings.Contains(last, fmt.Sprintf("epoch=%d", epoch)) {
+		t.Errorf("alpha's last serving line is %q, want epoch=%d", last, epoch)
+	}
+}
+
+// lastMatch returns the last line of log that contains s.
+func lastMatch(log, s string) string {
+	last := ""
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, s) {
+			last = l
+		}
+	}
+	return last
+}
+
+// A master that leaves while it runs a command finishes it without ever
+// being elected again, and a request sent during the leave goes to the
+// successor as fast as after any planned handover.
+func TestLeavingMasterIsNotElectedAgain(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			c := newCluster(t)
+			w := c.watch()
+			alpha := c.masterAndStandby(w)
+			_, epoch := w.waitMaster("alpha", time.Time{}, time.Second)
+			s := c.node("submitter", 0, procOpts{stdin: true}, "--json")
+			c.waitMembers(3)
+			eventually(t, 5*time.Second, "alpha serving", func() bool { return strings.Contains(alpha.stderr.String(), "serving as master") })
+			s.send("sleep 2; echo $BATON_E2E_NODE")
+			time.Sleep(300 * time.Millisecond) // running on alpha now
+			left := time.Now()
+			alpha.signal(sig)
+			w.waitMaster("beta", left, 5*time.Second)
+			s.send("echo $BATON_E2E_NODE during the leave")
+			if code := alpha.wait(10 * time.Second); code != 0 {
+				t.Errorf("alpha exited %d, want 0", code)
+			}
+			time.Sleep(500 * time.Millisecond)
+			s.stdin.Close()
+			if code := s.wait(20 * time.Second); code != 0 {
+				t.Fatalf("submitter exited %d", code)
+			}
+			res := jsonResults(t, s.stdout.String())
+			if r := res["sleep 2; echo $BATON_E2E_NODE"]; r.Stdout != "alpha\n" || r.Error != "" {
+				t.Errorf("the command alpha ran while leaving: %+v, want its output alpha", r)
+			}
+			if r := res["echo $BATON_E2E_NODE during the leave"]; r.Stdout != "beta during the leave\n" || r.DurationMs > 1000 {
+				t.Errorf("the command sent during the leave: %+v, want it run on beta", r)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			for _, a := range w.seen {
+				if a.at.After(left) && a.a.Master == "alpha" {
+					t.Errorf("alpha was named master again after it left: epoch %d (%s)", a.a.Epoch, a.a.Event)
+				}
+				if a.a.Epoch > epoch+1 {
+					t.Errorf("epoch %d announced (%s); only one change of master (to %d) happened", a.a.Epoch, a.a.Event, epoch+1)
+					break
+				}
+			}
+		})
+	}
 }
 
 // Commands stream from two nodes while the master role moves by every

@@ -165,7 +165,11 @@ func (m *Member) Current() *messages.Announcement { return m.view.Current() }
 // ctx ends): a connection must not subscribe before the broker knows it,
 // or a node that hangs at once would keep a subscription alive. The
 // acknowledgement also proves the broker has the node alive (SinceHeard).
-func (m *Member) ReportServing(ctx context.Context, serving *nats.Conn) error {
+// It fails with an error wrapping ErrNotCurrent when the broker does not
+// know the node (it was declared dead and has not registered again yet) or
+// has decided an epoch other than epoch, the one the node would serve
+// under: the node then waits for the broker's next word.
+func (m *Member) ReportServing(ctx context.Context, serving *nats.Conn, epoch uint64) error {
 	msg, err := m.heartbeat(m.Current(), false, true)
 	if err != nil {
 		return fmt.Errorf("report serving connection: %w", err)
@@ -181,12 +185,24 @@ func (m *Member) ReportServing(ctx context.Context, serving *nats.Conn) error {
 	if err := proto.Unmarshal(resp.Data, &ack); err != nil {
 		return fmt.Errorf("report serving connection: malformed ack: %w", err)
 	}
-	if ack.Reregister || ack.Error != "" {
-		return fmt.Errorf("report serving connection: broker does not know this node (re-registering)")
+	switch {
+	case ack.Error != "":
+		return fmt.Errorf("report serving connection: %s", ack.Error)
+	case ack.Reregister:
+		m.registerSoon()
+		return fmt.Errorf("%w: the broker does not know this node (registering again)", ErrNotCurrent)
 	}
 	m.heard(sentAt)
+	if ack.Epoch != epoch {
+		m.resyncSoon()
+		return fmt.Errorf("%w: the broker is at epoch %d, not %d", ErrNotCurrent, ack.Epoch, epoch)
+	}
 	return nil
 }
+
+// ErrNotCurrent is wrapped by ReportServing's error when the node's view
+// of the election is behind the broker's.
+var ErrNotCurrent = errors.New("election: not the current master")
 
 // Reconnected makes the member register again at once, with the new
 // connection's client id. Call it from the connection's reconnect handler.
@@ -236,10 +252,16 @@ func (m *Member) handleAck(msg *nats.Msg) {
 		m.registerSoon()
 	}
 	if cur := m.Current(); cur != nil && ack.Epoch < cur.Epoch && ack.Error == "" {
-		select {
-		case m.resync <- struct{}{}:
-		default:
-		}
+		m.resyncSoon()
+	}
+}
+
+// resyncSoon asks the loop to ask the broker for its word, unless it is
+// asked already.
+func (m *Member) resyncSoon() {
+	select {
+	case m.resync <- struct{}{}:
+	default:
 	}
 }
 
@@ -253,10 +275,15 @@ func (m *Member) resynchronise(ctx context.Context) {
 		m.cfg.Logger.Warn("cannot ask the broker for the master", keyErr, err)
 		return
 	}
-	if cur := m.Current(); cur != nil && a.Epoch < cur.Epoch {
+	switch cur := m.Current(); {
+	case cur != nil && a.Epoch < cur.Epoch:
 		m.cfg.Logger.Warn("an announcement the broker did not make was seen; back to the broker's",
 			keyEpoch, cur.Epoch, keyBrokerEpoch, a.Epoch)
 		m.view.Reset(a)
+	default:
+		// Behind the broker (announcements missed while hung or cut
+		// off): catch up.
+		m.view.Offer(a)
 	}
 }
 
@@ -420,9 +447,15 @@ func (m *Member) heartbeat(a *messages.Announcement, wantAck, serving bool) (*na
 }
 
 // Leave deregisters the node so that the broker elects a new master at
-// once. It blocks until the broker answered or ctx ends, and returns the
-// broker's announcement made after the removal.
+// once. It first stops beating and registering: a node that has left must
+// never be admitted again, however long it then takes to finish its
+// commands. It blocks until the broker answered or ctx ends, and returns
+// the broker's announcement made after the removal; the view keeps
+// following announcements until Close.
 func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announcement, error) {
+	if err := m.stopLoop(ctx); err != nil {
+		return nil, fmt.Errorf("leave: %w", err)
+	}
 	b, err := proto.Marshal(&messages.Deregister{Name: m.cfg.Name, InstanceId: m.instanceID, Reason: reason})
 	if err != nil {
 		return nil, fmt.Errorf("leave: %w", err)
@@ -448,6 +481,16 @@ func (m *Member) Leave(ctx context.Context, reason string) (*messages.Announceme
 // the subscriptions and the view. It is safe to call twice and after a
 // failed Start.
 func (m *Member) Close(ctx context.Context) error {
+	err := m.stopLoop(ctx)
+	if m.ackSub != nil {
+		_ = m.ackSub.Unsubscribe()
+	}
+	return errors.Join(err, m.view.Close(ctx))
+}
+
+// stopLoop ends the beating and registering loop and waits for it, at most
+// one RegisterTimeout, or until ctx ends.
+func (m *Member) stopLoop(ctx context.Context) error {
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -456,14 +499,10 @@ func (m *Member) Close(ctx context.Context) error {
 		m.wg.Wait()
 		close(stopped)
 	}()
-	var err error
 	select {
 	case <-stopped:
+		return nil
 	case <-ctx.Done():
-		err = fmt.Errorf("close member %q: the loop is still stopping: %w", m.cfg.Name, ctx.Err())
+		return fmt.Errorf("member %q: the loop is still stopping: %w", m.cfg.Name, ctx.Err())
 	}
-	if m.ackSub != nil {
-		_ = m.ackSub.Unsubscribe()
-	}
-	return errors.Join(err, m.view.Close(ctx))
 }
