@@ -299,6 +299,9 @@ func TestCLIErrors(t *testing.T) {
 			if !strings.Contains(last, tc.want) {
 				t.Errorf("last stderr line %q, want one naming %q", last, tc.want)
 			}
+			if tc.name == "broker data dir in use" && strings.Contains(errOut, "Starting nats-server") {
+				t.Errorf("the broker started NATS before it found its data directory in use:\n%s", errOut)
+			}
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -213,5 +214,44 @@ func TestFlagsFromEnvironment(t *testing.T) {
 	c.watch().waitMaster("from-env", time.Time{}, 10*time.Second)
 	if s := c.status(); len(s.Members) != 1 || s.Members[0].Priority != 7 {
 		t.Errorf("status %+v, want from-env at priority 7", s)
+	}
+}
+
+// Status, watch and the announcements tell the present: an idle broker
+// says it has no members and how long ago its last change was, a watch
+// started on a settled cluster prints nothing until something happens,
+// and only a change carries an event.
+func TestThePresentIsTold(t *testing.T) {
+	c := newCluster(t)
+	time.Sleep(1500 * time.Millisecond) // past the start-up wait
+	p := start(t, "status", bins.node, procOpts{}, "status", "--broker-addr="+c.addr)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("node status exited %d", code)
+	}
+	if out := p.stdout.String(); !regexp.MustCompile(`^epoch 1, no master: no node is a member \(last change [1-9]\d*s ago: broker started\)\n`).MatchString(out) {
+		t.Errorf("node status on an idle broker printed:\n%s", out)
+	}
+
+	w := c.watch()
+	c.node("alpha", 100, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	time.Sleep(time.Second)
+	watch := start(t, "node watch", bins.node, procOpts{}, "watch", "--broker-addr="+c.addr)
+	headers := c.nats("sub", "master.current", "--headers-only")
+	time.Sleep(2500 * time.Millisecond) // a few repeats
+	if out := watch.stdout.String(); out != "" {
+		t.Errorf("node watch printed with nothing happening:\n%s", out)
+	}
+	if n := strings.Count(headers.stdout.String(), "Baton-Event"); n != 0 {
+		t.Errorf("repeats of master.current carried %d events:\n%s", n, headers.stdout.String())
+	}
+	c.node("beta", 10, procOpts{}, "--serve")
+	c.waitMembers(2)
+	time.Sleep(2500 * time.Millisecond)
+	if n := strings.Count(watch.stdout.String(), "join    beta"); n != 1 {
+		t.Errorf("node watch printed beta's join %d times, want once:\n%s", n, watch.stdout.String())
+	}
+	if n := strings.Count(headers.stdout.String(), "Baton-Event: beta joined"); n != 1 {
+		t.Errorf("master.current carried beta's join %d times, want once:\n%s", n, headers.stdout.String())
 	}
 }

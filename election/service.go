@@ -160,6 +160,7 @@ type Service struct {
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
 	event     string
+	eventAt   time.Time
 	departed  []*messages.Departure // departures since the last commit
 	pending   []Event               // events decided since the last commit
 	stopping  bool                  // Close has begun
@@ -220,7 +221,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	// Whoever was master before this start is unknown now: that is a change
 	// of master, to none, and fences any master of the previous epoch.
-	s.changeMaster("", "broker started; waiting one heartbeat timeout for nodes")
+	s.changeMaster("", "broker started")
 	s.mu.Unlock()
 	s.commit(ctx, false)
 	s.loopWG.Go(func() { s.loop(s.ctx) })
@@ -306,7 +307,7 @@ func (s *Service) stepDown(ctx context.Context) <-chan struct{} {
 	if hadMaster {
 		s.changeMaster("", "broker stopping")
 	} else {
-		s.event, s.dirty = "broker stopping", true
+		s.setEvent("broker stopping")
 	}
 	s.mu.Unlock()
 	s.commit(ctx, false)
@@ -434,7 +435,7 @@ func (s *Service) remove(name string) {
 // join. Callers hold s.mu.
 func (s *Service) elect(event string, departed ...*messages.Departure) {
 	s.departed = append(s.departed, departed...)
-	s.event, s.dirty = event, true
+	s.setEvent(event)
 	master := ""
 	if !time.Now().Before(s.electFrom) {
 		var best *member
@@ -456,7 +457,14 @@ func (s *Service) elect(event string, departed ...*messages.Departure) {
 // commit after releasing it.
 func (s *Service) changeMaster(master, event string) {
 	s.epoch++
-	s.master, s.event, s.dirty = master, event, true
+	s.master = master
+	s.setEvent(event)
+}
+
+// setEvent records what changed last, and when. Callers hold s.mu, and
+// commit after releasing it.
+func (s *Service) setEvent(event string) {
+	s.event, s.eventAt, s.dirty = event, time.Now(), true
 }
 
 // commit hands the events decided since the last commit to the events
@@ -496,14 +504,25 @@ func (s *Service) commit(ctx context.Context, urgent bool) {
 		s.cfg.Logger.Error("encode announcement", keyEpoch, a.Epoch, keyErr, err)
 		return
 	}
-	s.publishedData = b
-	s.publishedHeader = nats.Header{
-		messages.HeaderMaster:  {a.Master},
-		messages.HeaderEpoch:   {strconv.FormatUint(a.Epoch, 10)},
-		messages.HeaderEvent:   {a.Event},
-		messages.HeaderMembers: {strconv.Itoa(int(a.MemberCount))},
+	header := func(a *messages.Announcement) nats.Header {
+		h := nats.Header{
+			messages.HeaderMaster:  {a.Master},
+			messages.HeaderEpoch:   {strconv.FormatUint(a.Epoch, 10)},
+			messages.HeaderMembers: {strconv.Itoa(int(a.MemberCount))},
+		}
+		if a.Event != "" {
+			h.Set(messages.HeaderEvent, a.Event)
+		}
+		return h
 	}
+	s.publishedData, s.publishedHeader = b, header(a)
 	s.publish()
+	// Its repeats say the same state, but no change of their own.
+	repeat := proto.CloneOf(a)
+	repeat.Repeat, repeat.Event, repeat.Departed = true, "", nil
+	if b, err := proto.Marshal(repeat); err == nil {
+		s.publishedData, s.publishedHeader = b, header(repeat)
+	}
 	s.mu.Lock()
 	s.published = a
 	s.mu.Unlock()
@@ -526,14 +545,15 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		Members:        rank(cs, limit),
 		Event:          s.event,
 		At:             timestamppb.Now(),
+		ChangedAt:      timestamppb.New(s.eventAt),
 		MemberCount:    uint32(len(s.members)),
 		Departed:       s.departed,
 		BrokerStopping: s.stopping,
 	}
 }
 
-// republish sends the last announcement again. Departures travel in the
-// first publication after them and its once-a-second repeats.
+// republish sends the last announcement again, as a repeat: the event and
+// the departures travel only in the first publication after them.
 func (s *Service) republish() {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()

@@ -1,6 +1,10 @@
 package election
 
-import "baton/messages"
+import (
+	"time"
+
+	"baton/messages"
+)
 
 // StatusMember is one member in the cluster status.
 type StatusMember struct {
@@ -16,6 +20,9 @@ type Status struct {
 	Epoch   uint64         `json:"epoch"`
 	Master  string         `json:"master"`
 	Members []StatusMember `json:"members"`
+	// LastChange is what changed last, and LastChangeAt when.
+	LastChange   string    `json:"last_change"`
+	LastChangeAt time.Time `json:"last_change_at"`
 }
 
 // StatusOf summarises an announcement.
@@ -24,5 +31,5 @@ func StatusOf(a *messages.Announcement) Status {
 	for i, m := range a.Members {
 		members[i] = StatusMember{Name: m.Name, Priority: m.Priority, Rank: m.Rank, Master: a.Master != "" && m.Name == a.Master}
 	}
-	return Status{Epoch: a.Epoch, Master: a.Master, Members: members}
+	return Status{Epoch: a.Epoch, Master: a.Master, Members: members, LastChange: a.Event, LastChangeAt: a.ChangedAt.AsTime()}
 }

@@ -98,7 +98,9 @@ const (
 	ErrorKind_ERROR_KIND_REJECTED ErrorKind = 3
 	// ERROR_KIND_BUSY: no execution slot freed up before the deadline.
 	ErrorKind_ERROR_KIND_BUSY ErrorKind = 4
-	// ERROR_KIND_CANCELED: the master stopped before the command finished.
+	// ERROR_KIND_CANCELED: the command was cancelled, by its requester
+	// (ExecStatusQuery.cancel) or because the master stopped before it
+	// finished; its process group was killed.
 	ErrorKind_ERROR_KIND_CANCELED ErrorKind = 5
 	// ERROR_KIND_STALE: the master's epoch is older than the request's; the
 	// command did not run and may be sent again.
@@ -746,8 +748,16 @@ type Announcement struct {
 	// new requests until a broker announces again, rather than send them into
 	// a closing connection.
 	BrokerStopping bool `protobuf:"varint,8,opt,name=broker_stopping,json=brokerStopping,proto3" json:"broker_stopping,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Repeat marks a once-a-second re-publication of an unchanged state: it
+	// carries no event and no departures of its own (the publication of the
+	// change did). Answers to master.get are no repeats: their event is the
+	// last change.
+	Repeat bool `protobuf:"varint,9,opt,name=repeat,proto3" json:"repeat,omitempty"`
+	// Changed_at is when the last change (event) happened; at is when this
+	// state was decided or, for master.get, read.
+	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
@@ -836,6 +846,20 @@ func (x *Announcement) GetBrokerStopping() bool {
 	return false
 }
 
+func (x *Announcement) GetRepeat() bool {
+	if x != nil {
+		return x.Repeat
+	}
+	return false
+}
+
+func (x *Announcement) GetChangedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangedAt
+	}
+	return nil
+}
+
 // ExecRequest asks the master to run one shell command (exec.request,
 // request-reply). The reply is an ExecResult.
 type ExecRequest struct {
@@ -847,7 +871,9 @@ type ExecRequest struct {
 	Cmd string `protobuf:"bytes,2,opt,name=cmd,proto3" json:"cmd,omitempty"`
 	// Requester names the submitting node, for logs.
 	Requester string `protobuf:"bytes,3,opt,name=requester,proto3" json:"requester,omitempty"`
-	// Timeout_ms bounds the command's run time; 0 means the master's default.
+	// Timeout_ms bounds the command's run time; 0 means the master's default
+	// (its --exec-timeout). A request asking for more than the master's
+	// --max-exec-timeout is rejected unrun.
 	TimeoutMs uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// Queue_timeout_ms bounds how long the request may wait for a free slot
 	// before it is answered with a busy error; 0 means the master's default.
@@ -868,7 +894,15 @@ type ExecRequest struct {
 	// Requester_key is the requester's X25519 public key. When set, every
 	// answer to the request carries a mac that only the master the broker
 	// announces could have made (ExecResult.mac).
-	RequesterKey  []byte `protobuf:"bytes,9,opt,name=requester_key,json=requesterKey,proto3" json:"requester_key,omitempty"`
+	RequesterKey []byte `protobuf:"bytes,9,opt,name=requester_key,json=requesterKey,proto3" json:"requester_key,omitempty"`
+	// Stdin, when present (even empty), is the command's whole standard
+	// input, at most MaxStdinBytes: the command reads it, then end of input.
+	// Without it a command's reads block until its timeout.
+	Stdin []byte `protobuf:"bytes,10,opt,name=stdin,proto3,oneof" json:"stdin,omitempty"`
+	// Output_subject, when set, receives the command's output live, as
+	// OutputChunks, while it runs. Live output is a view: the result is the
+	// record.
+	OutputSubject string `protobuf:"bytes,11,opt,name=output_subject,json=outputSubject,proto3" json:"output_subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -966,6 +1000,122 @@ func (x *ExecRequest) GetRequesterKey() []byte {
 	return nil
 }
 
+func (x *ExecRequest) GetStdin() []byte {
+	if x != nil {
+		return x.Stdin
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetOutputSubject() string {
+	if x != nil {
+		return x.OutputSubject
+	}
+	return ""
+}
+
+// OutputChunk is a piece of a running command's output, published on the
+// request's output_subject as it is produced (at most the master's output
+// cap per stream in all). Offsets let the requester see a gap.
+type OutputChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Stream is 1 for stdout, 2 for stderr.
+	Stream uint32 `protobuf:"varint,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Offset is where data starts in its stream.
+	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// Data is the output, for a request without a requester_key.
+	Data   []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Master string `protobuf:"bytes,5,opt,name=master,proto3" json:"master,omitempty"`
+	Epoch  uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Box, for a request with a requester_key, holds data encrypted with
+	// AES-GCM under the key of ExecResult.box, authenticating id, stream,
+	// offset, master and epoch as well: only the master the requester
+	// checks them against could have made it.
+	Box           []byte `protobuf:"bytes,7,opt,name=box,proto3" json:"box,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutputChunk) Reset() {
+	*x = OutputChunk{}
+	mi := &file_baton_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutputChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutputChunk) ProtoMessage() {}
+
+func (x *OutputChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
+func (*OutputChunk) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OutputChunk) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OutputChunk) GetStream() uint32 {
+	if x != nil {
+		return x.Stream
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *OutputChunk) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
+}
+
+func (x *OutputChunk) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *OutputChunk) GetBox() []byte {
+	if x != nil {
+		return x.Box
+	}
+	return nil
+}
+
 // ExecAck tells the requester which master, at which epoch, accepted its
 // request, so that it knows whose loss to watch for.
 type ExecAck struct {
@@ -981,7 +1131,7 @@ type ExecAck struct {
 
 func (x *ExecAck) Reset() {
 	*x = ExecAck{}
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1143,7 @@ func (x *ExecAck) String() string {
 func (*ExecAck) ProtoMessage() {}
 
 func (x *ExecAck) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1156,7 @@ func (x *ExecAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAck.ProtoReflect.Descriptor instead.
 func (*ExecAck) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{9}
+	return file_baton_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecAck) GetId() string {
@@ -1078,7 +1228,7 @@ type ExecResult struct {
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_baton_proto_msgTypes[10]
+	mi := &file_baton_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1240,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[10]
+	mi := &file_baton_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1253,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{10}
+	return file_baton_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecResult) GetId() string {
@@ -1229,7 +1379,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1391,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1404,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{11}
+	return file_baton_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Output) GetStdout() string {
@@ -1279,14 +1429,18 @@ type ExecStatusQuery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Claim is the secret whose hash the request carried (claim_hash).
-	Claim         string `protobuf:"bytes,2,opt,name=claim,proto3" json:"claim,omitempty"`
+	Claim string `protobuf:"bytes,2,opt,name=claim,proto3" json:"claim,omitempty"`
+	// Cancel asks the node to kill the command if it waits or runs; it is
+	// then answered as ERROR_KIND_CANCELED. The reply is the status after
+	// the cancel was asked for.
+	Cancel        bool `protobuf:"varint,3,opt,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecStatusQuery) Reset() {
 	*x = ExecStatusQuery{}
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1452,7 @@ func (x *ExecStatusQuery) String() string {
 func (*ExecStatusQuery) ProtoMessage() {}
 
 func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1465,7 @@ func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatusQuery.ProtoReflect.Descriptor instead.
 func (*ExecStatusQuery) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{12}
+	return file_baton_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecStatusQuery) GetId() string {
@@ -1328,6 +1482,13 @@ func (x *ExecStatusQuery) GetClaim() string {
 	return ""
 }
 
+func (x *ExecStatusQuery) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
 // ExecStatus answers an ExecStatusQuery.
 type ExecStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1342,7 +1503,7 @@ type ExecStatus struct {
 
 func (x *ExecStatus) Reset() {
 	*x = ExecStatus{}
-	mi := &file_baton_proto_msgTypes[13]
+	mi := &file_baton_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1515,7 @@ func (x *ExecStatus) String() string {
 func (*ExecStatus) ProtoMessage() {}
 
 func (x *ExecStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[13]
+	mi := &file_baton_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,7 +1528,7 @@ func (x *ExecStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatus.ProtoReflect.Descriptor instead.
 func (*ExecStatus) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{13}
+	return file_baton_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExecStatus) GetKnown() bool {
@@ -1446,7 +1607,7 @@ const file_baton_proto_rawDesc = "" +
 	"\bexec_key\x18\x06 \x01(\fR\aexecKey\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xa7\x02\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xfa\x02\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -1455,7 +1616,11 @@ const file_baton_proto_rawDesc = "" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
 	"\fmember_count\x18\x06 \x01(\rR\vmemberCount\x12/\n" +
 	"\bdeparted\x18\a \x03(\v2\x13.baton.v1.DepartureR\bdeparted\x12'\n" +
-	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\"\x91\x02\n" +
+	"\x0fbroker_stopping\x18\b \x01(\bR\x0ebrokerStopping\x12\x16\n" +
+	"\x06repeat\x18\t \x01(\bR\x06repeat\x129\n" +
+	"\n" +
+	"changed_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\"\xdd\x02\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -1468,7 +1633,19 @@ const file_baton_proto_rawDesc = "" +
 	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12\x1d\n" +
 	"\n" +
 	"claim_hash\x18\b \x01(\tR\tclaimHash\x12#\n" +
-	"\rrequester_key\x18\t \x01(\fR\frequesterKey\"h\n" +
+	"\rrequester_key\x18\t \x01(\fR\frequesterKey\x12\x19\n" +
+	"\x05stdin\x18\n" +
+	" \x01(\fH\x00R\x05stdin\x88\x01\x01\x12%\n" +
+	"\x0eoutput_subject\x18\v \x01(\tR\routputSubjectB\b\n" +
+	"\x06_stdin\"\xa1\x01\n" +
+	"\vOutputChunk\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06master\x18\x05 \x01(\tR\x06master\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x10\n" +
+	"\x03box\x18\a \x01(\fR\x03box\"h\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
@@ -1498,10 +1675,11 @@ const file_baton_proto_rawDesc = "" +
 	"\x03box\x18\x10 \x01(\fR\x03box\"8\n" +
 	"\x06Output\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\tR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x02 \x01(\tR\x06stderr\"7\n" +
+	"\x06stderr\x18\x02 \x01(\tR\x06stderr\"O\n" +
 	"\x0fExecStatusQuery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
-	"\x05claim\x18\x02 \x01(\tR\x05claim\"j\n" +
+	"\x05claim\x18\x02 \x01(\tR\x05claim\x12\x16\n" +
+	"\x06cancel\x18\x03 \x01(\bR\x06cancel\"j\n" +
 	"\n" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
@@ -1535,7 +1713,7 @@ func file_baton_proto_rawDescGZIP() []byte {
 }
 
 var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
@@ -1548,28 +1726,30 @@ var file_baton_proto_goTypes = []any{
 	(*Departure)(nil),             // 8: baton.v1.Departure
 	(*Announcement)(nil),          // 9: baton.v1.Announcement
 	(*ExecRequest)(nil),           // 10: baton.v1.ExecRequest
-	(*ExecAck)(nil),               // 11: baton.v1.ExecAck
-	(*ExecResult)(nil),            // 12: baton.v1.ExecResult
-	(*Output)(nil),                // 13: baton.v1.Output
-	(*ExecStatusQuery)(nil),       // 14: baton.v1.ExecStatusQuery
-	(*ExecStatus)(nil),            // 15: baton.v1.ExecStatus
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*OutputChunk)(nil),           // 11: baton.v1.OutputChunk
+	(*ExecAck)(nil),               // 12: baton.v1.ExecAck
+	(*ExecResult)(nil),            // 13: baton.v1.ExecResult
+	(*Output)(nil),                // 14: baton.v1.Output
+	(*ExecStatusQuery)(nil),       // 15: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 16: baton.v1.ExecStatus
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	16, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	17, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
 	9,  // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	16, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	17, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: baton.v1.Departure.cause:type_name -> baton.v1.Cause
 	7,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	16, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	17, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
 	8,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	1,  // 7: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	12, // 8: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 7: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	1,  // 8: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
+	13, // 9: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }
@@ -1577,13 +1757,14 @@ func file_baton_proto_init() {
 	if File_baton_proto != nil {
 		return
 	}
+	file_baton_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"baton/election"
 	"baton/messages"
@@ -16,10 +17,15 @@ func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(w).Encode(st)
 	}
-	if a.Master == "" {
-		fmt.Fprintf(w, "epoch %d, no master elected yet (%s)\n", a.Epoch, a.Event)
-	} else {
-		fmt.Fprintf(w, "epoch %d, master %s\n", a.Epoch, a.Master)
+	// The age is the broker's, read and change both on its clock.
+	change := fmt.Sprintf("last change %s ago: %s", a.At.AsTime().Sub(a.ChangedAt.AsTime()).Round(time.Second), a.Event)
+	switch {
+	case a.Master == "" && a.MemberCount == 0:
+		fmt.Fprintf(w, "epoch %d, no master: no node is a member (%s)\n", a.Epoch, change)
+	case a.Master == "":
+		fmt.Fprintf(w, "epoch %d, no master elected yet (%s)\n", a.Epoch, change)
+	default:
+		fmt.Fprintf(w, "epoch %d, master %s (%s)\n", a.Epoch, a.Master, change)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,94 +47,88 @@ func (e WatchEvent) String() string {
 
 // Watch prints the cluster's events as they happen, one line each (JSON
 // when asJSON): nodes joining, leaving and lost with their cause, and
-// every change of master with its epoch. It blocks until ctx ends.
+// every change of master with its epoch. Only what happens after it starts
+// is printed: the present is the baseline. It blocks until ctx ends.
 func Watch(ctx context.Context, nc *nats.Conn, w io.Writer, asJSON bool) error {
-	events := make(chan WatchEvent, 64)
-	emit := func(e WatchEvent) {
+	// Announcements queue up until the baseline (the broker's answer to
+	// master.get, asked once subscribed) is known; then each is compared
+	// with what came before it.
+	announcements := make(chan *messages.Announcement, 256)
+	sub, err := nc.Subscribe(messages.SubjectMaster, func(m *nats.Msg) {
+		var a messages.Announcement
+		if proto.Unmarshal(m.Data, &a) != nil || a.Repeat {
+			return
+		}
 		select {
-		case events <- e:
+		case announcements <- &a:
 		case <-ctx.Done():
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("watch: subscribe %s: %w", messages.SubjectMaster, err)
 	}
-	var lastAt time.Time
-	var lastEpoch uint64
-	// Joins are told by the member lists (registrations themselves are the
-	// broker's alone to read): a name not in the previous list joined. The
-	// first list is the broker's answer to master.get once subscribed.
-	var mu sync.Mutex
-	var members map[string]bool
-	names := func(a *messages.Announcement) map[string]bool {
-		m := make(map[string]bool, len(a.Members))
-		for _, mb := range a.Members {
-			m[mb.Name] = true
-		}
-		return m
-	}
-	handlers := map[string]nats.MsgHandler{
-		messages.SubjectMaster: func(m *nats.Msg) {
-			var a messages.Announcement
-			// Repeats of an announcement carry its time: skip them.
-			if proto.Unmarshal(m.Data, &a) != nil || !a.At.AsTime().After(lastAt) {
-				return
-			}
-			lastAt = a.At.AsTime()
-			mu.Lock()
-			for _, mb := range a.Members {
-				if members != nil && !members[mb.Name] {
-					emit(WatchEvent{Time: lastAt, Event: "join", Node: mb.Name, Priority: &mb.Priority})
-				}
-			}
-			members = names(&a)
-			mu.Unlock()
-			for _, d := range a.Departed {
-				e := WatchEvent{Time: lastAt, Event: "lost", Node: d.Name, Cause: d.Cause.Text()}
-				if d.Cause == messages.Cause_CAUSE_LEFT {
-					e.Event, e.Cause = "left", ""
-				}
-				emit(e)
-			}
-			if a.Epoch != lastEpoch {
-				lastEpoch = a.Epoch
-				emit(WatchEvent{Time: lastAt, Event: "master", Master: a.Master, Epoch: a.Epoch, Cause: a.Event})
-			}
-		},
-	}
-	for subj, h := range handlers {
-		sub, err := nc.Subscribe(subj, h)
-		if err != nil {
-			return fmt.Errorf("watch: subscribe %s: %w", subj, err)
-		}
-		defer sub.Unsubscribe()
-	}
+	defer sub.Unsubscribe()
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
 	getCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	first, err := election.Get(getCtx, nc)
+	baseline, err := election.Get(getCtx, nc)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	mu.Lock()
-	if members == nil {
-		members = names(first)
-	}
-	mu.Unlock()
+	// Joins are told by the member lists (registrations themselves are the
+	// broker's alone to read): a name not in the previous list joined.
+	members, epoch := names(baseline), baseline.Epoch
 	enc := json.NewEncoder(w)
+	print := func(e WatchEvent) error {
+		var err error
+		if asJSON {
+			err = enc.Encode(e)
+		} else {
+			_, err = fmt.Fprintln(w, e)
+		}
+		return err
+	}
 	for {
+		var a *messages.Announcement
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-events:
-			var err error
-			if asJSON {
-				err = enc.Encode(e)
-			} else {
-				_, err = fmt.Fprintln(w, e)
+		case a = <-announcements:
+		}
+		at := a.At.AsTime()
+		var events []WatchEvent
+		for _, mb := range a.Members {
+			if !members[mb.Name] {
+				events = append(events, WatchEvent{Time: at, Event: "join", Node: mb.Name, Priority: &mb.Priority})
 			}
-			if err != nil {
+		}
+		members = names(a)
+		for _, d := range a.Departed {
+			e := WatchEvent{Time: at, Event: "lost", Node: d.Name, Cause: d.Cause.Text()}
+			if d.Cause == messages.Cause_CAUSE_LEFT {
+				e.Event, e.Cause = "left", ""
+			}
+			events = append(events, e)
+		}
+		if a.Epoch > epoch {
+			epoch = a.Epoch
+			events = append(events, WatchEvent{Time: at, Event: "master", Master: a.Master, Epoch: a.Epoch, Cause: a.Event})
+		}
+		for _, e := range events {
+			if err := print(e); err != nil {
 				return fmt.Errorf("watch: %w", err)
 			}
 		}
 	}
+}
+
+// names are the names of a's members.
+func names(a *messages.Announcement) map[string]bool {
+	m := make(map[string]bool, len(a.Members))
+	for _, mb := range a.Members {
+		m[mb.Name] = true
+	}
+	return m
 }
