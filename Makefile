@@ -29,9 +29,10 @@ check-generated: generate
 	@git diff --exit-code -- messages/ || { \
 		echo "messages/baton.pb.go is stale: run 'make generate' and commit"; exit 1; }
 
-# Static binaries in bin/.
+# Static binaries in bin/: broker, node and the stock nats CLI (pinned in
+# go.mod). Call them by path: node is also Node.js's name.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/broker ./cmd/node
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/broker ./cmd/node github.com/nats-io/natscli/nats
 
 # The demo cluster: build the image, the credentials and the TLS
 # certificates, then start a broker and three nodes and wait until all are
@@ -54,11 +55,10 @@ image: rootfs
 # build/rootfs: static baton binaries and nats CLI, and Debian's static
 # busybox (fetched with apt-get download, unpacked with dpkg -x, since it
 # conflicts with the busybox package) with a link per command.
-rootfs:
+rootfs: build
 	rm -rf build/rootfs && mkdir -p build/rootfs/bin build/rootfs/usr/local/bin build/rootfs/var/lib/baton build/rootfs/root
 	mkdir -m 1777 build/rootfs/tmp
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o build/rootfs/usr/local/bin/ \
-		./cmd/broker ./cmd/node github.com/nats-io/natscli/nats
+	cp bin/broker bin/node bin/nats build/rootfs/usr/local/bin/
 	cd build && { ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download busybox-static \
 		|| { apt-get update -qq && apt-get download busybox-static; }; }
 	rm -rf build/busybox && dpkg -x build/busybox-static_*.deb build/busybox

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"baton/bus"
 	"baton/election"
+	"baton/executor"
 	"baton/messages"
 )
 
@@ -84,6 +86,7 @@ type Client struct {
 // call is one Submit in progress.
 type call struct {
 	events chan callEvent
+	chunks chan *messages.OutputChunk
 	// sent is whether a copy may be out (no 503 or refusal since the last
 	// send), and sentEpoch the requester's epoch when it sent it.
 	sent      bool
@@ -108,6 +111,7 @@ type callEvent struct {
 	noResponders bool
 	lost         string
 	denied       error
+	ack          *messages.ExecAck
 }
 
 // NewClient prepares a client that submits on nc and learns the master
@@ -352,6 +356,27 @@ func (c *Client) asyncError(err error) {
 	}
 }
 
+// openChunk accepts a chunk of live output only from a member this client
+// knows, sealed by it for this client, and, if the client knows the master
+// of the chunk's epoch, from that master; it opens it in place.
+func (c *Client) openChunk(chunk *messages.OutputChunk) error {
+	c.mu.Lock()
+	peer := c.memberKeys[chunk.Master]
+	announced, known := c.epochMasters[chunk.Epoch]
+	c.mu.Unlock()
+	switch {
+	case len(peer) == 0:
+		return fmt.Errorf("%w: %q is no member this client knows", errUnsealed, chunk.Master)
+	case known && announced != chunk.Master:
+		return fmt.Errorf("%w: epoch %d's master is %q, not %q", errUnsealed, chunk.Epoch, announced, chunk.Master)
+	}
+	keys, err := c.keys.shared(peer)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnsealed, err)
+	}
+	return openChunk(keys, chunk)
+}
+
 // deliver hands ev to cl without blocking; a call has room for every
 // event it can get before it reads one. Callers hold c.mu.
 func (c *Client) deliver(cl *call, ev callEvent) {
@@ -363,7 +388,7 @@ func (c *Client) deliver(cl *call, ev callEvent) {
 }
 
 // handleInbox takes results (INBOX.r.ID), no-responder statuses (also on
-// INBOX.r.ID) and acks (INBOX.a.ID).
+// INBOX.r.ID), acks (INBOX.a.ID) and live output (INBOX.o.ID).
 func (c *Client) handleInbox(msg *nats.Msg) {
 	rest := msg.Subject[len(c.inbox)+1:]
 	if len(rest) < 3 || rest[1] != '.' {
@@ -374,6 +399,7 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 	// lock is every submission's.
 	var res *messages.ExecResult
 	var ack *messages.ExecAck
+	var chunk *messages.OutputChunk
 	switch {
 	case kind == 'r' && msg.Header.Get("Status") == "503":
 	case kind == 'r':
@@ -388,6 +414,16 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 			c.cfg.Logger.Warn("malformed ack", keyID, id, keyErr, err)
 			return
 		}
+	case kind == 'o':
+		chunk = &messages.OutputChunk{}
+		if err := proto.Unmarshal(msg.Data, chunk); err != nil {
+			c.cfg.Logger.Warn("malformed output", keyID, id, keyErr, err)
+			return
+		}
+		if err := c.openChunk(chunk); err != nil {
+			c.cfg.Logger.Warn("ignored live output", keyID, id, keyMaster, chunk.Master, keyErr, err)
+			return
+		}
 	default:
 		return
 	}
@@ -399,12 +435,20 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 		c.cfg.Logger.Warn("late result ignored: the command was already reported lost or unanswered",
 			keyID, id, keyMaster, res.Master, keyEpoch, res.Epoch, keyExitCode, res.ExitCode, keyError, res.Error)
 	case cl == nil:
+	case chunk != nil:
+		// A chunk that finds its queue full is dropped: the gap shows in
+		// the next one's offset, and the result fills it in.
+		select {
+		case cl.chunks <- chunk:
+		default:
+		}
 	case ack != nil:
 		// Only from the master announced for an epoch no older than the
 		// request's: a forged ack naming an old master could otherwise
 		// make its later departure fail a command that ran elsewhere.
 		if ack.Epoch >= cl.sentEpoch && c.epochMasters[ack.Epoch] == ack.Master && ack.Master != "" {
 			cl.acked = ack
+			c.deliver(cl, callEvent{ack: ack})
 		} else {
 			c.cfg.Logger.Warn("ignored an ack", keyID, id, keyMaster, ack.Master, keyEpoch, ack.Epoch)
 		}
@@ -415,27 +459,71 @@ func (c *Client) handleInbox(msg *nats.Msg) {
 	}
 }
 
-// Submit sends cmd to the master and blocks until its result arrives.
+// Job is one command to submit.
+type Job struct {
+	// ID is the request's id; SubmitJob makes one when it is empty (128
+	// random bits: nobody can guess another's).
+	ID  string
+	Cmd string
+	// Timeout asks the master for a run time; 0 takes the client's
+	// Timeout, and if that is 0 too, the master's default.
+	Timeout time.Duration
+	// Stdin, when not nil (even empty), is the command's whole input.
+	Stdin []byte
+	// Output, when set, receives the command's output as it is produced:
+	// stream 1 is stdout, 2 stderr. Once the result is in, Output has been
+	// given exactly the result's stdout and stderr, in order (what live
+	// output missed, such as chunks lost in a reconnect, is given then,
+	// after a note on stderr). Calls come from the submitting goroutine.
+	Output func(stream int, data []byte)
+	// Cancel, when it closes, asks the master to kill the command; the
+	// result then says it was cancelled (or how it ended, if it ended
+	// first). A command not yet taken by a master is not sent.
+	Cancel <-chan struct{}
+}
+
+// ErrCancelled: the job was cancelled before any master took it; the
+// command did not run.
+var ErrCancelled = errors.New("cancelled")
+
+// Submit sends cmd to the master and blocks until its result arrives; see
+// SubmitJob.
+func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
+	return c.SubmitJob(ctx, &Job{Cmd: cmd})
+}
+
+// SubmitJob sends job to the master and blocks until its result arrives.
 //
 // A command runs at most once: a request is sent again only when it
 // provably reached no one: NATS answered "no responders" (mid-election),
 // or a master refused it unrun (its epoch was stale, or it had lost touch
 // with the broker). After a reconnect, replies that were lost are fetched
 // from the masters that may have run the request. The error wraps
-// ErrNoMaster, ErrMasterLost or ErrNoReply when no result came back; a
-// command that ran but failed (timeout, rejected, busy) is a result, not an
-// error.
-func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
-	// The id and the claim are 128 random bits each: nobody can guess the
-	// id, and only this submission can show the claim.
-	s := &submission{c: c, id: rand.Text(), claim: rand.Text(), cl: &call{events: make(chan callEvent, 16), masters: make(map[string]string)}}
+// ErrNoMaster, ErrMasterLost, ErrNoReply or ErrCancelled when no result
+// came back; a command that ran but failed (timeout, rejected, busy,
+// cancelled) is a result, not an error.
+func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult, error) {
+	if job.ID == "" {
+		job.ID = rand.Text()
+	}
+	timeout := job.Timeout
+	if timeout == 0 {
+		timeout = c.cfg.Timeout
+	}
+	// The claim is 128 random bits: only this submission can show it.
+	s := &submission{c: c, job: job, id: job.ID, claim: rand.Text(), timeout: timeout,
+		cl: &call{events: make(chan callEvent, 16), chunks: make(chan *messages.OutputChunk, 256), masters: make(map[string]string)}}
 	claimHash := sha256.Sum256([]byte(s.claim))
 	s.req = &messages.ExecRequest{
-		Id: s.id, Cmd: cmd, Requester: c.cfg.Name, ClaimHash: hex.EncodeToString(claimHash[:]),
-		TimeoutMs:      uint32(c.cfg.ExecTimeout.Milliseconds()),
+		Id: s.id, Cmd: job.Cmd, Requester: c.cfg.Name, ClaimHash: hex.EncodeToString(claimHash[:]),
+		TimeoutMs:      uint32(timeout.Milliseconds()),
 		QueueTimeoutMs: uint32(c.cfg.QueueTimeout.Milliseconds()),
 		AckSubject:     c.inbox + ".a." + s.id,
 		RequesterKey:   c.keys.public(),
+		Stdin:          job.Stdin,
+	}
+	if job.Output != nil {
+		s.req.OutputSubject = c.inbox + ".o." + s.id
 	}
 	c.mu.Lock()
 	c.calls[s.id] = s.cl
@@ -446,14 +534,20 @@ func (c *Client) Submit(ctx context.Context, cmd string) (*messages.ExecResult, 
 		delete(c.calls, s.id)
 		c.mu.Unlock()
 	}()
-	return s.run(ctx)
+	res, err := s.run(ctx)
+	if res != nil && job.Output != nil {
+		s.complete(res)
+	}
+	return res, err
 }
 
-// submission is the state of one Submit.
+// submission is the state of one SubmitJob.
 type submission struct {
 	c          *Client
+	job        *Job
 	id         string
 	claim      string // the secret whose hash the request carries
+	timeout    time.Duration
 	req        *messages.ExecRequest
 	cl         *call
 	attempt    int
@@ -461,11 +555,26 @@ type submission struct {
 	// unknown counts the recovery rounds in which no master had the
 	// request.
 	unknown int
+	// cancelled is set once the job's Cancel closed.
+	cancelled bool
+	// live is the output given to job.Output so far, by stream; broken
+	// once a chunk went missing.
+	live   [3][]byte
+	broken [3]bool
 }
+
+// defaultRunWait is how long a requester that asked for the master's
+// default run time expects a command to take until the master says (the
+// ack of a command that runs longer than a moment carries its limits).
+var defaultRunWait = executor.DefaultConfig().Timeout
 
 func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 	c := s.c
-	wait := c.cfg.ExecTimeout + c.cfg.QueueTimeout + replyGrace
+	runWait := s.timeout
+	if runWait == 0 {
+		runWait = defaultRunWait
+	}
+	wait := runWait + c.cfg.QueueTimeout + replyGrace
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	s.retryUntil = time.Now().Add(c.cfg.SubmitRetry)
@@ -479,8 +588,14 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 	// the masters have been asked.
 	var recover <-chan time.Time
 	var since time.Time
+	// Once cancelled, the masters are asked to cancel until the result
+	// comes: the request may still be on its way to one.
+	cancel := s.job.Cancel
+	var cancelAgain <-chan time.Time
 	for {
 		select {
+		case chunk := <-s.cl.chunks:
+			s.show(chunk)
 		case ev := <-s.cl.events:
 			if ev.result != nil {
 				if err := c.verify(ctx, ev.result); err != nil {
@@ -489,6 +604,10 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 				}
 			}
 			switch {
+			case ev.ack != nil:
+				// The master says how long the command may wait and run.
+				wait = time.Duration(ev.ack.QueueTimeoutMs+ev.ack.TimeoutMs)*time.Millisecond + replyGrace
+				deadline.Reset(wait)
 			case ev.denied != nil:
 				return nil, ev.denied
 			case ev.lost != "":
@@ -499,6 +618,9 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 				c.mu.Lock()
 				s.cl.sent = false
 				c.mu.Unlock()
+				if s.cancelled {
+					return nil, fmt.Errorf("%w before any master took it; the command did not run", ErrCancelled)
+				}
 				if err := s.backoff(ctx); err != nil {
 					return nil, err
 				}
@@ -506,8 +628,15 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 					return nil, err
 				}
 			case ev.result != nil:
+				s.drainChunks()
 				return ev.result, nil
 			}
+		case <-cancel:
+			cancel, s.cancelled = nil, true
+			cancelAgain = time.After(0)
+		case <-cancelAgain:
+			go s.askCancel(ctx)
+			cancelAgain = time.After(cancelRetry)
 		case <-reconnected:
 			c.mu.Lock()
 			reconnected = c.reconnected
@@ -533,6 +662,69 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", ErrNoReply, ctx.Err())
 		}
+	}
+}
+
+// cancelRetry is how often a cancelled submission asks its masters again.
+const cancelRetry = 100 * time.Millisecond
+
+// askCancel asks every master that may have the request to cancel it.
+func (s *submission) askCancel(ctx context.Context) {
+	s.c.mu.Lock()
+	masters := maps.Clone(s.cl.masters)
+	s.c.mu.Unlock()
+	for inst, name := range masters {
+		if _, err := s.query(ctx, inst, true); err != nil {
+			s.c.cfg.Logger.Debug("cancel unanswered", keyID, s.id, keyMaster, name, keyErr, err)
+		}
+	}
+}
+
+// show gives a chunk of live output to the job, if it continues what was
+// given of its stream; after a gap, the stream waits for the result.
+func (s *submission) show(chunk *messages.OutputChunk) {
+	st := int(chunk.Stream)
+	if st != 1 && st != 2 || s.broken[st] || chunk.Id != s.id {
+		return
+	}
+	if chunk.Offset != uint64(len(s.live[st])) {
+		s.broken[st] = true
+		return
+	}
+	s.live[st] = append(s.live[st], chunk.Data...)
+	s.job.Output(st, chunk.Data)
+}
+
+// drainChunks shows the chunks that arrived before the result: the master
+// sends the last chunk before the result, on the same connection.
+func (s *submission) drainChunks() {
+	for {
+		select {
+		case chunk := <-s.cl.chunks:
+			s.show(chunk)
+		default:
+			return
+		}
+	}
+}
+
+// complete gives the job what live output missed of res's record.
+func (s *submission) complete(res *messages.ExecResult) {
+	for st, record := range [3]string{1: res.Stdout, 2: res.Stderr} {
+		if st == 0 {
+			continue
+		}
+		shown := strings.ToValidUTF8(string(s.live[st]), "\uFFFD")
+		if rest, ok := strings.CutPrefix(record, shown); ok {
+			if rest != "" {
+				s.job.Output(st, []byte(rest))
+			}
+			continue
+		}
+		// Live output went astray (chunks lost mid-character): the record
+		// is the truth.
+		s.job.Output(2, []byte("\nbaton: live output was interrupted; the whole output follows\n"))
+		s.job.Output(st, []byte(record))
 	}
 }
 
@@ -587,6 +779,8 @@ func (s *submission) backoff(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrNoMaster, ctx.Err())
+	case <-s.job.Cancel:
+		return fmt.Errorf("%w before any master took it; the command did not run", ErrCancelled)
 	case <-time.After(d):
 		return nil
 	}
@@ -631,7 +825,7 @@ func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known b
 	masters := maps.Clone(s.cl.masters)
 	s.c.mu.Unlock()
 	for inst, name := range masters {
-		st, err := s.query(ctx, inst)
+		st, err := s.query(ctx, inst, false)
 		switch {
 		case err != nil:
 			s.c.cfg.Logger.Debug("status query unanswered", keyID, s.id, keyMaster, name, keyErr, err)
@@ -645,13 +839,13 @@ func (s *submission) ask(ctx context.Context) (res *messages.ExecResult, known b
 	return nil, known
 }
 
-func (s *submission) query(ctx context.Context, instanceID string) (*messages.ExecStatus, error) {
-	b, err := proto.Marshal(&messages.ExecStatusQuery{Id: s.id, Claim: s.claim})
+func (s *submission) query(ctx context.Context, instanceID string, cancel bool) (*messages.ExecStatus, error) {
+	b, err := proto.Marshal(&messages.ExecStatusQuery{Id: s.id, Claim: s.claim, Cancel: cancel})
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
-	defer cancel()
+	ctx, stop := context.WithTimeout(ctx, statusTimeout)
+	defer stop()
 	msg, err := s.c.nc.RequestWithContext(ctx, messages.ExecStatusSubject(instanceID), b)
 	if err != nil {
 		return nil, err

@@ -29,9 +29,15 @@ type Config struct {
 	Name string
 	// Priority ranks the node for master: higher wins.
 	Priority int32
-	// ExecTimeout bounds each command's run time, both the commands this
-	// node runs as master and the ones it submits.
+	// ExecTimeout bounds the run time of each command this node runs as
+	// master that asks for none.
 	ExecTimeout time.Duration
+	// MaxExecTimeout is the longest run time a request may ask this node
+	// for as master; a request asking for more is rejected unrun.
+	MaxExecTimeout time.Duration
+	// SubmitTimeout is the run time the commands this node submits ask
+	// for; 0 asks for the master's ExecTimeout.
+	SubmitTimeout time.Duration
 	// QueueTimeout bounds how long a command may wait for a free execution
 	// slot on the master before it is answered "busy": the commands this
 	// node submits, and those it runs as master that ask for no limit.
@@ -45,6 +51,9 @@ type Config struct {
 	// SubmitRetry is how long a submission that finds no master (mid
 	// election) keeps retrying before it reports "no master available".
 	SubmitRetry time.Duration
+	// Reaper makes the commands this node runs as master die with it,
+	// even when it is killed (see executor.Config.Reaper).
+	Reaper bool
 	// Version is reported to the broker.
 	Version string
 	Logger  *slog.Logger
@@ -64,6 +73,7 @@ func DefaultConfig(name string) Config {
 		Name:              name,
 		Priority:          member.Priority,
 		ExecTimeout:       exe.Timeout,
+		MaxExecTimeout:    DefaultMaxExecTimeout,
 		QueueTimeout:      client.QueueTimeout,
 		MaxParallel:       exe.MaxParallel,
 		MaxOutput:         exe.MaxOutput,
@@ -85,14 +95,23 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: max output %d must be from 1 to %d bytes to fit the broker's payload limit", ErrInvalidConfig, c.MaxOutput, messages.MaxOutputCap)
 	case c.HeartbeatInterval <= 0:
 		return fmt.Errorf("%w: heartbeat interval %v must be positive", ErrInvalidConfig, c.HeartbeatInterval)
+	case c.MaxExecTimeout <= 0 || c.MaxExecTimeout > maxRequestDuration:
+		return fmt.Errorf("%w: max exec timeout %v must be positive and at most %v", ErrInvalidConfig, c.MaxExecTimeout, maxRequestDuration)
+	case c.ExecTimeout <= 0 || c.ExecTimeout > c.MaxExecTimeout:
+		return fmt.Errorf("%w: exec timeout %v must be positive and at most the max exec timeout (%v)", ErrInvalidConfig, c.ExecTimeout, c.MaxExecTimeout)
 	}
 	return c.client().validate()
 }
 
+// DefaultMaxExecTimeout is the longest run time a request may ask a master
+// for by default: operations work (a backup, a package upgrade) needs
+// minutes, and a forgotten command still ends.
+const DefaultMaxExecTimeout = 5 * time.Minute
+
 // client is the configuration of the node's own submissions.
 func (c Config) client() ClientConfig {
 	return ClientConfig{
-		Name: c.Name, ExecTimeout: c.ExecTimeout, QueueTimeout: c.QueueTimeout, SubmitRetry: c.SubmitRetry,
+		Name: c.Name, Timeout: c.SubmitTimeout, QueueTimeout: c.QueueTimeout, SubmitRetry: c.SubmitRetry,
 		Logger: c.Logger,
 	}
 }
@@ -101,9 +120,10 @@ func (c Config) client() ClientConfig {
 type ClientConfig struct {
 	// Name tells masters who sent a request.
 	Name string
-	// ExecTimeout is the run time a request asks for; a master caps it at
-	// its own. The requester waits this long plus QueueTimeout for a result.
-	ExecTimeout time.Duration
+	// Timeout is the run time a request asks for; 0 asks for the master's
+	// default (its --exec-timeout). A master rejects more than its
+	// --max-exec-timeout.
+	Timeout time.Duration
 	// QueueTimeout bounds how long a request may wait for a free execution
 	// slot on the master before it is answered "busy".
 	QueueTimeout time.Duration
@@ -118,8 +138,6 @@ func DefaultClientConfig(name string) ClientConfig {
 	exe := executor.DefaultConfig()
 	return ClientConfig{
 		Name: name,
-		// What a master runs a command for by default.
-		ExecTimeout: exe.Timeout,
 		// As long as a command may run: a request waits at most one
 		// command's length for a slot before it is told the master is busy.
 		QueueTimeout: exe.Timeout,
@@ -131,8 +149,8 @@ func DefaultClientConfig(name string) ClientConfig {
 
 func (c ClientConfig) validate() error {
 	switch {
-	case c.ExecTimeout <= 0 || c.ExecTimeout > maxRequestDuration:
-		return fmt.Errorf("%w: exec timeout %v must be positive and at most %v", ErrInvalidConfig, c.ExecTimeout, maxRequestDuration)
+	case c.Timeout < 0 || c.Timeout > maxRequestDuration:
+		return fmt.Errorf("%w: timeout %v must be positive and at most %v", ErrInvalidConfig, c.Timeout, maxRequestDuration)
 	case c.QueueTimeout <= 0 || c.QueueTimeout > maxRequestDuration:
 		return fmt.Errorf("%w: queue timeout %v must be positive and at most %v", ErrInvalidConfig, c.QueueTimeout, maxRequestDuration)
 	case c.SubmitRetry < 0:

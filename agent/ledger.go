@@ -2,9 +2,11 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"sync"
 	"time"
 
@@ -33,7 +35,11 @@ type entry struct {
 	peer      []byte               // the requester's public key
 	waiters   []replyTo            // while it runs: who waits for the result
 	result    *messages.ExecResult // once done
+	cancel    context.CancelCauseFunc
 }
+
+// errCancelled is why a command its requester cancelled ended.
+var errCancelled = errors.New("cancelled by its requester")
 
 type doneEntry struct {
 	id   string
@@ -51,6 +57,8 @@ type replyTo struct {
 	subject string
 	json    bool
 	peer    []byte
+	// id and cmd are the request's, for a JSON answer.
+	id, cmd string
 }
 
 // admission is what begin says to do with a request.
@@ -67,14 +75,15 @@ const (
 	taken
 )
 
-// begin records that request id, claimed by claimHash, arrived from r.
-func (l *ledger) begin(id, claimHash string, r replyTo) (admission, *messages.ExecResult) {
+// begin records that request id, claimed by claimHash, arrived from r; a
+// run it admits ends early when cancel is called.
+func (l *ledger) begin(id, claimHash string, r replyTo, cancel context.CancelCauseFunc) (admission, *messages.ExecResult) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[id]
 	switch {
 	case !ok:
-		l.entries[id] = &entry{claimHash: claimHash, json: r.json, peer: r.peer, waiters: []replyTo{r}}
+		l.entries[id] = &entry{claimHash: claimHash, json: r.json, peer: r.peer, waiters: []replyTo{r}, cancel: cancel}
 		return runIt, nil
 	case !sameClaim(e.claimHash, claimHash) || r.json != e.json || !bytes.Equal(r.peer, e.peer):
 		// The claim hash travels in the clear: a resend must also come in
@@ -101,7 +110,7 @@ func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 	defer l.mu.Unlock()
 	e := l.entries[id]
 	waiters := e.waiters
-	e.waiters, e.result = nil, res
+	e.waiters, e.result, e.cancel = nil, res, nil
 	now := time.Now()
 	size := len(res.Stdout) + len(res.Stderr) + 256
 	l.order = append(l.order, doneEntry{id, now, size})
@@ -117,8 +126,9 @@ func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 
 // status says what the node knows of id to whoever shows claim (and gives
 // the requester's public key, to seal the result with): to anyone else,
-// nothing, not even that the id exists.
-func (l *ledger) status(id, claim string) (*messages.ExecStatus, []byte) {
+// nothing, not even that the id exists. With cancel, a command still
+// waiting or running is cancelled first.
+func (l *ledger) status(id, claim string, cancel bool) (*messages.ExecStatus, []byte) {
 	sum := sha256.Sum256([]byte(claim))
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -128,6 +138,9 @@ func (l *ledger) status(id, claim string) (*messages.ExecStatus, []byte) {
 		return &messages.ExecStatus{}, nil
 	case e.result != nil:
 		return &messages.ExecStatus{Known: true, Result: e.result}, e.peer
+	}
+	if cancel && e.cancel != nil {
+		e.cancel(errCancelled)
 	}
 	return &messages.ExecStatus{Known: true, Running: true}, nil
 }

@@ -38,7 +38,7 @@ type Node struct {
 	// execCtx is the lifetime of commands; it ends only when Close gives up
 	// waiting for them.
 	execCtx    context.Context
-	execCancel context.CancelFunc
+	execCancel context.CancelCauseFunc
 	inflight   sync.WaitGroup
 	// closing, under acceptMu, turns away requests that a draining serving
 	// connection delivers after Close began waiting for inflight.
@@ -57,6 +57,10 @@ type Node struct {
 	connLost     chan struct{}
 }
 
+// errStopping is why commands still running when Close gives up waiting
+// end.
+var errStopping = errors.New("the master stopped before the command finished")
+
 // releaseTimeout bounds what Close does after the commands are done.
 const releaseTimeout = 5 * time.Second
 
@@ -69,7 +73,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	ecfg := executor.DefaultConfig()
-	ecfg.Timeout, ecfg.MaxParallel, ecfg.MaxOutput = cfg.ExecTimeout, cfg.MaxParallel, cfg.MaxOutput
+	ecfg.Timeout, ecfg.MaxParallel, ecfg.MaxOutput, ecfg.Reaper = cfg.ExecTimeout, cfg.MaxParallel, cfg.MaxOutput, cfg.Reaper
 	ecfg.Logger = cfg.Logger.With(keyComponent, "executor")
 	exe, err := executor.New(ecfg)
 	if err != nil {
@@ -80,7 +84,7 @@ func New(cfg Config) (*Node, error) {
 		_ = exe.Close()
 		return nil, fmt.Errorf("result key: %w", err)
 	}
-	execCtx, execCancel := context.WithCancel(context.Background())
+	execCtx, execCancel := context.WithCancelCause(context.Background())
 	return &Node{
 		cfg: cfg, exe: exe, keys: keys,
 		// Results stay answerable well past any requester's deadline.
@@ -162,6 +166,11 @@ func (n *Node) Submit(ctx context.Context, cmd string) (*messages.ExecResult, er
 	return n.client.Submit(ctx, cmd)
 }
 
+// SubmitJob sends job to the master; see Client.SubmitJob.
+func (n *Node) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult, error) {
+	return n.client.SubmitJob(ctx, job)
+}
+
 // Master returns the newest announcement the node has seen (nil before the
 // first).
 func (n *Node) Master() *messages.Announcement { return n.member.Current() }
@@ -197,10 +206,10 @@ func (n *Node) close(ctx context.Context) error {
 	case <-idle:
 	case <-ctx.Done():
 		n.cfg.Logger.Warn("stopping commands still running", keyErr, ctx.Err())
-		n.execCancel()
+		n.execCancel(errStopping)
 		<-idle
 	}
-	n.execCancel()
+	n.execCancel(errStopping)
 	if err := n.exe.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"baton/agent"
@@ -127,6 +126,9 @@ func TestNode_HandoverFinishesDeliveredCommands(t *testing.T) {
 	srv := startCluster(t)
 	old := startNode(t, srv, "old", 10, func(c *agent.Config) { c.MaxParallel = 1 })
 	waitMaster(t, old, "old")
+	if res, err := old.Submit(context.Background(), "true"); err != nil || res.Master != "old" {
+		t.Fatalf("old not serving: %v %v", res, err)
+	}
 
 	type outcome struct {
 		res *messages.ExecResult
@@ -223,13 +225,18 @@ func TestNode_BadRequests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var res messages.ExecResult
 			if tc.wantJSON {
-				err = protojson.Unmarshal(msg.Data, &res)
-			} else {
-				err = proto.Unmarshal(msg.Data, &res)
+				var res messages.ResultJSON
+				if err := json.Unmarshal(msg.Data, &res); err != nil {
+					t.Fatalf("reply %q: %v", msg.Data, err)
+				}
+				if !strings.HasPrefix(res.Error, "rejected: ") || !strings.Contains(res.Error, tc.want) || res.ExitCode != -1 || res.Master != "m" {
+					t.Errorf("got %+v, want rejected with %q", res, tc.want)
+				}
+				return
 			}
-			if err != nil {
+			var res messages.ExecResult
+			if err := proto.Unmarshal(msg.Data, &res); err != nil {
 				t.Fatalf("reply %q: %v", msg.Data, err)
 			}
 			if res.ErrorKind != messages.ErrorKind_ERROR_KIND_REJECTED || !strings.Contains(res.Error, tc.want) || res.ExitCode != -1 || res.Master != "m" {
@@ -239,8 +246,8 @@ func TestNode_BadRequests(t *testing.T) {
 	}
 }
 
-// A JSON request is answered in JSON with the .proto field names and every
-// field present, zero values too.
+// A JSON request is answered in JSON with exactly the keys and types of
+// `node --json`, zero values too.
 func TestNode_JSONRequest(t *testing.T) {
 	_, nc := servingMaster(t)
 	msg, err := nc.Request(messages.SubjectExec, []byte(`{"cmd":"echo hi"}`), 5*time.Second)
@@ -254,13 +261,18 @@ func TestNode_JSONRequest(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &obj); err != nil {
 		t.Fatalf("reply %s: %v", msg.Data, err)
 	}
-	for _, key := range []string{"id", "exit_code", "stdout", "stderr", "error_kind", "error", "timed_out", "master", "epoch",
-		"duration_ms", "stdout_truncated", "stderr_truncated", "stdout_dropped", "stderr_dropped"} {
-		if _, ok := obj[key]; !ok {
-			t.Errorf("reply %s lacks %q", msg.Data, key)
+	want := map[string]string{"id": "string", "cmd": "string", "exit_code": "float64", "stdout": "string", "stderr": "string",
+		"stdout_dropped": "float64", "stderr_dropped": "float64", "error": "string", "timed_out": "bool",
+		"master": "string", "epoch": "float64", "duration_ms": "float64"}
+	for key, typ := range want {
+		if got := fmt.Sprintf("%T", obj[key]); got != typ {
+			t.Errorf("reply %s: %q is a %s, want a %s", msg.Data, key, got, typ)
 		}
 	}
-	if obj["stdout"] != "hi\n" || obj["exit_code"] != float64(0) || obj["master"] != "m" {
+	if len(obj) != len(want) {
+		t.Errorf("reply %s has %d keys, want exactly %d", msg.Data, len(obj), len(want))
+	}
+	if obj["stdout"] != "hi\n" || obj["exit_code"] != float64(0) || obj["master"] != "m" || obj["cmd"] != "echo hi" || obj["id"] == "" {
 		t.Errorf("reply %s, want hi from m", msg.Data)
 	}
 }

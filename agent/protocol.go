@@ -2,15 +2,16 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -21,27 +22,34 @@ import (
 // The request protocol a master answers on exec.request: decode, validate,
 // de-duplicate, acknowledge, run, reply.
 
-func (n *Node) handleExec(req micro.Request) {
+func (n *Node) handleExec(svc *execService, msg *nats.Msg) {
 	received := time.Now()
 	epoch := n.servingEpoch.Load()
-	data, reply := req.Data(), req.Reply()
+	data, reply := msg.Data, msg.Reply
 	n.acceptMu.RLock()
 	defer n.acceptMu.RUnlock()
 	if n.closing {
 		to := replyTo{subject: reply, json: messages.IsJSON(data)}
 		if req, _, err := decodeRequest(data); err == nil {
-			to.peer = req.RequesterKey
+			to.peer, to.id, to.cmd = req.RequesterKey, req.Id, req.Cmd
 		}
-		n.reply(to, &messages.ExecResult{
+		res := &messages.ExecResult{
 			ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE,
 			Error: "master " + n.cfg.Name + " is stopping; the command did not run", Master: n.cfg.Name, Epoch: epoch,
-		})
+		}
+		n.reply(to, res)
+		svc.record(time.Since(received), res.Error)
 		return
 	}
 	n.inflight.Add(1)
 	go func() {
 		defer n.inflight.Done()
-		n.execute(data, reply, received, epoch)
+		res := n.execute(data, reply, received, epoch)
+		failure := ""
+		if res != nil && res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE {
+			failure = res.Error
+		}
+		svc.record(time.Since(received), failure)
 	}()
 }
 
@@ -67,11 +75,12 @@ func decodeRequest(data []byte) (req *messages.ExecRequest, asJSON bool, err err
 
 // execute answers one request on the node's main connection (the serving
 // connection may be gone by the time the command ends): decode, admit,
-// de-duplicate, acknowledge, run, reply.
-func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint64) {
+// de-duplicate, acknowledge, run, reply. It returns the result answered,
+// nil when none was (yet).
+func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint64) *messages.ExecResult {
 	if reply == "" {
 		n.cfg.Logger.Warn("dropped an exec request without a reply subject", keyBytes, len(data))
-		return
+		return nil
 	}
 	stamp := func(res *messages.ExecResult) *messages.ExecResult {
 		res.Master, res.Epoch = n.cfg.Name, epoch
@@ -80,34 +89,57 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	req, asJSON, err := decodeRequest(data)
 	to := replyTo{subject: reply, json: asJSON}
 	if err != nil {
-		n.reply(to, stamp(rejected("", err.Error())))
-		return
+		res := stamp(rejected("", err.Error()))
+		n.reply(to, res)
+		return res
 	}
-	to.peer = req.RequesterKey
+	to.peer, to.id, to.cmd = req.RequesterKey, req.Id, req.Cmd
 	if refusal := n.admit(req, epoch); refusal != nil {
 		n.reply(to, stamp(refusal))
-		return
+		return refusal
 	}
 	if req.Id == "" {
 		req.Id = rand.Text()
 	}
-	switch admission, prior := n.ledger.begin(req.Id, req.ClaimHash, to); admission {
+	to.id = req.Id
+	runCtx, cancel := context.WithCancelCause(n.execCtx)
+	defer cancel(nil)
+	switch admission, prior := n.ledger.begin(req.Id, req.ClaimHash, to, cancel); admission {
 	case taken:
-		n.reply(to, stamp(rejected(req.Id, "request id "+req.Id+" was used before by another request; the command did not run")))
-		return
+		res := stamp(rejected(req.Id, "request id "+req.Id+" was used before by another request; the command did not run"))
+		n.reply(to, res)
+		return res
 	case resent:
 		// A request seen before is never run again: its requester gets
 		// the first run's result, now or when the run ends.
 		if prior != nil {
 			n.reply(to, prior)
 		}
-		return
+		return prior
 	}
-	defer n.acknowledge(req, epoch)()
-	res := stamp(n.run(req, received))
+	timeout, queue := n.limits(req)
+	defer n.acknowledge(req, epoch, timeout, queue)()
+	res := stamp(n.run(runCtx, req, received, timeout, queue, epoch))
 	for _, r := range n.ledger.finish(req.Id, res) {
 		n.reply(r, res)
 	}
+	return res
+}
+
+// limits are the run time and the slot wait n gives req: what it asks
+// for (admit checked it against the cap), or the master's defaults. A
+// request waits for a slot at most as long as a command may run here by
+// default: what it asks beyond that would only hold memory.
+func (n *Node) limits(req *messages.ExecRequest) (timeout, queue time.Duration) {
+	timeout = n.cfg.ExecTimeout
+	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 {
+		timeout = t
+	}
+	queue = min(n.cfg.QueueTimeout, n.cfg.ExecTimeout)
+	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
+		queue = min(q, n.cfg.ExecTimeout)
+	}
+	return timeout, queue
 }
 
 // maxIDLen bounds request ids: 128 random bits take 26 characters.
@@ -130,6 +162,13 @@ func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResu
 		return rejected(req.Id, "empty command")
 	case len(req.Cmd) > messages.MaxCommandBytes:
 		return rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes))
+	case len(req.Stdin) > messages.MaxStdinBytes:
+		return rejected(req.Id, fmt.Sprintf("input of %d bytes is longer than the %d allowed", len(req.Stdin), messages.MaxStdinBytes))
+	case time.Duration(req.TimeoutMs)*time.Millisecond > n.cfg.MaxExecTimeout:
+		return rejected(req.Id, fmt.Sprintf("timeout %v is longer than this master's --max-exec-timeout of %v",
+			time.Duration(req.TimeoutMs)*time.Millisecond, n.cfg.MaxExecTimeout))
+	case !replySubject(req.AckSubject) || !replySubject(req.OutputSubject):
+		return rejected(req.Id, "ack and output subjects must be inbox subjects (_INBOX...) without wildcards")
 	case n.silent():
 		// Requests read after a hang or partition may already be served by
 		// a successor: refuse unrun.
@@ -143,17 +182,24 @@ func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResu
 	return nil
 }
 
-// acknowledge tells the requester, if it asked, which master took req,
-// once the command has run for ackDelay; the returned function cancels a
-// pending ack. A command done within ackDelay needs no ack: its result
+// replySubject reports whether s is empty or a subject a master may answer
+// on: a requester's inbox, never a subject of baton's own.
+func replySubject(s string) bool {
+	return s == "" || strings.HasPrefix(s, "_INBOX") && !strings.ContainsAny(s, "*> \t\r\n")
+}
+
+// acknowledge tells the requester, if it asked, which master took req and
+// for how long, once the command has run for ackDelay; the returned
+// function cancels a pending ack. A command done within ackDelay needs no ack: its result
 // comes first, and a master lost before acking is caught by the requester
 // anyway (it watches every master that could hold the request). So the
 // common short command costs one message less.
-func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64) (cancel func()) {
+func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64, timeout, queue time.Duration) (cancel func()) {
 	if req.AckSubject == "" {
 		return func() {}
 	}
-	ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID()}
+	ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID(),
+		TimeoutMs: uint32(timeout.Milliseconds()), QueueTimeoutMs: uint32(queue.Milliseconds())}
 	t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
 	return func() { t.Stop() }
 }
@@ -193,7 +239,7 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 	if msg.Reply == "" {
 		return
 	}
-	st, peer := n.ledger.status(q.Id, q.Claim)
+	st, peer := n.ledger.status(q.Id, q.Claim, q.Cancel)
 	if st.Result != nil {
 		st.Result = n.seal(st.Result, peer)
 	}
@@ -206,16 +252,16 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 	}
 }
 
-// jsonResult is the JSON a result is answered with: the .proto field
-// names, every field present.
-var jsonResult = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
-
 func (n *Node) reply(to replyTo, res *messages.ExecResult) {
 	if !to.json {
 		n.publish(to.subject, n.seal(res, to.peer))
 		return
 	}
-	b, err := jsonResult.Marshal(res)
+	id := res.Id
+	if id == "" {
+		id = to.id
+	}
+	b, err := json.Marshal(messages.NewResultJSON(id, to.cmd, res))
 	if err == nil {
 		err = n.nc.Publish(to.subject, b)
 	}
@@ -237,21 +283,23 @@ func (n *Node) publish(subject string, m proto.Message) {
 	}
 }
 
-func (n *Node) run(req *messages.ExecRequest, received time.Time) *messages.ExecResult {
-	// The master's --exec-timeout is the cluster's limit; a request may
-	// only ask for less.
-	timeout := n.cfg.ExecTimeout
-	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 && t < timeout {
-		timeout = t
-	}
-	// A request waits for a slot at most as long as a command may run
-	// here: what it asks beyond that would only hold memory.
-	queue := min(n.cfg.QueueTimeout, n.cfg.ExecTimeout)
-	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
-		queue = min(q, n.cfg.ExecTimeout)
-	}
+// run runs req until it ends, times out or ctx ends (its requester or
+// the node's Close cancelled it), streaming its output to the requester if
+// it asked; the stream is flushed before run returns, so that the result
+// follows the last chunk.
+func (n *Node) run(ctx context.Context, req *messages.ExecRequest, received time.Time, timeout, queue time.Duration, epoch uint64) *messages.ExecResult {
 	n.cfg.Logger.Debug("running", keyID, req.Id, keyCmd, req.Cmd, keyRequester, req.Requester)
-	r := n.exe.Run(n.execCtx, executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)})
+	c := executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)}
+	if req.Stdin != nil {
+		c.Stdin = bytes.NewReader(req.Stdin)
+	}
+	if req.OutputSubject != "" {
+		live := &liveOutput{n: n, subject: req.OutputSubject, peer: req.RequesterKey,
+			chunk: messages.OutputChunk{Id: req.Id, Master: n.cfg.Name, Epoch: epoch}}
+		defer live.close()
+		c.Output = live.write
+	}
+	r := n.exe.Run(ctx, c)
 	return resultMessage(req.Id, r)
 }
 

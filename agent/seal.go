@@ -173,3 +173,40 @@ func num(h hash.Hash, v uint64) {
 	binary.BigEndian.PutUint64(b[:], v)
 	h.Write(b[:])
 }
+
+// chunkAD is what a chunk's box authenticates besides its data.
+func chunkAD(c *messages.OutputChunk) []byte {
+	h := sha256.New()
+	for _, s := range []string{c.Id, c.Master} {
+		num(h, uint64(len(s)))
+		h.Write([]byte(s))
+	}
+	num(h, c.Epoch)
+	num(h, uint64(c.Stream))
+	num(h, c.Offset)
+	return h.Sum(nil)
+}
+
+// sealChunk moves c's data into its box, under keys.
+func sealChunk(keys pairKeys, c *messages.OutputChunk) error {
+	nonce := make([]byte, keys.box.NonceSize(), keys.box.NonceSize()+len(c.Data)+keys.box.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	c.Box, c.Data = keys.box.Seal(nonce, nonce, c.Data, chunkAD(c)), nil
+	return nil
+}
+
+// openChunk checks c's box under keys and moves its data out, in place.
+func openChunk(keys pairKeys, c *messages.OutputChunk) error {
+	n := keys.box.NonceSize()
+	if len(c.Box) < n {
+		return fmt.Errorf("%w: the chunk's box is cut short", errUnsealed)
+	}
+	data, err := keys.box.Open(nil, c.Box[:n], c.Box[n:], chunkAD(c))
+	if err != nil {
+		return fmt.Errorf("%w: the chunk's box does not open: %w", errUnsealed, err)
+	}
+	c.Data, c.Box = data, nil
+	return nil
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"baton/bus"
 	"baton/messages"
@@ -24,7 +23,7 @@ type servingConn struct {
 	// epoch is the term's: the one the broker confirmed when it began.
 	epoch  uint64
 	nc     *nats.Conn
-	svc    micro.Service // the exec endpoint, visible to `nats micro`
+	svc    *execService // the exec endpoint, visible to `nats micro`
 	closed chan struct{}
 	// live is set once the connection serves; only then does its closing
 	// call for a new one (a failed start must not retry in a hot loop).
@@ -64,16 +63,8 @@ func (n *Node) serve(ctx context.Context, epoch uint64) (*servingConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	svc, err := micro.AddService(nc, micro.Config{
-		Name:        "baton",
-		Version:     serviceVersion(n.cfg.Version),
-		Description: "runs shell commands on baton's master",
-		Metadata:    map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(epoch, 10)},
-	})
-	if err == nil {
-		err = svc.AddEndpoint("exec", micro.HandlerFunc(n.handleExec),
-			micro.WithEndpointSubject(messages.SubjectExec), micro.WithEndpointQueueGroup(messages.ExecQueue))
-	}
+	metadata := map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(epoch, 10)}
+	svc, err := startService(nc, serviceVersion(n.cfg.Version), metadata, n.handleExec)
 	if err == nil {
 		err = nc.Flush()
 	}
@@ -90,9 +81,7 @@ func (n *Node) serve(ctx context.Context, epoch uint64) (*servingConn, error) {
 // handler has taken its last request, so that the node's inflight count
 // holds everything this term accepted.
 func (sc *servingConn) stop(logger *slog.Logger) {
-	if err := sc.svc.Stop(); err != nil {
-		logger.Debug("stop exec service", keyErr, err)
-	}
+	sc.svc.stop()
 	if err := sc.nc.Drain(); err != nil {
 		// Drain refuses only a connection that is already closed or
 		// reconnecting; closing it leaves the broker no subscription.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"baton/cmd/internal/console"
+	"baton/messages"
 )
 
 var (
@@ -149,7 +149,7 @@ func TestChaos(t *testing.T) {
 	close(stop)
 	streaming.Wait()
 
-	results := make([]map[string]console.JSONResult, len(subs))
+	results := make([]map[string]messages.ResultJSON, len(subs))
 	for i, s := range subs {
 		s.p.stdin.Close()
 		if code := s.p.wait(60 * time.Second); code != 0 {

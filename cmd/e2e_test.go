@@ -74,7 +74,7 @@ func TestEndOfInputDeliversAllResults(t *testing.T) {
 	if len(res) != len(want) {
 		t.Fatalf("got %d results, want %d (blank lines are not commands): %v", len(res), len(want), res)
 	}
-	ids := map[int]bool{}
+	ids := map[string]bool{}
 	for cmd, w := range want {
 		r, ok := res[cmd]
 		if !ok {
@@ -86,10 +86,8 @@ func TestEndOfInputDeliversAllResults(t *testing.T) {
 			t.Errorf("%q: got %+v, want exit %d stdout %q stderr %q from master", cmd, r, w.code, w.stdout, w.stderr)
 		}
 	}
-	for id := 1; id <= len(want); id++ {
-		if !ids[id] {
-			t.Errorf("no result with id %d; ids are 1-based ordinals of the commands", id)
-		}
+	if len(ids) != len(want) || ids[""] {
+		t.Errorf("ids %v, want a distinct request id per command", ids)
 	}
 }
 
@@ -317,7 +315,7 @@ func TestExecExitCodes(t *testing.T) {
 		{"one argument is a command line", []string{"printf 'a\\nb\\n' | wc -l | tr -d ' '"}, 0, "2\n", ""},
 		{"several arguments are quoted", []string{"sh", "-c", "echo a; echo \"$0\" >&2; exit 3", "it's"}, 3, "a\n", "it's\n"},
 		{"timeout", []string{"sleep 5"}, 124, "", "timed out"},
-		{"empty command", []string{" "}, 125, "", "rejected: empty command"},
+		{"empty command", []string{" "}, 2, "", "no command given"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

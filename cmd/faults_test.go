@@ -4,13 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"baton/cmd/internal/console"
+	"baton/messages"
 )
 
 // A requester whose command runs on a master that is then lost gets an
@@ -65,10 +66,10 @@ func TestResumedMasterTakesNoCommands(t *testing.T) {
 	alpha := c.masterAndStandby(w)
 	alpha.signal(syscall.SIGSTOP)
 	stopped := time.Now()
-	w.waitMaster("beta", stopped, 10*time.Second)
+	betaAt, _ := w.waitMaster("beta", stopped, 10*time.Second)
 	alpha.signal(syscall.SIGCONT)
 	// Back as a member, and (highest priority) master again: a new epoch.
-	_, epoch := w.waitMaster("alpha", stopped, 10*time.Second)
+	_, epoch := w.waitMaster("alpha", betaAt, 10*time.Second)
 	var wg sync.WaitGroup
 	ran := make([]string, 10)
 	for i := range ran {
@@ -226,7 +227,7 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 			t.Errorf("%s exited %d after its signal, want 0", name, code)
 		}
 	}
-	results := make([]map[string]console.JSONResult, len(subs))
+	results := make([]map[string]messages.ResultJSON, len(subs))
 	for i, s := range subs {
 		s.p.stdin.Close()
 		if code := s.p.wait(30 * time.Second); code != 0 {
@@ -315,8 +316,7 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 	c.node("beta", 10, procOpts{}, "--serve")
 	_, epoch := w.waitMaster("alpha", time.Time{}, 10*time.Second)
 	spin := "timeout 10 sh -c 'while :; do :; done'"
-	// The requester's timeout can only shorten the master's, so both say 15 s.
-	p := c.node("load", 0, procOpts{input: strings.Repeat(spin+"\n", 4)}, "--json", "--exec-timeout=15s")
+	p := c.node("load", 0, procOpts{input: strings.Repeat(spin+"\n", 4)}, "--json", "--timeout=15s")
 	if code := p.wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -327,5 +327,33 @@ func TestNoFalseFailoverUnderLoad(t *testing.T) {
 	}
 	if s := c.status(); s.Master != "alpha" || s.Epoch != epoch {
 		t.Errorf("after 10 s of load: master %s at epoch %d, want alpha at %d", s.Master, s.Epoch, epoch)
+	}
+}
+
+// A master killed with SIGKILL takes its commands with it: its reaper
+// kills every process group it started.
+func TestKilledMasterLeavesNoCommand(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	alpha := c.masterAndStandby(w)
+	eventually(t, 5*time.Second, "alpha serving", func() bool { return strings.Contains(alpha.stderr.String(), "serving as master") })
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	exec := start(t, "exec", bins.node, procOpts{}, "exec", "--broker-addr="+c.addr, "--timeout=30s", "--",
+		"sh -c 'echo $$ > "+pidFile+"; exec sleep 21'; echo done")
+	var pid int
+	eventually(t, 10*time.Second, "the command started", func() bool {
+		b, err := os.ReadFile(pidFile)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
+	alpha.signal(syscall.SIGKILL)
+	killed := time.Now()
+	eventually(t, 5*time.Second, "the command gone", func() bool { return !running(pid) })
+	t.Logf("the command was gone %v after its master's SIGKILL", time.Since(killed).Round(time.Millisecond))
+	if code := exec.wait(10 * time.Second); code != 125 || !strings.Contains(exec.stderr.String(), "master alpha was lost") {
+		t.Errorf("exec exited %d (%s), want 125 and the loss reported", code, exec.stderr.String())
 	}
 }

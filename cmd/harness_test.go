@@ -22,7 +22,6 @@ import (
 
 	"baton/auth"
 	"baton/bus"
-	"baton/cmd/internal/console"
 	"baton/election"
 	"baton/internal/testlog"
 	"baton/messages"
@@ -346,15 +345,15 @@ func (w *watcher) waitMaster(master string, since time.Time, timeout time.Durati
 	}
 }
 
-// jsonResults parses `node --json` output.
-func jsonResults(t testing.TB, out string) map[string]console.JSONResult {
+// jsonResults parses `node --json` output, by command.
+func jsonResults(t testing.TB, out string) map[string]messages.ResultJSON {
 	t.Helper()
-	res := make(map[string]console.JSONResult)
+	res := make(map[string]messages.ResultJSON)
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
 			continue
 		}
-		var r console.JSONResult
+		var r messages.ResultJSON
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("output line %q is not a JSON result: %v", line, err)
 		}

@@ -83,9 +83,9 @@ func TestNatsCLI_Request(t *testing.T) {
 		body string
 		want []string
 	}{
-		{`{"cmd":"uname -a"}`, []string{`"exit_code":0`, `"stdout":"Linux`, `"master":"alpha"`, `"timed_out":false`, `"error_kind":"ERROR_KIND_NONE"`}},
-		{`garbage`, []string{`"error_kind":"ERROR_KIND_REJECTED"`, `neither a protobuf ExecRequest nor JSON`}},
-		{`{"cmd":""}`, []string{`"error_kind":"ERROR_KIND_REJECTED"`, `empty command`}},
+		{`{"cmd":"uname -a"}`, []string{`"cmd":"uname -a"`, `"exit_code":0`, `"stdout":"Linux`, `"stdout_dropped":0`, `"master":"alpha"`, `"timed_out":false`, `"epoch":2`}},
+		{`garbage`, []string{`"exit_code":-1`, `"error":"rejected: request is neither a protobuf ExecRequest nor JSON`}},
+		{`{"cmd":""}`, []string{`"exit_code":-1`, `"error":"rejected: empty command"`}},
 	}
 	for _, tc := range cases {
 		out := strings.ReplaceAll(c.natsOutput("req", "exec.request", tc.body), " ", "")
@@ -126,6 +126,27 @@ func TestNatsCLI_Micro(t *testing.T) {
 	}
 	if stats := c.natsOutput("micro", "stats", "baton"); !strings.Contains(stats, "exec") {
 		t.Errorf("nats micro stats baton:\n%s\nwant the exec endpoint", stats)
+	}
+	// The stats time the commands and count what failed.
+	if _, _, code := c.exec("sleep 1"); code != 0 {
+		t.Fatal("sleep 1 failed")
+	}
+	c.natsOutput("req", "exec.request", `{"cmd":""}`)
+	var stats []struct {
+		Endpoints []struct {
+			NumRequests    int    `json:"num_requests"`
+			NumErrors      int    `json:"num_errors"`
+			LastError      string `json:"last_error"`
+			ProcessingTime int64  `json:"processing_time"`
+		} `json:"endpoints"`
+	}
+	out := c.natsOutput("micro", "stats", "baton", "--json")
+	if err := json.Unmarshal([]byte(out), &stats); err != nil || len(stats) != 1 || len(stats[0].Endpoints) != 1 {
+		t.Fatalf("nats micro stats baton --json printed %s (%v)", out, err)
+	}
+	e := stats[0].Endpoints[0]
+	if e.NumRequests != 3 || e.NumErrors != 1 || !strings.Contains(e.LastError, "empty command") || time.Duration(e.ProcessingTime) < time.Second {
+		t.Errorf("stats %+v, want 3 requests (true, sleep 1, an empty command), 1 error, and over a second of processing", e)
 	}
 }
 
@@ -191,7 +212,7 @@ func TestBrokerMonitoring(t *testing.T) {
 		"/varz":    `"server_name": "baton-broker"`,
 		"/connz":   `"name": "alpha"`,
 		"/healthz": `"status":"ok"`,
-		"/status":  `{"epoch":2,"master":"alpha","members":[{"name":"alpha","priority":7,"rank":0,"master":true}]}`,
+		"/status":  `{"epoch":2,"master":"alpha","members":[{"name":"alpha","priority":7,"rank":0,"master":true}],"last_change":"election after start-up wait","last_change_at":`,
 	} {
 		if body := get(path); !strings.Contains(body, want) {
 			t.Errorf("GET %s:\n%s\nwant %s", path, body, want)

@@ -41,6 +41,10 @@ type Config struct {
 	Dir string
 	// Env is the environment of commands; nil means the process's.
 	Env []string
+	// Reaper starts a reaper process that kills the commands still running
+	// when this process dies, however it dies (see ReaperMain, which the
+	// program must call first thing in main).
+	Reaper bool
 	// Logger receives debug logs of command starts and ends.
 	Logger *slog.Logger
 }

@@ -21,7 +21,25 @@ type Command struct {
 	// StartBy, when set, is the latest moment the command may start; if no
 	// slot is free by then the result is Busy.
 	StartBy time.Time
+	// Stdin, when set, is the command's standard input, read to its end
+	// and then closed. When nil, reads block until the command ends.
+	Stdin io.Reader
+	// Output, when set, is handed the output the command writes, as it
+	// writes it, up to the output cap of each stream: Stdout or Stderr, and
+	// bytes valid only during the call. Calls for one stream come in order
+	// from one goroutine; the call must not block for long, or the command
+	// blocks on its full pipe.
+	Output func(stream Stream, p []byte)
 }
+
+// Stream names an output stream.
+type Stream int
+
+// The output streams.
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
 
 // Executor runs commands. It is safe for concurrent use; its methods may be
 // called from any number of goroutines.
@@ -34,6 +52,7 @@ type Executor struct {
 	// reads blocks (until its timeout) instead of seeing end of file. One
 	// pipe serves all commands: there is never anything in it to share.
 	stdinR, stdinW *os.File
+	reaper         *reaper // nil unless Config.Reaper
 	closeOnce      sync.Once
 	closeErr       error
 }
@@ -54,14 +73,25 @@ func New(cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("executor: stdin pipe: %w", err)
 	}
-	return &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel), stdinR: r, stdinW: w}, nil
+	e := &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel), stdinR: r, stdinW: w}
+	if cfg.Reaper {
+		if e.reaper, err = startReaper(); err != nil {
+			_ = e.Close()
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
-// Close releases the stdin pipe. Commands still running keep their copy.
-// It does not block, and is safe to call twice.
+// Close releases the stdin pipe and ends the reaper, which kills the
+// commands still running. Call it once they are done. It is safe to call
+// twice.
 func (e *Executor) Close() error {
 	e.closeOnce.Do(func() {
 		e.closeErr = errors.Join(e.stdinR.Close(), e.stdinW.Close())
+		if e.reaper != nil {
+			e.closeErr = errors.Join(e.closeErr, e.reaper.close())
+		}
 	})
 	return e.closeErr
 }
@@ -72,7 +102,7 @@ func (e *Executor) Config() Config { return e.cfg }
 // Run runs c and blocks until it has finished, its process group is gone
 // and its output is collected. It waits for an execution slot first. If ctx
 // ends while the command runs, the command's group is killed and the result
-// is Canceled.
+// is Canceled, its error naming the context's cause.
 func (e *Executor) Run(ctx context.Context, c Command) Result {
 	if r, ok := e.acquire(ctx, c.StartBy); !ok {
 		return r
@@ -110,7 +140,7 @@ func (e *Executor) acquire(ctx context.Context, startBy time.Time) (Result, bool
 			"busy: all %d execution slots stayed taken until the request's deadline; retry later or raise --max-parallel",
 			e.cfg.MaxParallel)}, false
 	case <-ctx.Done():
-		return Result{ExitCode: -1, Kind: Canceled, Err: fmt.Errorf("canceled while waiting for a slot: %w", ctx.Err())}, false
+		return Result{ExitCode: -1, Kind: Canceled, Err: fmt.Errorf("cancelled while waiting for a slot: %w", context.Cause(ctx))}, false
 	}
 }
 
@@ -129,6 +159,9 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, e.cfg.Shell, "-c", c.Line)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdinR, p.stdoutW, p.stderrW
+	if c.Stdin != nil {
+		cmd.Stdin = c.Stdin
+	}
 	cmd.Dir, cmd.Env = e.cfg.Dir, e.cfg.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var killed atomic.Bool
@@ -144,8 +177,17 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	if err != nil {
 		return Result{ExitCode: -1, Kind: StartFailed, Err: fmt.Errorf("start %q: %w", c.Line, err)}
 	}
+	if e.reaper != nil {
+		if err := e.reaper.started(cmd.Process.Pid); err != nil {
+			e.cfg.Logger.Warn("a command the reaper does not know of would outlive this process", keyErr, err)
+		}
+	}
 	stdout := &cappedBuffer{limit: e.cfg.MaxOutput}
 	stderr := &cappedBuffer{limit: e.cfg.MaxOutput}
+	if c.Output != nil {
+		stdout.onKept = func(p []byte) { c.Output(Stdout, p) }
+		stderr.onKept = func(p []byte) { c.Output(Stderr, p) }
+	}
 	var readers sync.WaitGroup
 	readers.Go(func() { drain(stdout, p.stdoutR) })
 	readers.Go(func() { drain(stderr, p.stderrR) })
@@ -155,6 +197,9 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	// Whatever the command left running in its group dies with it; a
 	// process meant to outlive the command must leave the group (setsid).
 	_ = killGroup(cmd.Process.Pid)
+	if e.reaper != nil {
+		_ = e.reaper.ended(cmd.Process.Pid)
+	}
 	p.awaitReaders(&readers, e.cfg.WaitDelay)
 
 	r := Result{
@@ -165,7 +210,7 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	switch {
 	case killed.Load() && ctx.Err() != nil:
 		r.ExitCode, r.Kind = -1, Canceled
-		r.Err = fmt.Errorf("canceled after %v: %w", duration.Round(time.Millisecond), ctx.Err())
+		r.Err = fmt.Errorf("cancelled after %v: %w", duration.Round(time.Millisecond), context.Cause(ctx))
 	case killed.Load():
 		r.ExitCode, r.Kind = -1, TimedOut
 		r.Err = fmt.Errorf("timed out after %v; killed its process group", timeout)

@@ -312,3 +312,54 @@ func TestExecutor_RunMaxWaiting(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A command given input reads it to its end; one given none blocks on a
+// read until its timeout, as the shell's own `read` would on a silent
+// terminal.
+func TestStdin(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.Timeout = 300 * time.Millisecond })
+	r := e.Run(context.Background(), Command{Line: "wc -c; cat", Stdin: strings.NewReader("")})
+	if r.Kind != Completed || strings.TrimSpace(string(r.Stdout)) != "0" {
+		t.Errorf("empty input: %v %q, want end of input at once", r.Kind, r.Stdout)
+	}
+	r = e.Run(context.Background(), Command{Line: "tr a-z A-Z", Stdin: strings.NewReader("hello\n")})
+	if r.Kind != Completed || string(r.Stdout) != "HELLO\n" {
+		t.Errorf("input hello: %v %q", r.Kind, r.Stdout)
+	}
+	r = e.Run(context.Background(), Command{Line: "read x"})
+	if r.Kind != TimedOut {
+		t.Errorf("no input: %v, want a read that blocks until the timeout", r.Kind)
+	}
+}
+
+// Output is handed over as it is written, in order, and only up to the
+// cap.
+func TestLiveOutput(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.MaxOutput = 10 })
+	var mu sync.Mutex
+	got := map[Stream][]byte{}
+	var firstAt time.Time
+	start := time.Now()
+	r := e.Run(context.Background(), Command{
+		Line: "echo one; sleep 0.5; echo two; echo 0123456789abcdef >&2",
+		Output: func(s Stream, p []byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			if firstAt.IsZero() {
+				firstAt = time.Now()
+			}
+			got[s] = append(got[s], p...)
+		},
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if d := firstAt.Sub(start); d > 400*time.Millisecond {
+		t.Errorf("first output handed over after %v, want before the command's sleep ends", d)
+	}
+	if string(got[Stdout]) != "one\ntwo\n" || string(got[Stderr]) != "0123456789" {
+		t.Errorf("live output %q %q, want the capped streams", got[Stdout], got[Stderr])
+	}
+	if string(r.Stdout) != string(got[Stdout]) || string(r.Stderr) != string(got[Stderr]) || r.StderrDropped != 7 {
+		t.Errorf("result %q %q (%d dropped) differs from the live output", r.Stdout, r.Stderr, r.StderrDropped)
+	}
+}

@@ -7,4 +7,5 @@ const (
 	keyExitCode  = "exit_code"
 	keyKind      = "kind"
 	keyDuration  = "duration"
+	keyErr       = "err"
 )

@@ -1124,9 +1124,14 @@ type ExecAck struct {
 	Master string                 `protobuf:"bytes,2,opt,name=master,proto3" json:"master,omitempty"`
 	Epoch  uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Instance_id is the master's; see Member.instance_id.
-	InstanceId    string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	InstanceId string `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Timeout_ms is the run time the master gives the command, and
+	// queue_timeout_ms how long it may wait for a slot first: the requester
+	// knows how long to wait for the result.
+	TimeoutMs      uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	QueueTimeoutMs uint32 `protobuf:"varint,6,opt,name=queue_timeout_ms,json=queueTimeoutMs,proto3" json:"queue_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ExecAck) Reset() {
@@ -1185,6 +1190,20 @@ func (x *ExecAck) GetInstanceId() string {
 		return x.InstanceId
 	}
 	return ""
+}
+
+func (x *ExecAck) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *ExecAck) GetQueueTimeoutMs() uint32 {
+	if x != nil {
+		return x.QueueTimeoutMs
+	}
+	return 0
 }
 
 // ExecResult is the outcome of one ExecRequest.
@@ -1645,13 +1664,16 @@ const file_baton_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
 	"\x06master\x18\x05 \x01(\tR\x06master\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03box\x18\a \x01(\fR\x03box\"h\n" +
+	"\x03box\x18\a \x01(\fR\x03box\"\xb1\x01\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vinstance_id\x18\x04 \x01(\tR\n" +
-	"instanceId\"\xe7\x03\n" +
+	"instanceId\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12(\n" +
+	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\"\xe7\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +

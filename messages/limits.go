@@ -8,6 +8,8 @@ package messages
 const (
 	// MaxCommandBytes is the largest command line a request may carry.
 	MaxCommandBytes = 64 << 10
+	// MaxStdinBytes is the largest standard input a request may carry.
+	MaxStdinBytes = 1 << 20
 	// MaxPayload is the broker's NATS max payload.
 	MaxPayload = 16 << 20
 )

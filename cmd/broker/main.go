@@ -36,6 +36,14 @@ type CLI struct {
 	Credentials CredentialsCmd `cmd:"" help:"Make the credentials of every role (admin, node, submit, watch) that are missing under DATA-DIR/credentials, mode 0600, and list them; a broker started with that data directory uses them. Copy them to where clients run."`
 }
 
+// Validate rejects flag values no broker can run with, as usage errors.
+func (c *CLI) Validate() error {
+	if c.HeartbeatTimeout <= 0 {
+		return fmt.Errorf("--heartbeat-timeout=%v: heartbeat timeout %v must be positive", c.HeartbeatTimeout, c.HeartbeatTimeout)
+	}
+	return nil
+}
+
 // RunCmd is `broker [ADDR]`.
 type RunCmd struct {
 	Addr string `arg:"" optional:"" default:"${addr}" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
@@ -109,7 +117,7 @@ func (*CredentialsCmd) Run(c *CLI) error {
 func main() {
 	var c CLI
 	d := broker.DefaultConfig()
-	ctx := kong.Parse(&c, append(cli.Options("broker",
+	ctx := cli.Parse(&c, append(cli.Options("broker",
 		"Run baton's broker: an embedded NATS server plus the election service that elects the master among the nodes."),
 		kong.Vars{
 			"addr":              d.Server.Addr,

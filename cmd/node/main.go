@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +23,8 @@ import (
 	"baton/cmd/internal/cli"
 	"baton/cmd/internal/console"
 	"baton/election"
+	"baton/executor"
+	"baton/messages"
 )
 
 // Globals are the flags every subcommand takes.
@@ -50,7 +54,7 @@ func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 type CLI struct {
 	Globals
 	Join   JoinCmd   `cmd:"" default:"withargs" help:"Join the cluster and run the commands read from standard input, one per line (the default: plain 'node' does this)."`
-	Exec   ExecCmd   `cmd:"" help:"Run one command on the master without joining the cluster; exits with the command's status (124 on timeout, 125 when baton failed)."`
+	Exec   ExecCmd   `cmd:"" help:"Run one command on the master without joining the cluster, its output shown as it comes; exits with the command's status (124 on timeout, 125 when baton failed, 130 when cancelled by SIGINT or SIGTERM)."`
 	Status StatusCmd `cmd:"" help:"Show the cluster's members, their ranks, the master and the epoch."`
 	Watch  WatchCmd  `cmd:"" help:"Follow the cluster live: joins, leaves, losses with their cause, and each change of master with its epoch; one line per event."`
 	Decode DecodeCmd `cmd:"" help:"Print a baton message body read from stdin as JSON (for: nats sub 'node.>' --translate 'node decode --subject {{Subject}}')."`
@@ -60,11 +64,37 @@ type CLI struct {
 type JoinCmd struct {
 	Priority          int32         `default:"${priority}" env:"BATON_PRIORITY" help:"Election priority, an integer from 0 to 2147483647; the highest live one is master, and a node joining with a higher one takes over."`
 	Name              string        `env:"BATON_NAME" help:"Node name, unique among live nodes (default: the host name and the process ID, such as web1-4242, so that several nodes may run on one host)."`
-	ExecTimeout       time.Duration `default:"${exec_timeout}" env:"BATON_EXEC_TIMEOUT" help:"Commands running longer are killed with their whole process group and reported as an error."`
-	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"Commands this node runs at once as master; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
+	Timeout           time.Duration `env:"BATON_TIMEOUT" help:"Run time each command typed here asks the master for, such as 2m (default: the master's --exec-timeout; at most its --max-exec-timeout)."`
+	ExecTimeout       time.Duration `default:"${exec_timeout}" env:"BATON_EXEC_TIMEOUT" help:"As master: run time of a command that asks for none; a command running longer is killed with its whole process group and reported as timed out."`
+	MaxExecTimeout    time.Duration `default:"${max_exec_timeout}" env:"BATON_MAX_EXEC_TIMEOUT" help:"As master: the longest run time a command may ask for (--timeout); a request asking for more is rejected unrun."`
+	MaxOutput         int           `default:"${max_output}" env:"BATON_MAX_OUTPUT" help:"As master: bytes of stdout, and of stderr, kept per command (1 MiB by default); the rest is dropped and counted, and the requester told."`
+	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"As master: commands run at once; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
 	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
-	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
+	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, stdout_dropped, stderr_dropped, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
 	Serve             bool          `env:"BATON_SERVE" help:"Read no commands: stay a member (and master candidate) until SIGINT or SIGTERM."`
+}
+
+// Validate rejects flag values no node can run with, as usage errors.
+func (j *JoinCmd) Validate() error {
+	switch {
+	case j.Priority < election.MinPriority:
+		return fmt.Errorf("--priority=%d: priority %d is outside the range %d to %d", j.Priority, j.Priority, election.MinPriority, election.MaxPriority)
+	case j.Timeout < 0:
+		return fmt.Errorf("--timeout=%v: must not be negative", j.Timeout)
+	case j.ExecTimeout <= 0:
+		return fmt.Errorf("--exec-timeout=%v: must be positive", j.ExecTimeout)
+	case j.ExecTimeout > j.MaxExecTimeout:
+		return fmt.Errorf("--exec-timeout=%v is longer than --max-exec-timeout=%v", j.ExecTimeout, j.MaxExecTimeout)
+	case j.Timeout > j.MaxExecTimeout:
+		return fmt.Errorf("--timeout=%v is longer than --max-exec-timeout=%v (the master's own cap applies too)", j.Timeout, j.MaxExecTimeout)
+	case j.MaxOutput <= 0 || j.MaxOutput > messages.MaxOutputCap:
+		return fmt.Errorf("--max-output=%d: must be from 1 to %d bytes", j.MaxOutput, messages.MaxOutputCap)
+	case j.MaxParallel <= 0:
+		return fmt.Errorf("--max-parallel=%d: max parallel %d must be positive", j.MaxParallel, j.MaxParallel)
+	case j.HeartbeatInterval <= 0:
+		return fmt.Errorf("--heartbeat-interval=%v: must be positive", j.HeartbeatInterval)
+	}
+	return nil
 }
 
 // Run joins the cluster and serves or reads commands until end of input or
@@ -87,16 +117,27 @@ func (j *JoinCmd) Run(g *Globals) error {
 	}
 	cfg.Conn = conn
 	cfg.Priority = j.Priority
-	cfg.ExecTimeout, cfg.MaxParallel, cfg.HeartbeatInterval = j.ExecTimeout, j.MaxParallel, j.HeartbeatInterval
-	cfg.Version = cli.Version
-	cfg.Logger = g.Logger(os.Stderr).With(keyNode, name)
+	cfg.ExecTimeout, cfg.MaxExecTimeout, cfg.SubmitTimeout = j.ExecTimeout, j.MaxExecTimeout, j.Timeout
+	cfg.MaxOutput, cfg.MaxParallel, cfg.HeartbeatInterval = j.MaxOutput, j.MaxParallel, j.HeartbeatInterval
+	cfg.Version, cfg.Reaper = cli.Version, true
+	// On a terminal, the line editor prints logs above the prompt.
+	var p *console.Prompt
+	logs := io.Writer(os.Stderr)
+	if !j.Serve && !j.JSON && isTerminal(os.Stdin) && isTerminal(os.Stdout) {
+		if p, err = console.NewPrompt(console.HistoryPath(), os.Stderr); err != nil {
+			return err
+		}
+		defer p.Close()
+		logs = p.Stderr()
+	}
+	cfg.Logger = g.Logger(logs).With(keyNode, name)
 	n, err := agent.New(cfg)
 	if err != nil {
 		return err
 	}
 	// Leave, then finish what this node is running as master.
 	closeCtx := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), cfg.ExecTimeout+cfg.QueueTimeout+2*time.Second)
+		return context.WithTimeout(context.Background(), cfg.MaxExecTimeout+cfg.QueueTimeout+2*time.Second)
 	}
 	if err := n.Start(ctx); err != nil {
 		cctx, cancel := closeCtx()
@@ -105,8 +146,10 @@ func (j *JoinCmd) Run(g *Globals) error {
 	}
 	sessionDone := make(chan error, 1)
 	if !j.Serve {
-		s := &console.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON,
-			Interactive: !j.JSON && isTerminal(os.Stdin)}
+		s := &console.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON, Prompt: p, Timeout: j.Timeout}
+		if p != nil {
+			s.Banner = banner(g.BrokerAddr, name, j.Priority, n.Master())
+		}
 		go func() { sessionDone <- s.Run(ctx, n) }()
 	}
 	var runErr error
@@ -123,23 +166,74 @@ func (j *JoinCmd) Run(g *Globals) error {
 	return errors.Join(runErr, n.Close(cctx))
 }
 
-// ExecCmd is `node exec -- CMD [ARGS...]`.
-type ExecCmd struct {
-	Cmd []string `arg:"" passthrough:"" name:"cmd" help:"The command. One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
+// banner greets a person at the prompt: where they are and what keys do.
+func banner(broker, name string, priority int32, a *messages.Announcement) string {
+	master := "none yet"
+	if a != nil && a.Master != "" {
+		master = fmt.Sprintf("%s (epoch %d)", a.Master, a.Epoch)
+	}
+	return fmt.Sprintf("baton: joined the broker at %s as %s, priority %d; master: %s\n"+
+		"Commands typed here run on the master. Up/down: history; Ctrl-C: cancel running commands; Ctrl-D: leave.\n",
+		broker, name, priority, master)
 }
 
-// Run submits the command and mirrors its output and exit status.
+// ExecCmd is `node exec -- CMD [ARGS...]`.
+type ExecCmd struct {
+	Timeout time.Duration `env:"BATON_TIMEOUT" help:"Run time to ask the master for, such as 2m (default: the master's --exec-timeout; at most its --max-exec-timeout)."`
+	Stdin   bool          `name:"stdin" help:"Give the command this process's standard input (at most 1 MiB, read before anything is sent); without it the command's reads wait until its timeout."`
+	JSON    bool          `name:"json" env:"BATON_JSON" help:"Print the result as one JSON object (keys as 'node --json') instead of the command's output as it comes."`
+	Cmd     []string      `arg:"" passthrough:"" name:"cmd" help:"The command. One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
+}
+
+// Run submits the command and mirrors its output and exit status. SIGINT
+// or SIGTERM cancels the command on the master; a second one stops
+// waiting for its result.
 func (e *ExecCmd) Run(g *Globals) error {
 	args := e.Cmd
 	if len(args) > 0 && args[0] == "--" {
 		// kong passes the separator through with the arguments after it.
 		args = args[1:]
 	}
-	if len(args) == 0 {
-		return &console.ExitError{Code: console.ExitFailed, Err: errors.New("exec: no command given; usage: node exec -- CMD [ARGS...]")}
+	cmd := console.ShellJoin(args)
+	switch {
+	case len(args) == 0 || strings.TrimSpace(cmd) == "":
+		return &console.ExitError{Code: console.ExitUsage, Err: errors.New("exec: no command given; usage: node exec [--timeout D] [--stdin] -- CMD [ARGS...]")}
+	case len(cmd) > messages.MaxCommandBytes:
+		return &console.ExitError{Code: console.ExitUsage, Err: fmt.Errorf("exec: command of %d bytes is longer than the %d allowed", len(cmd), messages.MaxCommandBytes)}
+	case e.Timeout < 0:
+		return &console.ExitError{Code: console.ExitUsage, Err: fmt.Errorf("exec: --timeout=%v must not be negative", e.Timeout)}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	opts := console.ExecOptions{Timeout: e.Timeout, JSON: e.JSON}
+	if e.Stdin {
+		in, err := io.ReadAll(io.LimitReader(os.Stdin, messages.MaxStdinBytes+1))
+		switch {
+		case err != nil:
+			return &console.ExitError{Code: console.ExitFailed, Err: fmt.Errorf("exec: read stdin: %w", err)}
+		case len(in) > messages.MaxStdinBytes:
+			return &console.ExitError{Code: console.ExitFailed, Err: fmt.Errorf("exec: standard input is longer than the %d bytes --stdin allows; nothing was sent", messages.MaxStdinBytes)}
+		}
+		opts.Stdin = in
+	}
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	cancel := make(chan struct{})
+	ctx, giveUp := context.WithCancel(context.Background())
+	defer giveUp()
+	opts.Cancel = cancel
+	go func() {
+		select {
+		case <-signals:
+			close(cancel)
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case <-signals:
+			giveUp()
+		case <-ctx.Done():
+		}
+	}()
 	host, _ := os.Hostname()
 	name := fmt.Sprintf("exec@%s/%d", host, os.Getpid())
 	cfg := agent.DefaultClientConfig(name)
@@ -153,7 +247,11 @@ func (e *ExecCmd) Run(g *Globals) error {
 		return &console.ExitError{Code: console.ExitFailed, Err: err}
 	}
 	defer client.Close(context.WithoutCancel(ctx))
-	return console.Exec(ctx, client, console.ShellJoin(args), os.Stdout, os.Stderr)
+	err = console.Exec(ctx, client, cmd, opts, os.Stdout, os.Stderr)
+	if ctx.Err() != nil {
+		return &console.ExitError{Code: console.ExitCancelled, Err: errors.New("exec: stopped waiting for the cancelled command's result")}
+	}
+	return err
 }
 
 // StatusCmd is `node status`.
@@ -229,15 +327,48 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+// help prints kong's help, but for plain 'node', which joins, the help of
+// joining with the list of commands after it.
+func help(options kong.HelpOptions, ctx *kong.Context) error {
+	if ctx.Selected() != nil {
+		return kong.DefaultHelpPrinter(options, ctx)
+	}
+	out := ctx.Stdout
+	defer func() { ctx.Stdout = out }()
+	var root, join bytes.Buffer
+	ctx.Stdout = &root
+	if err := kong.DefaultHelpPrinter(options, ctx); err != nil {
+		return err
+	}
+	jctx, err := kong.Trace(ctx.Kong, []string{"join"})
+	if err != nil {
+		return err
+	}
+	ctx.Stdout = &join
+	if err := kong.DefaultHelpPrinter(options, jctx); err != nil {
+		return err
+	}
+	head, _, _ := strings.Cut(root.String(), "Flags:")
+	_, flags, _ := strings.Cut(join.String(), "Flags:")
+	_, commands, _ := strings.Cut(root.String(), "Commands:")
+	_, err = fmt.Fprintf(out, "%sFlags (of plain 'node', which is 'node join'):%s\nCommands:%s", head, flags, commands)
+	return err
+}
+
 func main() {
+	// This binary is also the reaper of the commands a node runs.
+	executor.ReaperMain()
 	var c CLI
 	d := agent.DefaultConfig("")
-	ctx := kong.Parse(&c, append(cli.Options("node",
+	ctx := cli.Parse(&c, append(cli.Options("node",
 		"Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input."),
+		kong.Help(help),
 		kong.Vars{
 			"broker_addr":        d.Conn.Where(),
 			"priority":           strconv.Itoa(int(d.Priority)),
 			"exec_timeout":       d.ExecTimeout.String(),
+			"max_exec_timeout":   d.MaxExecTimeout.String(),
+			"max_output":         strconv.Itoa(d.MaxOutput),
 			"max_parallel":       strconv.Itoa(d.MaxParallel),
 			"heartbeat_interval": d.HeartbeatInterval.String(),
 		})...)

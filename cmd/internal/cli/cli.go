@@ -3,8 +3,10 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/alecthomas/kong"
 )
@@ -51,4 +53,24 @@ func Options(name, description string) []kong.Option {
 // VersionFlag is embedded in a CLI struct to provide --version.
 type VersionFlag struct {
 	Version kong.VersionFlag `help:"Print the version and exit."`
+}
+
+// ExitUsage is the exit status of a command line that could not be parsed,
+// as the shells and most tools use it.
+const ExitUsage = 2
+
+// Parse parses the process's arguments into c. A usage error (an unknown
+// flag, a bad value, one rejected by a Validate method) prints one line
+// naming it, with a hint, and exits ExitUsage.
+func Parse(c any, options ...kong.Option) *kong.Context {
+	parser, err := kong.New(c, options...)
+	if err != nil {
+		panic(err) // the CLI's own definition is wrong
+	}
+	ctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(parser.Stderr, "%s: error: %v (see '%s --help')\n", parser.Model.Name, err, os.Args[0])
+		parser.Exit(ExitUsage)
+	}
+	return ctx
 }

@@ -2,22 +2,30 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
+	"baton/agent"
 	"baton/messages"
 )
 
 // Exit statuses of `node exec` for outcomes that are not the remote
 // command's own exit status.
 const (
+	// ExitUsage: the command line was wrong; nothing was sent.
+	ExitUsage = 2
 	// ExitTimedOut: the command ran past its timeout, as timeout(1) says.
 	ExitTimedOut = 124
 	// ExitFailed: baton itself failed (broker unreachable, no master,
 	// request rejected, master lost).
 	ExitFailed = 125
+	// ExitCancelled: the command was cancelled (SIGINT or SIGTERM), as a
+	// shell reports a command ended by SIGINT.
+	ExitCancelled = 130
 )
 
 // ExitError carries the exit status a CLI should end with. Err is the
@@ -40,23 +48,74 @@ func (e *ExitError) ExitCode() int { return e.Code }
 
 func (e *ExitError) Unwrap() error { return e.Err }
 
-// Exec runs cmd on the master, copies its stdout and stderr to out and
-// errOut, and returns an *ExitError unless the command exited 0.
-func Exec(ctx context.Context, sub Submitter, cmd string, out, errOut io.Writer) error {
-	res, err := sub.Submit(ctx, cmd)
-	if err != nil {
+// ExecOptions shape one `node exec`.
+type ExecOptions struct {
+	// Timeout is the run time to ask for; 0 asks for the master's default.
+	Timeout time.Duration
+	// Stdin, when not nil, is the command's input.
+	Stdin []byte
+	// JSON prints the result as one object (messages.ResultJSON) instead
+	// of the command's output as it comes.
+	JSON bool
+	// Cancel, when it closes, cancels the command.
+	Cancel <-chan struct{}
+}
+
+// Exec runs cmd on the master. It copies the command's stdout and stderr
+// to out and errOut as they are produced (or prints the result as JSON),
+// notes on errOut what the output caps dropped, and returns an *ExitError
+// unless the command exited 0.
+func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, errOut io.Writer) error {
+	job := &agent.Job{Cmd: cmd, Timeout: o.Timeout, Stdin: o.Stdin, Cancel: o.Cancel}
+	if !o.JSON {
+		job.Output = func(stream int, data []byte) {
+			w := out
+			if stream == 2 {
+				w = errOut
+			}
+			_, _ = w.Write(data)
+		}
+	}
+	res, err := sub.SubmitJob(ctx, job)
+	if o.JSON {
+		r := res
+		if r == nil {
+			r = &messages.ExecResult{ExitCode: -1}
+		}
+		j := messages.NewResultJSON(job.ID, cmd, r)
+		if err != nil {
+			j.Error = err.Error()
+		}
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(j)
+	}
+	switch {
+	case errors.Is(err, agent.ErrCancelled):
+		return &ExitError{Code: ExitCancelled, Err: fmt.Errorf("exec: %w", err)}
+	case err != nil:
 		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec: %w", err)}
 	}
-	_, _ = io.WriteString(out, res.Stdout)
-	_, _ = io.WriteString(errOut, res.Stderr)
+	if !o.JSON {
+		for _, d := range []struct {
+			stream  string
+			dropped uint64
+		}{{"stdout", res.StdoutDropped}, {"stderr", res.StderrDropped}} {
+			if d.dropped > 0 {
+				fmt.Fprintf(errOut, "baton: %s truncated: %d bytes dropped\n", d.stream, d.dropped)
+			}
+		}
+	}
+	where := ""
+	if res.Master != "" {
+		where = " on " + res.Master
+	}
 	switch {
 	case res.TimedOut:
-		return &ExitError{Code: ExitTimedOut, Err: fmt.Errorf("exec on %s: %s", res.Master, res.Error)}
+		return &ExitError{Code: ExitTimedOut, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
+	case res.ErrorKind == messages.ErrorKind_ERROR_KIND_CANCELED:
+		return &ExitError{Code: ExitCancelled, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
 	case res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE:
-		where := ""
-		if res.Master != "" {
-			where = " on " + res.Master
-		}
 		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
 	case res.ExitCode != 0:
 		return &ExitError{Code: int(res.ExitCode)}

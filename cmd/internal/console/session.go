@@ -4,24 +4,21 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"time"
 
+	"baton/agent"
 	"baton/messages"
 )
 
-// Submitter runs one command on the master.
+// Submitter runs one job on the master.
 type Submitter interface {
-	Submit(ctx context.Context, cmd string) (*messages.ExecResult, error)
+	SubmitJob(ctx context.Context, job *agent.Job) (*messages.ExecResult, error)
 }
-
-// Banner is printed when a session starts on a terminal.
-const Banner = `#####
-# enter command which needs to be executed #
-#####
-`
 
 // prompt is printed before each command on a terminal.
 const prompt = "> "
@@ -29,62 +26,53 @@ const prompt = "> "
 // Session reads commands, one per line, submits each as soon as it is read
 // (they run in parallel) and prints each result as it completes.
 type Session struct {
+	// In is read when there is no Prompt: a script or a pipe.
 	In       io.Reader
 	Out, Err io.Writer
-	// Interactive prints the banner and a prompt (stdin is a terminal).
-	Interactive bool
+	// Prompt, when set, reads commands from the terminal with line editing
+	// and history; Ctrl-C cancels this session's running commands.
+	Prompt *Prompt
+	// Banner is printed first on a terminal.
+	Banner string
 	// JSON prints one JSON object per result on Out and nothing else.
 	JSON bool
+	// Timeout is the run time each command asks for; 0 asks for the
+	// master's default.
+	Timeout time.Duration
 
 	mu sync.Mutex // serialises writes to Out and Err
+	// cancel is closed by Ctrl-C: it cancels the jobs submitted with it;
+	// running counts them.
+	cancel  chan struct{}
+	running int
 }
 
-// JSONResult is one line of `node --json` output.
-type JSONResult struct {
-	ID         int    `json:"id"`
-	Cmd        string `json:"cmd"`
-	ExitCode   int32  `json:"exit_code"`
-	Stdout     string `json:"stdout"`
-	Stderr     string `json:"stderr"`
-	Error      string `json:"error"`
-	TimedOut   bool   `json:"timed_out"`
-	Master     string `json:"master"`
-	Epoch      uint64 `json:"epoch"`
-	DurationMs int64  `json:"duration_ms"`
+// input is a line read, or Ctrl-C.
+type input struct {
+	line      string
+	interrupt bool
 }
 
 // Run reads commands until end of input or ctx ends, then waits for every
 // outstanding result to be printed. It blocks; a read still blocked when
 // ctx ends is abandoned (its goroutine ends with the process).
 func (s *Session) Run(ctx context.Context, sub Submitter) error {
-	if s.Interactive {
-		s.write(s.Out, Banner+prompt)
+	if s.Prompt != nil {
+		s.Out, s.Err = s.Prompt.Stdout(), s.Prompt.Stderr()
+		s.write(s.Out, s.Banner)
 	}
-	lines := make(chan string)
+	s.cancel = make(chan struct{})
+	inputs := make(chan input)
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(lines)
-		r := bufio.NewReader(s.In)
-		for {
-			line, err := r.ReadString('\n')
-			if line != "" {
-				select {
-				case lines <- line:
-				case <-ctx.Done():
-					return
-				}
-			}
-			if err != nil {
-				if err != io.EOF {
-					readErr <- fmt.Errorf("read commands: %w", err)
-				}
-				return
-			}
+		defer close(inputs)
+		if err := s.read(ctx, inputs); err != nil {
+			readErr <- err
 		}
 	}()
 
 	var outstanding sync.WaitGroup
-	id := 0
+	seq := 0
 	// Results keep arriving after ctx ends: a command already submitted is
 	// reported, never abandoned.
 	subCtx := context.WithoutCancel(ctx)
@@ -93,22 +81,29 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
-		case line, ok := <-lines:
+		case in, ok := <-inputs:
 			if !ok {
 				break loop
 			}
-			cmd := strings.TrimRight(line, "\r\n")
-			if strings.TrimSpace(cmd) == "" {
-				if s.Interactive {
-					s.write(s.Out, prompt)
-				}
+			if in.interrupt {
+				s.interrupt()
 				continue
 			}
-			id++
-			id := id
+			cmd := strings.TrimRight(in.line, "\r\n")
+			switch {
+			case strings.TrimSpace(cmd) == "":
+				continue
+			case len(cmd) > MaxLineBytes:
+				s.write(s.Err, fmt.Sprintf("baton: command of %d bytes not sent: the limit is %d\n", len(cmd), MaxLineBytes))
+				continue
+			}
+			seq++
+			n := seq
+			job := &agent.Job{Cmd: cmd, Timeout: s.Timeout, Cancel: s.started()}
 			outstanding.Go(func() {
-				res, err := sub.Submit(subCtx, cmd)
-				s.print(id, cmd, res, err)
+				res, err := sub.SubmitJob(subCtx, job)
+				s.finished()
+				s.print(n, job, res, err)
 			})
 		}
 	}
@@ -121,15 +116,86 @@ loop:
 	}
 }
 
+// read sends what the prompt or In gives, until end of input.
+func (s *Session) read(ctx context.Context, inputs chan<- input) error {
+	send := func(in input) bool {
+		select {
+		case inputs <- in:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if s.Prompt != nil {
+		for {
+			line, err := s.Prompt.ReadLine()
+			switch {
+			case errors.Is(err, ErrInterrupt):
+				if !send(input{interrupt: true}) {
+					return nil
+				}
+			case errors.Is(err, io.EOF):
+				return nil
+			case err != nil:
+				return fmt.Errorf("read commands: %w", err)
+			case !send(input{line: line}):
+				return nil
+			}
+		}
+	}
+	r := bufio.NewReader(s.In)
+	for {
+		line, err := r.ReadString('\n')
+		if line != "" && !send(input{line: line}) {
+			return nil
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read commands: %w", err)
+		}
+	}
+}
+
+// started counts a job in and returns the channel that cancels it.
+func (s *Session) started() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running++
+	return s.cancel
+}
+
+// finished counts a job out.
+func (s *Session) finished() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running--
+}
+
+// interrupt cancels the running jobs (Ctrl-C); the line being typed is
+// already cleared.
+func (s *Session) interrupt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running == 0 {
+		fmt.Fprintln(s.Err, "baton: nothing is running (Ctrl-D leaves)")
+		return
+	}
+	close(s.cancel)
+	s.cancel = make(chan struct{})
+	fmt.Fprintf(s.Err, "baton: cancelling %d running command(s)\n", s.running)
+}
+
 func (s *Session) write(w io.Writer, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, _ = io.WriteString(w, text)
 }
 
-func (s *Session) print(id int, cmd string, res *messages.ExecResult, err error) {
+func (s *Session) print(n int, job *agent.Job, res *messages.ExecResult, err error) {
 	if res == nil {
-		res = &messages.ExecResult{ExitCode: -1}
+		res = &messages.ExecResult{Id: job.ID, ExitCode: -1}
 	}
 	if err != nil {
 		res.Error = err.Error()
@@ -139,33 +205,33 @@ func (s *Session) print(id int, cmd string, res *messages.ExecResult, err error)
 	if s.JSON {
 		enc := json.NewEncoder(s.Out)
 		enc.SetEscapeHTML(false)
-		_ = enc.Encode(JSONResult{
-			ID: id, Cmd: cmd, ExitCode: res.ExitCode, Stdout: res.Stdout, Stderr: res.Stderr,
-			Error: res.Error, TimedOut: res.TimedOut, Master: res.Master, Epoch: res.Epoch, DurationMs: res.DurationMs,
-		})
+		_ = enc.Encode(messages.NewResultJSON(job.ID, job.Cmd, res))
 		return
 	}
-	fmt.Fprintf(s.Out, "%s[%d] %s\n", clearLine(s.Interactive), id, Summary(cmd, res))
-	_, _ = io.WriteString(s.Out, res.Stdout)
-	_, _ = io.WriteString(s.Err, res.Stderr)
-	if n := res.StdoutDropped; n > 0 {
-		fmt.Fprintf(s.Err, "[%d] stdout truncated: %d bytes dropped\n", id, n)
+	// Each write goes whole to the prompt's writers, which redraw it.
+	var out, errOut strings.Builder
+	fmt.Fprintf(&out, "[%d] %s\n%s", n, Summary(job.Cmd, res), res.Stdout)
+	errOut.WriteString(res.Stderr)
+	for _, d := range []struct {
+		stream  string
+		dropped uint64
+	}{{"stdout", res.StdoutDropped}, {"stderr", res.StderrDropped}} {
+		if d.dropped > 0 {
+			fmt.Fprintf(&errOut, "[%d] baton: %s truncated: %d bytes dropped\n", n, d.stream, d.dropped)
+		}
 	}
-	if n := res.StderrDropped; n > 0 {
-		fmt.Fprintf(s.Err, "[%d] stderr truncated: %d bytes dropped\n", id, n)
+	for _, w := range []struct {
+		to   io.Writer
+		text string
+	}{{s.Out, out.String()}, {s.Err, errOut.String()}} {
+		if s.Prompt != nil && w.text != "" && !strings.HasSuffix(w.text, "\n") {
+			// The prompt is redrawn on a line of its own.
+			w.text += "\n"
+		}
+		if w.text != "" {
+			_, _ = io.WriteString(w.to, w.text)
+		}
 	}
-	if s.Interactive {
-		_, _ = io.WriteString(s.Out, prompt)
-	}
-}
-
-// clearLine returns the terminal sequence that erases a pending prompt, so
-// that a result does not print after "> ".
-func clearLine(interactive bool) string {
-	if interactive {
-		return "\r\033[K"
-	}
-	return ""
 }
 
 // Summary is the one-line headline of a result: what ran, where, and how

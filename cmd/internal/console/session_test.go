@@ -16,38 +16,27 @@ import (
 // echoSubmitter answers every command as if the master "m" ran it.
 type echoSubmitter struct{}
 
-func (echoSubmitter) Submit(_ context.Context, cmd string) (*messages.ExecResult, error) {
-	if cmd == "fail" {
+func (echoSubmitter) SubmitJob(_ context.Context, job *agent.Job) (*messages.ExecResult, error) {
+	if job.ID == "" {
+		job.ID = "id-" + job.Cmd
+	}
+	if job.Cmd == "fail" {
 		return nil, errors.New("no master available")
 	}
-	return &messages.ExecResult{Stdout: "ran " + cmd + "\n", Master: "m", Epoch: 7, DurationMs: 3}, nil
+	return &messages.ExecResult{Id: job.ID, Stdout: "ran " + job.Cmd + "\n", Master: "m", Epoch: 7, DurationMs: 3, StdoutDropped: 5}, nil
 }
 
 func TestSession_Run(t *testing.T) {
-	cases := []struct {
-		name        string
-		interactive bool
-		wantOut     []string
-	}{
-		{"script", false, []string{"[1] echo on m (epoch 7): exit 0 in 3ms\nran echo\n"}},
-		{"terminal", true, []string{console.Banner + "> ", "ran echo\n> "}},
+	var out, errOut bytes.Buffer
+	s := &console.Session{In: strings.NewReader("echo\n\n"), Out: &out, Err: &errOut}
+	if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
+		t.Fatal(err)
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			s := &console.Session{In: strings.NewReader("echo\n\n"), Out: &out, Err: &errOut, Interactive: tc.interactive}
-			if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
-				t.Fatal(err)
-			}
-			for _, w := range tc.wantOut {
-				if !strings.Contains(out.String(), w) {
-					t.Errorf("output %q lacks %q", out.String(), w)
-				}
-			}
-			if shown := strings.Contains(out.String(), "#####"); shown != tc.interactive {
-				t.Errorf("banner shown %v, want %v", shown, tc.interactive)
-			}
-		})
+	if want := "[1] echo on m (epoch 7): exit 0 in 3ms\nran echo\n"; out.String() != want {
+		t.Errorf("output %q, want %q", out.String(), want)
+	}
+	if want := "[1] baton: stdout truncated: 5 bytes dropped\n"; errOut.String() != want {
+		t.Errorf("stderr %q, want %q", errOut.String(), want)
 	}
 }
 
@@ -61,7 +50,7 @@ func TestSession_RunJSON(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("got %d lines, want 2: %q", len(lines), out.String())
 	}
-	wantKeys := []string{"id", "cmd", "exit_code", "stdout", "stderr", "error", "timed_out", "master", "epoch", "duration_ms"}
+	wantKeys := []string{"id", "cmd", "exit_code", "stdout", "stderr", "stdout_dropped", "stderr_dropped", "error", "timed_out", "master", "epoch", "duration_ms"}
 	for _, line := range lines {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(line), &obj); err != nil {
@@ -74,6 +63,9 @@ func TestSession_RunJSON(t *testing.T) {
 			if _, ok := obj[k]; !ok {
 				t.Errorf("line %s lacks key %q", line, k)
 			}
+		}
+		if obj["id"] != "id-"+obj["cmd"].(string) {
+			t.Errorf("line %s: id is not the request's", line)
 		}
 		if obj["cmd"] == "fail" && (obj["error"] != "no master available" || obj["exit_code"] != float64(-1)) {
 			t.Errorf("failed submission printed %s", line)
@@ -109,11 +101,13 @@ func TestExec_ExitStatus(t *testing.T) {
 		{"remote status", &messages.ExecResult{ExitCode: 3}, nil, 3},
 		{"timeout", &messages.ExecResult{ExitCode: -1, TimedOut: true, ErrorKind: messages.ErrorKind_ERROR_KIND_TIMEOUT}, nil, console.ExitTimedOut},
 		{"rejected", &messages.ExecResult{ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_REJECTED}, nil, console.ExitFailed},
+		{"cancelled", &messages.ExecResult{ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_CANCELED}, nil, console.ExitCancelled},
 		{"no master", nil, agent.ErrNoMaster, console.ExitFailed},
+		{"cancelled before sent", nil, agent.ErrCancelled, console.ExitCancelled},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := console.Exec(context.Background(), fixed{tc.res, tc.err}, "x", &bytes.Buffer{}, &bytes.Buffer{})
+			err := console.Exec(context.Background(), fixed{tc.res, tc.err}, "x", console.ExecOptions{}, &bytes.Buffer{}, &bytes.Buffer{})
 			got := 0
 			var ee *console.ExitError
 			if errors.As(err, &ee) {
@@ -131,4 +125,6 @@ type fixed struct {
 	err error
 }
 
-func (f fixed) Submit(context.Context, string) (*messages.ExecResult, error) { return f.res, f.err }
+func (f fixed) SubmitJob(context.Context, *agent.Job) (*messages.ExecResult, error) {
+	return f.res, f.err
+}
