@@ -731,9 +731,11 @@ func (s *submission) complete(res *messages.ExecResult) {
 func (s *submission) send() error {
 	c := s.c
 	c.mu.Lock()
-	if v := c.latest; v != nil && v.BrokerStopping {
-		// The broker is about to close our connection: hold the request,
-		// as if nobody had taken it, until a broker announces again.
+	if v := c.latest; v != nil && v.BrokerStopping || !c.nc.IsConnected() {
+		// The broker is about to close our connection, or it is closed:
+		// hold the request, as if nobody had taken it, until a broker
+		// announces again (a request buffered while reconnecting could
+		// not be told from one lost).
 		c.deliver(s.cl, callEvent{noResponders: true})
 		c.mu.Unlock()
 		return nil
@@ -757,6 +759,15 @@ func (s *submission) send() error {
 	return nil
 }
 
+// brokers is where the client's connection looks for the broker.
+func (c *Client) brokers() string {
+	urls := make([]string, len(c.nc.Opts.Servers))
+	for i, u := range c.nc.Opts.Servers {
+		_, urls[i], _ = strings.Cut(u, "://")
+	}
+	return strings.Join(urls, ",")
+}
+
 // master returns the master's entry in a's members, nil if none.
 func master(a *messages.Announcement) *messages.Member {
 	for _, m := range a.Members {
@@ -773,6 +784,9 @@ func (s *submission) backoff(ctx context.Context) error {
 	s.attempt++
 	d := min(10*time.Millisecond<<min(s.attempt-1, 5), 200*time.Millisecond)
 	if time.Now().Add(d).After(s.retryUntil) {
+		if !s.c.nc.IsConnected() {
+			return fmt.Errorf("%w: broker unreachable at %s for %v; the command did not run", ErrNoMaster, s.c.brokers(), s.c.cfg.SubmitRetry)
+		}
 		return fmt.Errorf("%w: no node took the request for %v; is any node running (see `node status`)?", ErrNoMaster, s.c.cfg.SubmitRetry)
 	}
 	s.c.cfg.Logger.Debug("no master took the request; retrying", keyID, s.id, keyAttempt, s.attempt)

@@ -61,6 +61,9 @@ type Node struct {
 // end.
 var errStopping = errors.New("the master stopped before the command finished")
 
+// leaveTimeout bounds the wait for the broker's answer to a leave.
+const leaveTimeout = 2 * time.Second
+
 // releaseTimeout bounds what Close does after the commands are done.
 const releaseTimeout = 5 * time.Second
 
@@ -188,9 +191,13 @@ func (n *Node) Close(ctx context.Context) error {
 func (n *Node) close(ctx context.Context) error {
 	var errs []error
 	if n.stopRole != nil {
-		if _, err := n.member.Leave(ctx, "node stopping"); err != nil {
-			errs = append(errs, err)
+		// A broker that does not answer soon is gone: it will count this
+		// node lost instead.
+		leaveCtx, cancel := context.WithTimeout(ctx, leaveTimeout)
+		if _, err := n.member.Leave(leaveCtx, "node stopping"); err != nil {
+			n.cfg.Logger.Warn("could not tell the broker this node leaves; it will count it lost", keyErr, err)
 		}
+		cancel()
 		n.stopRole()
 		<-n.loopDone
 	}
@@ -233,8 +240,10 @@ func (n *Node) close(ctx context.Context) error {
 	closed := make(chan struct{})
 	n.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := n.nc.Drain(); err != nil {
+		// Reconnecting: what is buffered cannot reach anyone now.
+		n.cfg.Logger.Warn("replies not flushed: no connection to the broker", keyErr, err)
 		n.nc.Close()
-		return errors.Join(append(errs, fmt.Errorf("flush replies: %w", err))...)
+		return errors.Join(errs...)
 	}
 	<-closed
 	return errors.Join(errs...)

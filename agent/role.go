@@ -59,15 +59,13 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 		n.stepDown()
 		return
 	}
-	if n.silent() {
+	if n.serving != nil && n.silent() {
 		// The broker may have declared this node dead and elected another:
-		// take nothing until it has the node alive again (the member
-		// registers again as soon as the broker says so).
-		if n.serving != nil {
-			n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
-				keySinceHeard, n.member.SinceHeard().Round(time.Millisecond))
-			n.stepDown()
-		}
+		// take nothing until it has the node alive again (serving again
+		// proves that with a round trip first).
+		n.cfg.Logger.Warn("no word from the broker for longer than its heartbeat timeout; not taking commands",
+			keySinceHeard, n.member.SinceHeard().Round(time.Millisecond))
+		n.stepDown()
 		return
 	}
 	if n.serving != nil && n.serving.epoch != a.Epoch {

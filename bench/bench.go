@@ -46,15 +46,17 @@ func (c Config) sizes() (roundTrips int, throughput time.Duration, trials int, s
 
 // Report holds every figure of a run.
 type Report struct {
-	Machine    string          `json:"machine"`
-	Quick      bool            `json:"quick"`
-	RoundTrip  RoundTrip       `json:"round_trip"`
-	Security   Security        `json:"security"`
-	Throughput Throughput      `json:"throughput"`
-	Failover   []Failover      `json:"failover"`
-	Scale      []Scale         `json:"scale"`
-	Idle       Idle            `json:"idle"`
-	Targets    map[string]bool `json:"targets_met"`
+	Machine    string     `json:"machine"`
+	Quick      bool       `json:"quick"`
+	RoundTrip  RoundTrip  `json:"round_trip"`
+	Security   Security   `json:"security"`
+	Throughput Throughput `json:"throughput"`
+	// Interactive is live output and cancel, as node exec sees them.
+	Interactive Interactive     `json:"interactive"`
+	Failover    []Failover      `json:"failover"`
+	Scale       []Scale         `json:"scale"`
+	Idle        Idle            `json:"idle"`
+	Targets     map[string]bool `json:"targets_met"`
 }
 
 // RoundTrip compares `true` through the cluster with a local fork/exec.
@@ -118,6 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"round trip", roundTrip},
 		{"security", security},
 		{"throughput", throughput},
+		{"live output and cancel", interactive},
 		{"failover", failovers},
 		{"scale", scale},
 		{"idle", idle},

@@ -38,6 +38,8 @@ func (r *Report) judge() map[string]bool {
 		"credentials and TLS cost ≤ 10 %": r.Security.RoundTripCost <= targetSecurityCost &&
 			r.Security.ThroughputCost <= targetSecurityCost,
 	}
+	t[fmt.Sprintf("live output line at the requester ≤ %d ms", targetLineMs)] = r.Interactive.LineMaxMs <= targetLineMs
+	t[fmt.Sprintf("cancel to the process gone ≤ %d ms", targetCancelMs)] = r.Interactive.CancelMaxMs <= targetCancelMs
 	for _, f := range r.Failover {
 		if tg, ok := failoverTargets[f.Kind]; ok {
 			t[fmt.Sprintf("failover %s ≤ %v ms", f.Kind, tg.ms)] = f.MaxMs <= tg.ms
@@ -97,6 +99,19 @@ func (r *Report) WriteTable(w io.Writer) {
 	row("ratio", fmt.Sprintf("%.2f ×", th.Ratio), "≥ 0.9 ×", mark(th.Ratio >= targetThroughputRatio))
 	tw.Flush()
 	fmt.Fprintln(w)
+
+	in := r.Interactive
+	row("node exec, interactive", "p50", "max", "target", "")
+	rule(5)
+	row("line written → read, local pipe", fmt.Sprintf("%.1f ms", in.LocalLineP50Ms), "", "floor", "")
+	row("line written on the master → at the requester", fmt.Sprintf("%.1f ms", in.LineP50Ms), fmt.Sprintf("%.1f ms", in.LineMaxMs),
+		fmt.Sprintf("≤ %d ms", targetLineMs), mark(in.LineMaxMs <= targetLineMs))
+	row("kill of a local process group → gone", fmt.Sprintf("%.1f ms", in.LocalKillP50Ms), "", "floor", "")
+	row("cancel → the master's process gone", fmt.Sprintf("%.1f ms", in.CancelP50Ms), fmt.Sprintf("%.1f ms", in.CancelMaxMs),
+		fmt.Sprintf("≤ %d ms", targetCancelMs), mark(in.CancelMaxMs <= targetCancelMs))
+	row("cancel → the cancelled result", fmt.Sprintf("%.1f ms", in.CancelToResult), "", "", "")
+	tw.Flush()
+	fmt.Fprintf(w, "\n%d lines (%d per command, 20 ms apart) and %d cancels of `sleep 30`.\n\n", in.Lines, in.LinesPerCommand, in.Cancels)
 
 	row("failover (client-observed)", "median", "max", "trials", "target", "", "anchor")
 	rule(7)

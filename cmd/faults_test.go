@@ -357,3 +357,26 @@ func TestKilledMasterLeavesNoCommand(t *testing.T) {
 		t.Errorf("exec exited %d (%s), want 125 and the loss reported", code, exec.stderr.String())
 	}
 }
+
+// With the broker gone, a command typed at a node is reported as not sent
+// because the broker is unreachable, with its address.
+func TestBrokerDownIsSaid(t *testing.T) {
+	c := newCluster(t)
+	w := c.watch()
+	c.node("alpha", 100, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	s := c.node("submitter", 0, procOpts{stdin: true}, "--json")
+	c.waitMembers(2)
+	c.broker.signal(syscall.SIGKILL)
+	c.broker.wait(5 * time.Second)
+	time.Sleep(200 * time.Millisecond) // the nodes see the connection close
+	s.send("true")
+	s.stdin.Close()
+	if code := s.wait(20 * time.Second); code != 0 {
+		t.Fatalf("submitter exited %d", code)
+	}
+	r := jsonResults(t, s.stdout.String())["true"]
+	if want := "broker unreachable at " + c.addr; !strings.Contains(r.Error, want) || !strings.Contains(r.Error, "the command did not run") {
+		t.Errorf("error %q, want one saying %q and that the command did not run", r.Error, want)
+	}
+}
