@@ -93,12 +93,15 @@ loop:
 			switch {
 			case strings.TrimSpace(cmd) == "":
 				continue
-			case len(cmd) > MaxLineBytes:
-				s.write(s.Err, fmt.Sprintf("baton: command of %d bytes not sent: the limit is %d\n", len(cmd), MaxLineBytes))
-				continue
 			}
 			seq++
 			n := seq
+			if len(cmd) > MaxLineBytes {
+				// Refused here: it would be refused by the master.
+				err := fmt.Errorf("command of %d bytes not sent: the limit is %d", len(cmd), MaxLineBytes)
+				s.print(n, &agent.Job{Cmd: cmd}, nil, err)
+				continue
+			}
 			job := &agent.Job{Cmd: cmd, Timeout: s.Timeout, Cancel: s.started()}
 			outstanding.Go(func() {
 				res, err := sub.SubmitJob(subCtx, job)

@@ -128,3 +128,18 @@ type fixed struct {
 func (f fixed) SubmitJob(context.Context, *agent.Job) (*messages.ExecResult, error) {
 	return f.res, f.err
 }
+
+// A line longer than a command may be is refused without being sent, with
+// a result that says so.
+func TestSession_LongLineRefused(t *testing.T) {
+	var out bytes.Buffer
+	long := strings.Repeat("a", console.MaxLineBytes+1)
+	s := &console.Session{In: strings.NewReader(long + "\necho ok\n"), Out: &out, Err: &bytes.Buffer{}, JSON: true}
+	if err := s.Run(context.Background(), echoSubmitter{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(out.String(), `"error":"command of 65537 bytes not sent: the limit is 65536"`) {
+		t.Errorf("got %q", out.String())
+	}
+}
