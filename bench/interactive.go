@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"baton/agent"
+	"baton/internal/procs"
 )
 
 // Interactive is what a person at `node exec` feels: how soon a line the
@@ -146,7 +147,7 @@ func interactive(ctx context.Context, cfg Config, r *Report) error {
 		}
 		t0 = time.Now()
 		close(cancel)
-		for running(pid) {
+		for procs.Running(pid) {
 			if time.Since(t0) > 10*time.Second {
 				return fmt.Errorf("cancelled command still running after 10 s")
 			}
@@ -179,14 +180,4 @@ func waitPID(path string, timeout time.Duration) (int, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return 0, fmt.Errorf("no pid in %s after %v", path, timeout)
-}
-
-// running reports whether pid has not exited: it exists and is no zombie.
-func running(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(stat), ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"baton/internal/procs"
 )
 
 // node exec asks for its own timeout (flag or BATON_TIMEOUT), up to the
@@ -175,7 +177,7 @@ func TestExecCancel(t *testing.T) {
 			})
 			p.signal(sig)
 			sent := time.Now()
-			eventually(t, 5*time.Second, "the remote process gone", func() bool { return !running(pid) })
+			eventually(t, 5*time.Second, "the remote process gone", func() bool { return !procs.Running(pid) })
 			t.Logf("remote process gone %v after %s", time.Since(sent).Round(time.Millisecond), sig)
 			if code := p.wait(10 * time.Second); code != 130 {
 				t.Errorf("exit %d, want 130", code)
@@ -229,17 +231,4 @@ func TestQuickstart(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 		p.wait(10 * time.Second)
 	}
-}
-
-// running reports whether pid is a process that has not exited: one that
-// exists and is no zombie (a killed process is one until its parent, or
-// init, reaps it).
-func running(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	i := strings.LastIndexByte(string(stat), ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"baton/internal/procs"
 	"baton/messages"
 )
 
@@ -351,7 +352,7 @@ func TestKilledMasterLeavesNoCommand(t *testing.T) {
 	})
 	alpha.signal(syscall.SIGKILL)
 	killed := time.Now()
-	eventually(t, 5*time.Second, "the command gone", func() bool { return !running(pid) })
+	eventually(t, 5*time.Second, "the command gone", func() bool { return !procs.Running(pid) })
 	t.Logf("the command was gone %v after its master's SIGKILL", time.Since(killed).Round(time.Millisecond))
 	if code := exec.wait(10 * time.Second); code != 125 || !strings.Contains(exec.stderr.String(), "master alpha was lost") {
 		t.Errorf("exec exited %d (%s), want 125 and the loss reported", code, exec.stderr.String())

@@ -1,7 +1,6 @@
 package executor
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"baton/internal/procs"
 	"baton/internal/testlog"
 )
 
@@ -27,17 +27,6 @@ func newTestExecutor(t testing.TB, mutate func(*Config)) *Executor {
 	}
 	t.Cleanup(func() { _ = e.Close() })
 	return e
-}
-
-// alive reports whether pid is a live (not zombie) process.
-func alive(pid int) bool {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the parenthesised command name.
-	i := bytes.LastIndexByte(stat, ')')
-	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z'
 }
 
 // pids parses whitespace-separated pids that a command printed.
@@ -57,7 +46,7 @@ func pids(t testing.TB, out []byte) []int {
 func waitGone(t testing.TB, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
-	for alive(pid) {
+	for procs.Running(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("process %d still alive, want it killed", pid)
 		}

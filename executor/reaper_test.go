@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"baton/internal/procs"
 )
 
 // helperEnv makes the test binary a process that runs one command with a
@@ -59,7 +61,7 @@ func TestReaperKillsCommandsOfAKilledProcess(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper printed %q", buf[:n])
 	}
-	if !alive(pid) {
+	if !procs.Running(pid) {
 		t.Fatal("the command is not running")
 	}
 	_ = helper.Process.Signal(syscall.SIGKILL)
