@@ -6,6 +6,7 @@ const (
 	keyEpoch      = "epoch"
 	keyID         = "id"
 	keyMaster     = "master"
+	keyEvent      = "event"
 	keyCmd        = "cmd"
 	keyRequester  = "requester"
 	keySubject    = "subject"

@@ -54,6 +54,7 @@ type Node struct {
 	// Owned by the role loop.
 	serving      *servingConn
 	servingEpoch atomic.Uint64
+	announced    string // the master last announced
 	connLost     chan struct{}
 }
 

@@ -47,6 +47,22 @@ func (n *Node) silent() bool {
 
 // follow makes the node serve exactly when a names it master.
 func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
+	if a != nil && a.Master != n.announced && a.Master != n.cfg.Name {
+		// What a person at this node's prompt wants to know; the master's
+		// own change is told by its serving.
+		master := a.Master
+		if master == "" {
+			master = "none"
+		}
+		attrs := []any{keyMaster, master, keyEpoch, a.Epoch}
+		if a.Event != "" {
+			attrs = append(attrs, keyEvent, a.Event)
+		}
+		n.cfg.Logger.Info("master changed", attrs...)
+	}
+	if a != nil {
+		n.announced = a.Master
+	}
 	if n.serving != nil {
 		select {
 		case <-n.serving.closed:

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,6 +132,26 @@ func (c ConnConfig) validate() error {
 
 // Where names the broker addresses for messages: "127.0.0.1:4222".
 func (c ConnConfig) Where() string { return strings.Join(c.Addrs, ",") }
+
+// CheckAddr reports whether addr is a broker address: host:port with a
+// port from 1 to 65535, or a nats:// or tls:// URL with one.
+func CheckAddr(addr string) error {
+	hostPort := addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		if scheme != "nats" && scheme != "tls" {
+			return fmt.Errorf("address %q: scheme %q, want nats:// or tls://", addr, scheme)
+		}
+		hostPort = rest
+	}
+	_, port, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return fmt.Errorf("address %q: want host:port, such as 127.0.0.1:4222", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("address %q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
 
 // URL turns a broker address (host:port, or a nats:// URL) into a URL.
 func URL(addr string) string {

@@ -272,30 +272,35 @@ func TestPlannedHandoversLoseNothing(t *testing.T) {
 func TestCLIErrors(t *testing.T) {
 	c := newCluster(t)
 	cases := []struct {
-		name string
-		bin  string
-		args []string
-		want string
+		name     string
+		bin      string
+		args     []string
+		wantCode int
+		want     string
 	}{
-		{"non-integer priority", bins.node, []string{"--priority=high"}, "--priority"},
-		{"negative priority", bins.node, []string{"--broker-addr=" + c.addr, "--priority=-1", "--serve"}, "priority -1 is outside the range 0 to 2147483647"},
-		{"bad duration", bins.node, []string{"--exec-timeout=soon"}, "--exec-timeout"},
-		{"zero max parallel", bins.node, []string{"--broker-addr=" + c.addr, "--max-parallel=0", "--serve"}, "max parallel 0 must be positive"},
-		{"unknown flag", bins.node, []string{"--frobnicate"}, "unknown flag --frobnicate"},
-		{"unreachable broker", bins.node, []string{"--broker-addr=" + freeAddr(t), "--serve"}, "broker unreachable"},
-		{"exec without command", bins.node, []string{"exec", "--broker-addr=" + c.addr}, "expected"},
-		{"broker address in use", bins.broker, []string{c.addr, "--data-dir", t.TempDir()}, "address already in use"},
-		{"broker bad address", bins.broker, []string{"127.0.0.1:99999", "--data-dir", t.TempDir()}, "port"},
-		{"broker data dir in use", bins.broker, []string{freeAddr(t), "--data-dir", c.dataDir}, "in use by another broker"},
-		{"broker zero heartbeat timeout", bins.broker, []string{freeAddr(t), "--data-dir", t.TempDir(), "--heartbeat-timeout=0s"}, "heartbeat timeout 0s must be positive"},
+		// Usage errors: exit 2, with a hint.
+		{"non-integer priority", bins.node, []string{"--priority=high"}, 2, "--priority"},
+		{"negative priority", bins.node, []string{"--broker-addr=" + c.addr, "--priority=-1", "--serve"}, 2, "priority -1 is outside the range 0 to 2147483647"},
+		{"bad duration", bins.node, []string{"--exec-timeout=soon"}, 2, "--exec-timeout"},
+		{"zero max parallel", bins.node, []string{"--broker-addr=" + c.addr, "--max-parallel=0", "--serve"}, 2, "max parallel 0 must be positive"},
+		{"unknown flag", bins.node, []string{"--frobnicate"}, 2, "unknown flag --frobnicate"},
+		{"bad broker address", bins.node, []string{"--broker-addr=garbage", "--serve"}, 2, "want host:port"},
+		{"exec without command", bins.node, []string{"exec", "--broker-addr=" + c.addr}, 2, "(see '" + bins.node + " exec --help')"},
+		{"exec unknown flag", bins.node, []string{"exec", "--broker-addr=" + c.addr, "--bogus", "--", "true"}, 2, "unknown flag --bogus"},
+		{"broker bad address", bins.broker, []string{"127.0.0.1:99999", "--data-dir", t.TempDir()}, 2, "port"},
+		{"broker zero heartbeat timeout", bins.broker, []string{freeAddr(t), "--data-dir", t.TempDir(), "--heartbeat-timeout=0s"}, 2, "heartbeat timeout 0s must be positive"},
+		// Failures: exit 1.
+		{"unreachable broker", bins.node, []string{"--broker-addr=" + freeAddr(t), "--serve"}, 1, "broker unreachable"},
+		{"broker address in use", bins.broker, []string{c.addr, "--data-dir", t.TempDir()}, 1, "address already in use"},
+		{"broker data dir in use", bins.broker, []string{freeAddr(t), "--data-dir", c.dataDir}, 1, "in use by another broker"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := start(t, tc.name, tc.bin, procOpts{}, tc.args...)
 			code := p.wait(20 * time.Second)
 			errOut := strings.TrimSpace(p.stderr.String())
-			if code == 0 {
-				t.Errorf("exit 0, want non-zero")
+			if code != tc.wantCode {
+				t.Errorf("exit %d, want %d", code, tc.wantCode)
 			}
 			last := errOut[strings.LastIndexByte(errOut, '\n')+1:]
 			if !strings.Contains(last, tc.want) {

@@ -169,7 +169,24 @@ func TestPrompt(t *testing.T) {
 	term.waitFor("[4] sleep 4; echo finished on alpha", 1, 2*time.Second)
 	term.waitFor("error: cancelled after", 1, time.Second)
 
+	// Ctrl-C on a draft only clears it.
+	term.typeKeys("echo draft")
+	term.waitFor("echo draft", 1, 2*time.Second)
+	term.typeKeys("\x03")
+	term.typeKeys("echo after\r")
+	term.waitFor("[5] echo after on alpha", 1, 10*time.Second)
+	if strings.Contains(term.out.String(), "draftecho") || strings.Count(term.out.String(), "baton: cancelling") != 1 {
+		t.Errorf("Ctrl-C on a draft did more than clear it:\n%s", term.out.String())
+	}
+
+	// Ctrl-D leaves once the outstanding results are in; Ctrl-C meanwhile
+	// cancels them.
+	term.typeKeys("sleep 4; echo late\r")
+	time.Sleep(500 * time.Millisecond)
 	term.typeKeys("\x04") // Ctrl-D
+	term.waitFor("baton: waiting for 1 running command(s); Ctrl-C cancels them", 1, 5*time.Second)
+	term.typeKeys("\x03")
+	term.waitFor("[6] sleep 4; echo late on alpha", 1, 3*time.Second)
 	if code := term.wait(10 * time.Second); code != 0 {
 		t.Errorf("exit %d after Ctrl-D, want 0", code)
 	}
@@ -185,7 +202,7 @@ func TestPrompt(t *testing.T) {
 		t.Errorf("history file mode %v, want 0600", st.Mode().Perm())
 	}
 	b, _ := os.ReadFile(hist)
-	if !strings.HasPrefix(string(b), "echo one\necho one\n"+long+"\n") {
+	if !strings.HasPrefix(string(b), "echo one\necho one\n"+long+"\nsleep 4; echo finished\necho after\n") {
 		t.Errorf("history file holds %q", b)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"baton/auth"
 	"baton/broker"
+	"baton/bus"
 	"baton/cmd/internal/cli"
 )
 
@@ -46,7 +47,16 @@ func (c *CLI) Validate() error {
 
 // RunCmd is `broker [ADDR]`.
 type RunCmd struct {
-	Addr string `arg:"" optional:"" default:"${addr}" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to. The default is the stock nats CLI's, so it needs no flags."`
+	Addr string `arg:"" optional:"" default:"${addr}" env:"BATON_ADDR" help:"Address (host:port) NATS clients connect to (default ${addr}: the stock nats CLI's, so that it needs no flags)."`
+}
+
+// Validate rejects an address no server can listen on, as a usage error,
+// before anything is made.
+func (r *RunCmd) Validate() error {
+	if err := bus.CheckAddr(r.Addr); err != nil {
+		return fmt.Errorf("ADDR: %w", err)
+	}
+	return nil
 }
 
 // closeTimeout bounds the broker's shutdown.
@@ -119,6 +129,7 @@ func main() {
 	d := broker.DefaultConfig()
 	ctx := cli.Parse(&c, append(cli.Options("broker",
 		"Run baton's broker: an embedded NATS server plus the election service that elects the master among the nodes."),
+		kong.Help(cli.DefaultCommandHelp("run", "Flags (of plain 'broker [ADDR]', which is 'broker run [ADDR]'):")),
 		kong.Vars{
 			"addr":              d.Server.Addr,
 			"auth":              d.Auth,

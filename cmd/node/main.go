@@ -2,7 +2,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +33,15 @@ type Globals struct {
 	BrokerAddr  string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
 	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch)."`
 	TLSCA       string `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
+}
+
+// Validate rejects a broker address no connection can use, as a usage
+// error.
+func (g *Globals) Validate() error {
+	if err := bus.CheckAddr(g.BrokerAddr); err != nil {
+		return fmt.Errorf("--broker-addr: %w", err)
+	}
+	return nil
 }
 
 // conn is the connection config the flags describe, named name.
@@ -179,30 +187,40 @@ func banner(broker, name string, priority int32, a *messages.Announcement) strin
 
 // ExecCmd is `node exec -- CMD [ARGS...]`.
 type ExecCmd struct {
-	Timeout time.Duration `env:"BATON_TIMEOUT" help:"Run time to ask the master for, such as 2m (default: the master's --exec-timeout; at most its --max-exec-timeout)."`
+	Timeout time.Duration `env:"BATON_TIMEOUT" help:"Run time to ask the master for, such as 2m (0 or unset: the master's --exec-timeout; at most its --max-exec-timeout)."`
 	Stdin   bool          `name:"stdin" help:"Give the command this process's standard input (at most 1 MiB, read before anything is sent); without it the command's reads wait until its timeout."`
 	JSON    bool          `name:"json" env:"BATON_JSON" help:"Print the result as one JSON object (keys as 'node --json') instead of the command's output as it comes."`
-	Cmd     []string      `arg:"" passthrough:"" name:"cmd" help:"The command. One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
+	Cmd     []string      `arg:"" passthrough:"partial" name:"cmd" help:"The command, after the flags (and after --, when it starts with a dash). One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
+}
+
+// command is the shell command line the arguments make.
+func (e *ExecCmd) command() string {
+	args := e.Cmd
+	if len(args) > 0 && args[0] == "--" {
+		// kong passes the separator through with the arguments after it.
+		args = args[1:]
+	}
+	return console.ShellJoin(args)
+}
+
+// Validate rejects what cannot be sent, as usage errors.
+func (e *ExecCmd) Validate() error {
+	switch cmd := e.command(); {
+	case strings.TrimSpace(cmd) == "":
+		return errors.New("no command given; usage: node exec [--timeout D] [--stdin] [--json] [--] CMD [ARGS...]")
+	case len(cmd) > messages.MaxCommandBytes:
+		return fmt.Errorf("command of %d bytes is longer than the %d allowed", len(cmd), messages.MaxCommandBytes)
+	case e.Timeout < 0:
+		return fmt.Errorf("--timeout=%v must not be negative (0 asks for the master's default)", e.Timeout)
+	}
+	return nil
 }
 
 // Run submits the command and mirrors its output and exit status. SIGINT
 // or SIGTERM cancels the command on the master; a second one stops
 // waiting for its result.
 func (e *ExecCmd) Run(g *Globals) error {
-	args := e.Cmd
-	if len(args) > 0 && args[0] == "--" {
-		// kong passes the separator through with the arguments after it.
-		args = args[1:]
-	}
-	cmd := console.ShellJoin(args)
-	switch {
-	case len(args) == 0 || strings.TrimSpace(cmd) == "":
-		return &console.ExitError{Code: console.ExitUsage, Err: errors.New("exec: no command given; usage: node exec [--timeout D] [--stdin] -- CMD [ARGS...]")}
-	case len(cmd) > messages.MaxCommandBytes:
-		return &console.ExitError{Code: console.ExitUsage, Err: fmt.Errorf("exec: command of %d bytes is longer than the %d allowed", len(cmd), messages.MaxCommandBytes)}
-	case e.Timeout < 0:
-		return &console.ExitError{Code: console.ExitUsage, Err: fmt.Errorf("exec: --timeout=%v must not be negative", e.Timeout)}
-	}
+	cmd := e.command()
 	opts := console.ExecOptions{Timeout: e.Timeout, JSON: e.JSON}
 	if e.Stdin {
 		in, err := io.ReadAll(io.LimitReader(os.Stdin, messages.MaxStdinBytes+1))
@@ -224,6 +242,10 @@ func (e *ExecCmd) Run(g *Globals) error {
 	go func() {
 		select {
 		case <-signals:
+			if isTerminal(os.Stderr) {
+				// After the terminal's ^C, not on its line.
+				fmt.Fprintln(os.Stderr)
+			}
 			close(cancel)
 		case <-ctx.Done():
 			return
@@ -327,34 +349,6 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// help prints kong's help, but for plain 'node', which joins, the help of
-// joining with the list of commands after it.
-func help(options kong.HelpOptions, ctx *kong.Context) error {
-	if ctx.Selected() != nil {
-		return kong.DefaultHelpPrinter(options, ctx)
-	}
-	out := ctx.Stdout
-	defer func() { ctx.Stdout = out }()
-	var root, join bytes.Buffer
-	ctx.Stdout = &root
-	if err := kong.DefaultHelpPrinter(options, ctx); err != nil {
-		return err
-	}
-	jctx, err := kong.Trace(ctx.Kong, []string{"join"})
-	if err != nil {
-		return err
-	}
-	ctx.Stdout = &join
-	if err := kong.DefaultHelpPrinter(options, jctx); err != nil {
-		return err
-	}
-	head, _, _ := strings.Cut(root.String(), "Flags:")
-	_, flags, _ := strings.Cut(join.String(), "Flags:")
-	_, commands, _ := strings.Cut(root.String(), "Commands:")
-	_, err = fmt.Fprintf(out, "%sFlags (of plain 'node', which is 'node join'):%s\nCommands:%s", head, flags, commands)
-	return err
-}
-
 func main() {
 	// This binary is also the reaper of the commands a node runs.
 	executor.ReaperMain()
@@ -362,7 +356,7 @@ func main() {
 	d := agent.DefaultConfig("")
 	ctx := cli.Parse(&c, append(cli.Options("node",
 		"Join a baton cluster and run shell commands on its elected master. Plain 'node' joins and reads commands from standard input."),
-		kong.Help(help),
+		kong.Help(cli.DefaultCommandHelp("join", "Flags (of plain 'node', which is 'node join'):")),
 		kong.Vars{
 			"broker_addr":        d.Conn.Where(),
 			"priority":           strconv.Itoa(int(d.Priority)),

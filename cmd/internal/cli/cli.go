@@ -3,10 +3,13 @@
 package cli
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/alecthomas/kong"
 )
@@ -69,8 +72,57 @@ func Parse(c any, options ...kong.Option) *kong.Context {
 	}
 	ctx, err := parser.Parse(os.Args[1:])
 	if err != nil {
-		fmt.Fprintf(parser.Stderr, "%s: error: %v (see '%s --help')\n", parser.Model.Name, err, os.Args[0])
+		// The hint names the command the error is about.
+		help := os.Args[0]
+		var pe *kong.ParseError
+		if errors.As(err, &pe) && pe.Context != nil {
+			for _, w := range strings.Fields(pe.Context.Command()) {
+				if strings.HasPrefix(w, "<") {
+					break
+				}
+				help += " " + w
+			}
+		}
+		fmt.Fprintf(parser.Stderr, "%s: error: %v (see '%s --help')\n", parser.Model.Name, err, help)
 		parser.Exit(ExitUsage)
 	}
 	return ctx
+}
+
+// DefaultCommandHelp prints kong's help, but for the plain binary, which
+// runs the default command cmd: that command's flags, under title, then
+// the list of commands.
+func DefaultCommandHelp(cmd, title string) kong.HelpPrinter {
+	return func(options kong.HelpOptions, ctx *kong.Context) error {
+		if ctx.Selected() != nil {
+			return kong.DefaultHelpPrinter(options, ctx)
+		}
+		out := ctx.Stdout
+		defer func() { ctx.Stdout = out }()
+		var root, sub bytes.Buffer
+		ctx.Stdout = &root
+		if err := kong.DefaultHelpPrinter(options, ctx); err != nil {
+			return err
+		}
+		subCtx, err := kong.Trace(ctx.Kong, []string{cmd})
+		if err != nil {
+			return err
+		}
+		ctx.Stdout = &sub
+		if err := kong.DefaultHelpPrinter(options, subCtx); err != nil {
+			return err
+		}
+		head, _, _ := strings.Cut(root.String(), "Flags:")
+		// The command's arguments, if it has any, come before its flags.
+		body := sub.String()
+		if i := strings.Index(body, "Arguments:"); i >= 0 {
+			body = body[i:]
+		} else {
+			body = body[strings.Index(body, "Flags:"):]
+		}
+		body = strings.Replace(body, "Flags:", title, 1)
+		_, commands, _ := strings.Cut(root.String(), "Commands:")
+		_, err = fmt.Fprintf(out, "%s%s\nCommands:%s", head, body, commands)
+		return err
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"unicode"
 
 	"github.com/ergochat/readline"
@@ -19,6 +20,8 @@ import (
 type Prompt struct {
 	rl      *readline.Instance
 	history *os.File // appended to; nil when history is not kept
+	// drafted is whether the line being edited holds anything.
+	drafted atomic.Bool
 }
 
 // ErrInterrupt is what ReadLine returns for Ctrl-C.
@@ -31,16 +34,23 @@ const historyLimit = 1000
 // history in historyPath (none when empty). A history that cannot be read
 // or written is reported and the prompt works without it.
 func NewPrompt(historyPath string, warn io.Writer) (*Prompt, error) {
+	p := &Prompt{}
 	rl, err := readline.NewFromConfig(&readline.Config{
 		Prompt: prompt,
 		// History is kept by Prompt itself, for the file's mode; the
 		// editor holds it in memory.
 		HistoryLimit: historyLimit,
+		// Called after each key the editor took: Ctrl-C, which ends the
+		// read, is not, so drafted tells whether it found a draft.
+		Listener: func(line []rune, _ int, _ rune) ([]rune, int, bool) {
+			p.drafted.Store(len(line) > 0)
+			return nil, 0, false
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("line editor: %w", err)
 	}
-	p := &Prompt{rl: rl}
+	p.rl = rl
 	if historyPath != "" {
 		if p.history, err = openHistory(historyPath, rl); err != nil {
 			fmt.Fprintf(warn, "baton: command history not kept: %v\n", err)
@@ -108,11 +118,20 @@ func HistoryPath() string {
 // MaxLineBytes is the longest command the prompt sends: a request's limit.
 const MaxLineBytes = 64 << 10
 
-// ReadLine reads one line. It returns ErrInterrupt for Ctrl-C and io.EOF
-// for Ctrl-D on an empty line. Control characters that the editor did not
-// take as keys are removed: they never reach a command.
+// ReadLine reads one line. It returns ErrInterrupt for Ctrl-C on an empty
+// line (on a draft, Ctrl-C only clears it) and io.EOF for Ctrl-D on an
+// empty line. Control characters that the editor did not take as keys are
+// removed: they never reach a command.
 func (p *Prompt) ReadLine() (string, error) {
-	line, err := p.rl.ReadLine()
+	var line string
+	var err error
+	for {
+		p.drafted.Store(false)
+		line, err = p.rl.ReadLine()
+		if !errors.Is(err, ErrInterrupt) || !p.drafted.Load() {
+			break
+		}
+	}
 	if err != nil {
 		return "", err
 	}

@@ -110,13 +110,35 @@ loop:
 			})
 		}
 	}
-	outstanding.Wait()
+	// Outstanding results are delivered; a signal (Ctrl-C, now that the
+	// line editor is done) cancels their commands first.
+	done := make(chan struct{})
+	go func() {
+		outstanding.Wait()
+		close(done)
+	}()
+	if n := s.count(); n > 0 && ctx.Err() == nil && s.Prompt != nil {
+		s.write(s.Err, fmt.Sprintf("baton: waiting for %d running command(s); Ctrl-C cancels them\n", n))
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.interrupt()
+		<-done
+	}
 	select {
 	case err := <-readErr:
 		return err
 	default:
 		return nil
 	}
+}
+
+// count is how many submitted jobs have no result yet.
+func (s *Session) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
 }
 
 // read sends what the prompt or In gives, until end of input.
@@ -182,7 +204,9 @@ func (s *Session) interrupt() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.running == 0 {
-		fmt.Fprintln(s.Err, "baton: nothing is running (Ctrl-D leaves)")
+		if s.Prompt != nil {
+			fmt.Fprintln(s.Err, "baton: nothing is running (Ctrl-D leaves)")
+		}
 		return
 	}
 	close(s.cancel)

@@ -27,6 +27,9 @@ func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
 	default:
 		fmt.Fprintf(w, "epoch %d, master %s (%s)\n", a.Epoch, a.Master, change)
 	}
+	if len(st.Members) == 0 {
+		return nil
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER")
 	for _, m := range st.Members {
