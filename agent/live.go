@@ -11,10 +11,12 @@ import (
 )
 
 // Live output: a master hands a running command's output to its requester
-// as it comes, in OutputChunks on the request's output subject. Output is
-// gathered for at most liveDelay (or up to liveChunk bytes) per message,
-// so that a command writing a byte at a time costs tens of messages a
-// second, not thousands, and a line still arrives well within 100 ms.
+// as it comes, in OutputChunks on the request's output subject. Output
+// that follows a quiet spell goes at once; output that follows a message
+// by less than liveDelay is gathered until then (or up to liveChunk
+// bytes), so that a command writing a byte at a time costs tens of
+// messages a second, not thousands, and a line still arrives well within
+// 100 ms.
 const (
 	liveDelay = 20 * time.Millisecond
 	liveChunk = 64 << 10
@@ -31,6 +33,7 @@ type liveOutput struct {
 	pending [3][]byte // by executor.Stream
 	offset  [3]uint64 // where pending starts in its stream
 	timer   *time.Timer
+	sentAt  time.Time // when the last message went
 	// sendMu keeps chunks in the order their bytes were taken.
 	sendMu sync.Mutex
 }
@@ -39,12 +42,13 @@ type liveOutput struct {
 func (l *liveOutput) write(s executor.Stream, p []byte) {
 	l.mu.Lock()
 	l.pending[s] = append(l.pending[s], p...)
-	full := len(l.pending[s]) >= liveChunk
-	if !full && l.timer == nil {
-		l.timer = time.AfterFunc(liveDelay, l.flush)
+	wait := liveDelay - time.Since(l.sentAt)
+	now := len(l.pending[s]) >= liveChunk || l.timer == nil && wait <= 0
+	if !now && l.timer == nil {
+		l.timer = time.AfterFunc(wait, l.flush)
 	}
 	l.mu.Unlock()
-	if full {
+	if now {
 		l.flush()
 	}
 }
@@ -75,7 +79,13 @@ func (l *liveOutput) flush() {
 		l.pending[s] = nil
 		chunks = append(chunks, c)
 	}
-	l.timer = nil
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	if len(chunks) > 0 {
+		l.sentAt = time.Now()
+	}
 	l.mu.Unlock()
 	for _, c := range chunks {
 		if len(l.peer) > 0 {
