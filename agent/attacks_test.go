@@ -176,3 +176,44 @@ func TestAttack_ImpostorResultsIgnored(t *testing.T) {
 		t.Fatal("the impostor never answered: the test proves nothing")
 	}
 }
+
+// A request cannot make the master publish where its sender does not read,
+// nor on a subject long enough to cost the master its connection.
+func TestAttack_AnswerSubjects(t *testing.T) {
+	m, nc := servingMaster(t)
+	long := nc.NewInbox() + "." + strings.Repeat("a", 5000)
+	for _, tc := range []struct {
+		name string
+		req  *messages.ExecRequest
+	}{
+		{"overlong output subject", &messages.ExecRequest{Cmd: "echo x", OutputSubject: long}},
+		{"overlong ack subject", &messages.ExecRequest{Cmd: "sleep 0.1", AckSubject: long}},
+		{"another inbox", &messages.ExecRequest{Cmd: "echo x", OutputSubject: "_INBOX_admin.victim.o.1"}},
+		{"baton's own subject", &messages.ExecRequest{Cmd: "echo x", AckSubject: messages.SubjectHeartbeat}},
+		{"a wildcard", &messages.ExecRequest{Cmd: "echo x", OutputSubject: nc.NewInbox() + ".>"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := rawExec(t, nc, tc.req)
+			if res.ErrorKind != messages.ErrorKind_ERROR_KIND_REJECTED || !strings.Contains(res.Error, "ack and output subjects must be in the reply subject's inbox") {
+				t.Errorf("got %v, want rejected", res)
+			}
+		})
+	}
+	// A reply subject too long to publish to is dropped; the master is
+	// unharmed.
+	b, err := proto.Marshal(&messages.ExecRequest{Cmd: "echo x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(messages.SubjectExec, long, b); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := m.Submit(context.Background(), "echo still here"); err != nil || res.Stdout != "still here\n" || res.Master != "m" {
+		t.Errorf("after the attempts: %v %v, want the master serving", res, err)
+	}
+	select {
+	case <-m.Lost():
+		t.Errorf("the master lost its connection: %v", m.LostErr())
+	default:
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -356,19 +357,20 @@ func (c *Client) asyncError(err error) {
 	}
 }
 
-// openChunk accepts a chunk of live output only from a member this client
-// knows, sealed by it for this client, and, if the client knows the master
-// of the chunk's epoch, from that master; it opens it in place.
+// openChunk accepts a chunk of live output only from the master announced
+// for the chunk's epoch, sealed by it for this client; it opens it in
+// place. A chunk of an epoch this client has not seen announced is
+// dropped: the result, checked as every result is, fills in what it held.
 func (c *Client) openChunk(chunk *messages.OutputChunk) error {
 	c.mu.Lock()
 	peer := c.memberKeys[chunk.Master]
 	announced, known := c.epochMasters[chunk.Epoch]
 	c.mu.Unlock()
 	switch {
+	case !known || announced != chunk.Master || chunk.Master == "":
+		return fmt.Errorf("%w: %q is not the master announced for epoch %d", errUnsealed, chunk.Master, chunk.Epoch)
 	case len(peer) == 0:
 		return fmt.Errorf("%w: %q is no member this client knows", errUnsealed, chunk.Master)
-	case known && announced != chunk.Master:
-		return fmt.Errorf("%w: epoch %d's master is %q, not %q", errUnsealed, chunk.Epoch, announced, chunk.Master)
 	}
 	keys, err := c.keys.shared(peer)
 	if err != nil {
@@ -581,6 +583,11 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 	c.mu.Lock()
 	reconnected := c.reconnected
 	c.mu.Unlock()
+	select {
+	case <-s.job.Cancel:
+		return nil, fmt.Errorf("%w before it was sent; the command did not run", ErrCancelled)
+	default:
+	}
 	if err := s.send(); err != nil {
 		return nil, err
 	}
@@ -714,7 +721,18 @@ func (s *submission) complete(res *messages.ExecResult) {
 		if st == 0 {
 			continue
 		}
-		shown := strings.ToValidUTF8(string(s.live[st]), "\uFFFD")
+		// A character cut at the end of what was shown is not compared:
+		// the record holds it whole.
+		live := s.live[st]
+		for cut := 1; cut <= utf8.UTFMax-1 && cut <= len(live); cut++ {
+			if utf8.RuneStart(live[len(live)-cut]) {
+				if !utf8.FullRune(live[len(live)-cut:]) {
+					live = live[:len(live)-cut]
+				}
+				break
+			}
+		}
+		shown := strings.ToValidUTF8(string(live), "\uFFFD")
 		if rest, ok := strings.CutPrefix(record, shown); ok {
 			if rest != "" {
 				s.job.Output(st, []byte(rest))

@@ -2,6 +2,9 @@ package agent_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -87,5 +90,21 @@ func TestJob_Cancel(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("result after %v, want soon after the cancel at 300ms", d)
+	}
+}
+
+// A job cancelled before it is sent is never sent.
+func TestJob_CancelledBeforeSent(t *testing.T) {
+	m, _ := servingMaster(t)
+	marker := filepath.Join(t.TempDir(), "ran")
+	cancel := make(chan struct{})
+	close(cancel)
+	res, err := m.SubmitJob(context.Background(), &agent.Job{Cmd: "touch " + marker, Cancel: cancel})
+	if !errors.Is(err, agent.ErrCancelled) || res != nil {
+		t.Errorf("got %v %v, want ErrCancelled", res, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the cancelled command ran")
 	}
 }

@@ -45,6 +45,11 @@ type Node struct {
 	acceptMu sync.RWMutex
 	closing  bool
 
+	// lost is closed, and lostErr set, when the main connection closes
+	// before Close.
+	lost    chan struct{}
+	lostErr error
+
 	// stopRole ends the role loop, which closes loopDone when it returns.
 	stopRole context.CancelFunc
 	loopDone chan struct{}
@@ -55,7 +60,9 @@ type Node struct {
 	serving      *servingConn
 	servingEpoch atomic.Uint64
 	announced    string // the master last announced
-	connLost     chan struct{}
+	// stdinHeld is the input of the requests taken and not yet done.
+	stdinHeld atomic.Int64
+	connLost  chan struct{}
 }
 
 // errStopping is why commands still running when Close gives up waiting
@@ -96,6 +103,7 @@ func New(cfg Config) (*Node, error) {
 		execCtx:    execCtx,
 		execCancel: execCancel,
 		loopDone:   make(chan struct{}),
+		lost:       make(chan struct{}),
 		connLost:   make(chan struct{}, 1),
 	}, nil
 }
@@ -108,6 +116,12 @@ func (n *Node) Start(ctx context.Context) error {
 		if !nc.IsClosed() {
 			n.cfg.Logger.Warn("disconnected from broker; reconnecting", keyErr, err)
 		}
+	}), nats.ClosedHandler(func(nc *nats.Conn) {
+		// Close replaces this handler: here the connection closed on its
+		// own (the server refused it for good), and with it the node's
+		// membership and every reply it sends.
+		n.lostErr = nc.LastError()
+		close(n.lost)
 	}))
 	if err != nil {
 		return err // it names the address
@@ -169,6 +183,14 @@ func (n *Node) join(ctx context.Context) error {
 func (n *Node) Submit(ctx context.Context, cmd string) (*messages.ExecResult, error) {
 	return n.client.Submit(ctx, cmd)
 }
+
+// Lost is closed when the node's connection to the broker closed for
+// good, not by Close; LostErr then says why. The node can do nothing more:
+// its owner closes it.
+func (n *Node) Lost() <-chan struct{} { return n.lost }
+
+// LostErr is why the connection closed, once Lost is closed.
+func (n *Node) LostErr() error { return n.lostErr }
 
 // SubmitJob sends job to the master; see Client.SubmitJob.
 func (n *Node) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult, error) {

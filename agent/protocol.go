@@ -26,6 +26,13 @@ func (n *Node) handleExec(svc *execService, msg *nats.Msg) {
 	received := time.Now()
 	epoch := n.servingEpoch.Load()
 	data, reply := msg.Data, msg.Reply
+	if len(reply) > maxSubjectBytes {
+		// Publishing there would cost this node its connection (the
+		// server's control-line limit): nobody can be answered.
+		n.cfg.Logger.Warn("dropped an exec request with an overlong reply subject", keyBytes, len(reply))
+		svc.record(time.Since(received), "reply subject too long")
+		return
+	}
 	n.acceptMu.RLock()
 	defer n.acceptMu.RUnlock()
 	if n.closing {
@@ -42,15 +49,20 @@ func (n *Node) handleExec(svc *execService, msg *nats.Msg) {
 		return
 	}
 	n.inflight.Add(1)
-	go func() {
-		defer n.inflight.Done()
-		res := n.execute(data, reply, received, epoch)
-		failure := ""
-		if res != nil && res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE {
-			failure = res.Error
-		}
-		svc.record(time.Since(received), failure)
-	}()
+	go n.serveRequest(svc, data, reply, received, epoch)
+}
+
+// serveRequest answers one request and records it in the service's stats.
+// The request's bytes are a parameter, not captured: they are garbage once
+// decoded, however long the command runs.
+func (n *Node) serveRequest(svc *execService, data []byte, reply string, received time.Time, epoch uint64) {
+	defer n.inflight.Done()
+	res := n.execute(data, reply, received, epoch)
+	failure := ""
+	if res != nil && res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE {
+		failure = res.Error
+	}
+	svc.record(time.Since(received), failure)
 }
 
 // decodeRequest parses a protobuf or JSON (the protobuf JSON mapping)
@@ -94,9 +106,20 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		return res
 	}
 	to.peer, to.id, to.cmd = req.RequesterKey, req.Id, req.Cmd
-	if refusal := n.admit(req, epoch); refusal != nil {
+	if refusal := n.admit(req, reply, epoch); refusal != nil {
 		n.reply(to, stamp(refusal))
 		return refusal
+	}
+	if size := int64(len(req.Stdin)); size > 0 {
+		// What a flood of requests with input holds is bounded too.
+		if n.stdinHeld.Add(size) > maxStdinHeld {
+			n.stdinHeld.Add(-size)
+			res := stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_BUSY,
+				Error: fmt.Sprintf("busy: the commands waiting and running here hold %d MiB of input already; retry later", maxStdinHeld>>20)})
+			n.reply(to, res)
+			return res
+		}
+		defer n.stdinHeld.Add(-size)
 	}
 	if req.Id == "" {
 		req.Id = rand.Text()
@@ -142,11 +165,16 @@ func (n *Node) limits(req *messages.ExecRequest) (timeout, queue time.Duration) 
 	return timeout, queue
 }
 
+// maxStdinHeld bounds the input the requests a master holds may carry
+// together: 64 full-size inputs.
+const maxStdinHeld = 64 * messages.MaxStdinBytes
+
 // maxIDLen bounds request ids: 128 random bits take 26 characters.
 const maxIDLen = 128
 
-// admit returns why req is refused unrun, nil when it may run.
-func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResult {
+// admit returns why req, answered on reply, is refused unrun, nil when it
+// may run.
+func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *messages.ExecResult {
 	stale := func(why string) *messages.ExecResult {
 		return &messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_STALE, Error: why}
 	}
@@ -167,8 +195,8 @@ func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResu
 	case time.Duration(req.TimeoutMs)*time.Millisecond > n.cfg.MaxExecTimeout:
 		return rejected(req.Id, fmt.Sprintf("timeout %v is longer than this master's --max-exec-timeout of %v",
 			time.Duration(req.TimeoutMs)*time.Millisecond, n.cfg.MaxExecTimeout))
-	case !replySubject(req.AckSubject) || !replySubject(req.OutputSubject):
-		return rejected(req.Id, "ack and output subjects must be inbox subjects (_INBOX...) without wildcards")
+	case !sameInbox(reply, req.AckSubject) || !sameInbox(reply, req.OutputSubject):
+		return rejected(req.Id, fmt.Sprintf("ack and output subjects must be in the reply subject's inbox, without wildcards, and at most %d bytes", maxSubjectBytes))
 	case n.silent():
 		// Requests read after a hang or partition may already be served by
 		// a successor: refuse unrun.
@@ -182,10 +210,26 @@ func (n *Node) admit(req *messages.ExecRequest, epoch uint64) *messages.ExecResu
 	return nil
 }
 
-// replySubject reports whether s is empty or a subject a master may answer
-// on: a requester's inbox, never a subject of baton's own.
-func replySubject(s string) bool {
-	return s == "" || strings.HasPrefix(s, "_INBOX") && !strings.ContainsAny(s, "*> \t\r\n")
+// maxSubjectBytes bounds the subjects a request names for its answers:
+// far more than an inbox takes, far less than the server's control-line
+// limit (4 KiB), past which a publication costs the publisher its
+// connection.
+const maxSubjectBytes = 256
+
+// sameInbox reports whether s is empty or a subject a master may answer on
+// besides reply: one in the same inbox (reply's first two tokens, such as
+// _INBOX_submit.Xyz), so that a request can only be answered where its
+// sender reads.
+func sameInbox(reply, s string) bool {
+	if s == "" {
+		return true
+	}
+	first, rest, ok := strings.Cut(reply, ".")
+	second, _, ok2 := strings.Cut(rest, ".")
+	inbox := first + "." + second + "."
+	return ok && ok2 && strings.HasPrefix(first, "_INBOX") && second != "" &&
+		len(s) <= maxSubjectBytes && len(s) > len(inbox) && strings.HasPrefix(s, inbox) &&
+		!strings.ContainsAny(s, "*> \t\r\n") && !strings.Contains(s, "..") && !strings.HasSuffix(s, ".")
 }
 
 // acknowledge tells the requester, if it asked, which master took req and

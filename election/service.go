@@ -519,7 +519,7 @@ func (s *Service) commit(ctx context.Context, urgent bool) {
 	s.publish()
 	// Its repeats say the same state, but no change of their own.
 	repeat := proto.CloneOf(a)
-	repeat.Repeat, repeat.Event, repeat.Departed = true, "", nil
+	repeat.Repeat, repeat.Event = true, ""
 	if b, err := proto.Marshal(repeat); err == nil {
 		s.publishedData, s.publishedHeader = b, header(repeat)
 	}
@@ -552,8 +552,9 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 	}
 }
 
-// republish sends the last announcement again, as a repeat: the event and
-// the departures travel only in the first publication after them.
+// republish sends the last announcement again, as a repeat: the event
+// travels only in the first publication after it, the departures in the
+// repeats too (a requester that missed the first still learns of them).
 func (s *Service) republish() {
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
@@ -763,6 +764,11 @@ func (s *Service) handleDisconnect(msg *nats.Msg) {
 	s.mu.Lock()
 	name, ok := s.byClient[ev.Client.ID]
 	if ok {
+		// Its serving connection goes with it: a node whose own connection
+		// is gone must not keep taking requests on another.
+		if m := s.members[name]; m != nil && m.serveClientID != 0 {
+			s.broker.Kick(m.serveClientID)
+		}
 		s.remove(name)
 		s.cfg.Logger.Warn("member lost", keyNode, name, keyCause, "connection closed", keyReason, ev.Reason)
 		s.pending = append(s.pending, Event{Kind: EventLost, At: time.Now(), Node: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})

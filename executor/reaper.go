@@ -31,7 +31,9 @@ func ReaperMain() {
 	}
 	// Only the pipe's end stops it: not a Ctrl-C meant for the node.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
-	live := make(map[int]bool)
+	// Counted: a process ID freed by one command may start another's group
+	// before the first's end is told.
+	live := make(map[int]int)
 	lines := bufio.NewScanner(os.Stdin)
 	for lines.Scan() {
 		line := lines.Text()
@@ -44,9 +46,11 @@ func ReaperMain() {
 		}
 		switch line[0] {
 		case '+':
-			live[pgid] = true
+			live[pgid]++
 		case '-':
-			delete(live, pgid)
+			if live[pgid]--; live[pgid] <= 0 {
+				delete(live, pgid)
+			}
 		}
 	}
 	for pgid := range live {

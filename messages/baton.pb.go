@@ -749,9 +749,9 @@ type Announcement struct {
 	// a closing connection.
 	BrokerStopping bool `protobuf:"varint,8,opt,name=broker_stopping,json=brokerStopping,proto3" json:"broker_stopping,omitempty"`
 	// Repeat marks a once-a-second re-publication of an unchanged state: it
-	// carries no event and no departures of its own (the publication of the
-	// change did). Answers to master.get are no repeats: their event is the
-	// last change.
+	// carries no event of its own (the publication of the change did), and
+	// the change's departures again. Answers to master.get are no repeats:
+	// their event is the last change.
 	Repeat bool `protobuf:"varint,9,opt,name=repeat,proto3" json:"repeat,omitempty"`
 	// Changed_at is when the last change (event) happened; at is when this
 	// state was decided or, for master.get, read.

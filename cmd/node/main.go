@@ -93,8 +93,6 @@ func (j *JoinCmd) Validate() error {
 		return fmt.Errorf("--exec-timeout=%v: must be positive", j.ExecTimeout)
 	case j.ExecTimeout > j.MaxExecTimeout:
 		return fmt.Errorf("--exec-timeout=%v is longer than --max-exec-timeout=%v", j.ExecTimeout, j.MaxExecTimeout)
-	case j.Timeout > j.MaxExecTimeout:
-		return fmt.Errorf("--timeout=%v is longer than --max-exec-timeout=%v (the master's own cap applies too)", j.Timeout, j.MaxExecTimeout)
 	case j.MaxOutput <= 0 || j.MaxOutput > messages.MaxOutputCap:
 		return fmt.Errorf("--max-output=%d: must be from 1 to %d bytes", j.MaxOutput, messages.MaxOutputCap)
 	case j.MaxParallel <= 0:
@@ -168,6 +166,8 @@ func (j *JoinCmd) Run(g *Globals) error {
 			runErr = <-sessionDone
 		}
 	case runErr = <-sessionDone:
+	case <-n.Lost():
+		runErr = fmt.Errorf("the broker at %s closed this node's connection for good: %v", g.BrokerAddr, n.LostErr())
 	}
 	cctx, cancel := closeCtx()
 	defer cancel()

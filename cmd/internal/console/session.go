@@ -110,22 +110,25 @@ loop:
 			})
 		}
 	}
-	// Outstanding results are delivered; a signal (Ctrl-C, now that the
-	// line editor is done) cancels their commands first.
+	// Outstanding results are delivered. At a prompt, a signal (Ctrl-C,
+	// now that the line editor is done) cancels their commands first; a
+	// script's commands are left to finish.
 	done := make(chan struct{})
 	go func() {
 		outstanding.Wait()
 		close(done)
 	}()
-	if n := s.count(); n > 0 && ctx.Err() == nil && s.Prompt != nil {
-		s.write(s.Err, fmt.Sprintf("baton: waiting for %d running command(s); Ctrl-C cancels them\n", n))
+	if s.Prompt != nil {
+		if n := s.count(); n > 0 && ctx.Err() == nil {
+			s.write(s.Err, fmt.Sprintf("baton: waiting for %d running command(s); Ctrl-C cancels them\n", n))
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.interrupt()
+		}
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.interrupt()
-		<-done
-	}
+	<-done
 	select {
 	case err := <-readErr:
 		return err
