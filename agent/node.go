@@ -60,6 +60,7 @@ type Node struct {
 	serving      *servingConn
 	servingEpoch atomic.Uint64
 	announced    string // the master last announced
+	followed     bool   // an announcement was followed
 	// stdinHeld is the input of the requests taken and not yet done.
 	stdinHeld atomic.Int64
 	connLost  chan struct{}

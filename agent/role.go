@@ -47,7 +47,7 @@ func (n *Node) silent() bool {
 
 // follow makes the node serve exactly when a names it master.
 func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
-	if a != nil && a.Master != n.announced && a.Master != n.cfg.Name {
+	if a != nil && n.followed && a.Master != n.announced && a.Master != n.cfg.Name {
 		// What a person at this node's prompt wants to know; the master's
 		// own change is told by its serving.
 		master := a.Master
@@ -61,7 +61,9 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 		n.cfg.Logger.Info("master changed", attrs...)
 	}
 	if a != nil {
-		n.announced = a.Master
+		// The first master is told by whoever started the node (the
+		// prompt's banner); only changes are logged.
+		n.announced, n.followed = a.Master, true
 	}
 	if n.serving != nil {
 		select {

@@ -125,6 +125,7 @@ loop:
 		select {
 		case <-done:
 		case <-ctx.Done():
+			s.write(s.Err, "\n") // after the terminal's ^C
 			s.interrupt()
 		}
 	}
