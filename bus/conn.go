@@ -16,7 +16,7 @@ import (
 )
 
 // ErrUnreachable is wrapped by Connect when the first connection fails.
-var ErrUnreachable = errors.New("bus: broker unreachable")
+var ErrUnreachable = errors.New("broker unreachable")
 
 // ErrNotAuthorized is wrapped by Connect when the broker refuses the
 // connection's credentials, or its lack of them.
@@ -249,10 +249,11 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to broker at %s: %w: %w", where, ErrUnreachable, ctx.Err())
+			return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, where, ctx.Err())
 		case <-time.After(wait):
 		}
 	}
-	return nil, fmt.Errorf("connect to broker at %s: %w: %w (gave up after %v; is the broker running there?)",
-		where, ErrUnreachable, lastErr, cfg.ConnectTimeout)
+	// The client library's own prefix says nothing to a person.
+	return nil, fmt.Errorf("%w at %s (%s; gave up after %v): is the broker running there?",
+		ErrUnreachable, where, strings.TrimPrefix(lastErr.Error(), "nats: "), cfg.ConnectTimeout)
 }

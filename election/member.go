@@ -100,12 +100,15 @@ type Member struct {
 	// send time of the newest acknowledged heartbeat or registration, in
 	// unix nanos. Send times, not arrival times: an ack that sat in a
 	// socket buffer while this process was stopped proves nothing recent.
-	lastHeard  atomic.Int64
-	hbTimeout  atomic.Int64 // the broker's heartbeat timeout, in nanos
-	sessionKey string
-	seq        atomic.Uint64
-	sentMu     sync.Mutex
-	sent       map[uint64]time.Time // send times of recent heartbeats
+	lastHeard atomic.Int64
+	hbTimeout atomic.Int64 // the broker's heartbeat timeout, in nanos
+	// registerFrom is when the last registration attempt began, in unix
+	// nanos.
+	registerFrom atomic.Int64
+	sessionKey   string
+	seq          atomic.Uint64
+	sentMu       sync.Mutex
+	sent         map[uint64]time.Time // send times of recent heartbeats
 }
 
 // NewMember prepares a member on nc. It starts nothing.
@@ -248,7 +251,10 @@ func (m *Member) handleAck(msg *nats.Msg) {
 	if ack.Error != "" {
 		m.cfg.Logger.Error("broker could not read a heartbeat", keyErr, ack.Error)
 	}
-	if ack.Reregister {
+	// A beat sent before the last registration began speaks of the time
+	// before it: that registration answers it (and retries on its own if
+	// it fails), so registering again would only do it twice.
+	if ack.Reregister && (!ok || sentAt.UnixNano() > m.registerFrom.Load()) {
 		m.registerSoon()
 	}
 	if cur := m.Current(); cur != nil && ack.Epoch < cur.Epoch && ack.Error == "" {
@@ -332,6 +338,7 @@ func (m *Member) register(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RegisterTimeout)
 	defer cancel()
 	sentAt := time.Now()
+	m.registerFrom.Store(sentAt.UnixNano())
 	resp, err := m.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: messages.SubjectRegister, Data: b, Header: nats.Header{
 		messages.HeaderNode:     {m.cfg.Name},
 		messages.HeaderPriority: {strconv.Itoa(int(m.cfg.Priority))},

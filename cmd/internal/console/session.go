@@ -265,9 +265,16 @@ func (s *Session) print(n int, job *agent.Job, res *messages.ExecResult, err err
 	}
 }
 
+// summaryCmdRunes bounds the command a headline repeats: a pasted script
+// is shown by its start.
+const summaryCmdRunes = 100
+
 // Summary is the one-line headline of a result: what ran, where, and how
 // it ended.
 func Summary(cmd string, res *messages.ExecResult) string {
+	if r := []rune(cmd); len(r) > summaryCmdRunes {
+		cmd = string(r[:summaryCmdRunes-1]) + "…"
+	}
 	where := ""
 	if res.Master != "" {
 		where = fmt.Sprintf(" on %s (epoch %d)", res.Master, res.Epoch)
