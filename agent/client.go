@@ -514,7 +514,7 @@ func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult,
 	}
 	// The claim is 128 random bits: only this submission can show it.
 	s := &submission{c: c, job: job, id: job.ID, claim: rand.Text(), timeout: timeout,
-		cl: &call{events: make(chan callEvent, 16), chunks: make(chan *messages.OutputChunk, 256), masters: make(map[string]string)}}
+		cl: &call{events: make(chan callEvent, 16), masters: make(map[string]string)}}
 	claimHash := sha256.Sum256([]byte(s.claim))
 	s.req = &messages.ExecRequest{
 		Id: s.id, Cmd: job.Cmd, Requester: c.cfg.Name, ClaimHash: hex.EncodeToString(claimHash[:]),
@@ -525,7 +525,10 @@ func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult,
 		Stdin:          job.Stdin,
 	}
 	if job.Output != nil {
+		// Only a job that shows its output has a queue for it (and a nil
+		// one, never ready, for chunks nobody asked for).
 		s.req.OutputSubject = c.inbox + ".o." + s.id
+		s.cl.chunks = make(chan *messages.OutputChunk, 256)
 	}
 	c.mu.Lock()
 	c.calls[s.id] = s.cl
@@ -596,9 +599,11 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 	var recover <-chan time.Time
 	var since time.Time
 	// Once cancelled, the masters are asked to cancel until the result
-	// comes: the request may still be on its way to one.
+	// comes (the request may still be on its way to one), one round at a
+	// time.
 	cancel := s.job.Cancel
 	var cancelAgain <-chan time.Time
+	var asking atomic.Bool
 	for {
 		select {
 		case chunk := <-s.cl.chunks:
@@ -642,7 +647,12 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 			cancel, s.cancelled = nil, true
 			cancelAgain = time.After(0)
 		case <-cancelAgain:
-			go s.askCancel(ctx)
+			if asking.CompareAndSwap(false, true) {
+				go func() {
+					defer asking.Store(false)
+					s.askCancel(ctx)
+				}()
+			}
 			cancelAgain = time.After(cancelRetry)
 		case <-reconnected:
 			c.mu.Lock()

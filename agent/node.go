@@ -57,10 +57,9 @@ type Node struct {
 	closeErr error
 
 	// Owned by the role loop.
-	serving      *servingConn
-	servingEpoch atomic.Uint64
-	announced    string // the master last announced
-	followed     bool   // an announcement was followed
+	serving   *servingConn
+	announced string // the master last announced
+	followed  bool   // an announcement was followed
 	// stdinHeld is the input of the requests taken and not yet done.
 	stdinHeld atomic.Int64
 	connLost  chan struct{}

@@ -24,7 +24,7 @@ import (
 
 func (n *Node) handleExec(svc *execService, msg *nats.Msg) {
 	received := time.Now()
-	epoch := n.servingEpoch.Load()
+	epoch := svc.epoch
 	data, reply := msg.Data, msg.Reply
 	if len(reply) > maxSubjectBytes {
 		// Publishing there would cost this node its connection (the

@@ -86,7 +86,7 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 		n.stepDown()
 		return
 	}
-	if n.serving != nil && n.serving.epoch != a.Epoch {
+	if n.serving != nil && n.serving.svc.epoch != a.Epoch {
 		// Master again under a newer epoch without a word in between (it
 		// was lost meanwhile): a new term, on a new connection.
 		n.stepDown()
@@ -97,7 +97,6 @@ func (n *Node) follow(ctx context.Context, a *messages.Announcement) {
 	// Not serving yet: serve proves to the broker, with one acknowledged
 	// round trip, that this node is alive and a.Epoch current before it
 	// takes anything.
-	n.servingEpoch.Store(a.Epoch)
 	sc, err := n.serve(ctx, a.Epoch)
 	switch {
 	case errors.Is(err, election.ErrNotCurrent):

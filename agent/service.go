@@ -3,6 +3,7 @@ package agent
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 // reply, and every answer that is not a completed command counts as an
 // error.
 type execService struct {
-	nc      *nats.Conn
+	// epoch is the term's: the one the broker confirmed when it began.
+	epoch   uint64
 	id      micro.ServiceIdentity
 	info    micro.Info
 	started time.Time
@@ -39,11 +41,12 @@ const (
 	serviceDescription = "runs shell commands on baton's master"
 )
 
-// startService subscribes the exec endpoint (handing each request to
-// handle, with the service to record it in) and the service's control
-// subjects on nc.
-func startService(nc *nats.Conn, version string, metadata map[string]string, handle func(*execService, *nats.Msg)) (*execService, error) {
-	s := &execService{nc: nc, started: time.Now().UTC()}
+// startService subscribes, for node's term of epoch, the exec endpoint
+// (handing each request to handle, with the service, which knows the
+// epoch and records the request) and the service's control subjects on nc.
+func startService(nc *nats.Conn, version, node string, epoch uint64, handle func(*execService, *nats.Msg)) (*execService, error) {
+	s := &execService{epoch: epoch, started: time.Now().UTC()}
+	metadata := map[string]string{"node": node, "epoch": strconv.FormatUint(epoch, 10)}
 	s.id = micro.ServiceIdentity{Name: serviceName, ID: nuid.Next(), Version: version, Metadata: metadata}
 	s.info = micro.Info{
 		ServiceIdentity: s.id, Type: micro.InfoResponseType, Description: serviceDescription,

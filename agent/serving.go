@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,8 +19,6 @@ import (
 // opens its own and never reconnects it, so a subscription can only exist
 // on the broker while this node holds the role (see follow).
 type servingConn struct {
-	// epoch is the term's: the one the broker confirmed when it began.
-	epoch  uint64
 	nc     *nats.Conn
 	svc    *execService // the exec endpoint, visible to `nats micro`
 	closed chan struct{}
@@ -34,7 +31,7 @@ type servingConn struct {
 // exec requests on it. It blocks for a few round trips to the broker, or
 // until ctx ends.
 func (n *Node) serve(ctx context.Context, epoch uint64) (*servingConn, error) {
-	sc := &servingConn{epoch: epoch, closed: make(chan struct{})}
+	sc := &servingConn{closed: make(chan struct{})}
 	conn := n.connConfig("/exec")
 	conn.Reconnect = false
 	// The broker is up (the announcement came through it): one second is
@@ -63,8 +60,7 @@ func (n *Node) serve(ctx context.Context, epoch uint64) (*servingConn, error) {
 		nc.Close()
 		return nil, err
 	}
-	metadata := map[string]string{"node": n.cfg.Name, "epoch": strconv.FormatUint(epoch, 10)}
-	svc, err := startService(nc, serviceVersion(n.cfg.Version), metadata, n.handleExec)
+	svc, err := startService(nc, serviceVersion(n.cfg.Version), n.cfg.Name, epoch, n.handleExec)
 	if err == nil {
 		err = nc.Flush()
 	}

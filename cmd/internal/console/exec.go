@@ -16,8 +16,6 @@ import (
 // Exit statuses of `node exec` for outcomes that are not the remote
 // command's own exit status.
 const (
-	// ExitUsage: the command line was wrong; nothing was sent.
-	ExitUsage = 2
 	// ExitTimedOut: the command ran past its timeout, as timeout(1) says.
 	ExitTimedOut = 124
 	// ExitFailed: baton itself failed (broker unreachable, no master,
@@ -97,14 +95,7 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec: %w", err)}
 	}
 	if !o.JSON {
-		for _, d := range []struct {
-			stream  string
-			dropped uint64
-		}{{"stdout", res.StdoutDropped}, {"stderr", res.StderrDropped}} {
-			if d.dropped > 0 {
-				fmt.Fprintf(errOut, "baton: %s truncated: %d bytes dropped\n", d.stream, d.dropped)
-			}
-		}
+		_, _ = io.WriteString(errOut, truncationNotes("", res))
 	}
 	where := ""
 	if res.Master != "" {
@@ -121,6 +112,21 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 		return &ExitError{Code: int(res.ExitCode)}
 	}
 	return nil
+}
+
+// truncationNotes says, a line each after prefix, what the output caps
+// dropped of res.
+func truncationNotes(prefix string, res *messages.ExecResult) string {
+	var b strings.Builder
+	for _, d := range []struct {
+		stream  string
+		dropped uint64
+	}{{"stdout", res.StdoutDropped}, {"stderr", res.StderrDropped}} {
+		if d.dropped > 0 {
+			fmt.Fprintf(&b, "%sbaton: %s truncated: %d bytes dropped\n", prefix, d.stream, d.dropped)
+		}
+	}
+	return b.String()
 }
 
 // IsQuietExit reports whether err is a non-zero exit that needs no message.

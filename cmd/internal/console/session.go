@@ -243,14 +243,7 @@ func (s *Session) print(n int, job *agent.Job, res *messages.ExecResult, err err
 	var out, errOut strings.Builder
 	fmt.Fprintf(&out, "[%d] %s\n%s", n, Summary(job.Cmd, res), res.Stdout)
 	errOut.WriteString(res.Stderr)
-	for _, d := range []struct {
-		stream  string
-		dropped uint64
-	}{{"stdout", res.StdoutDropped}, {"stderr", res.StderrDropped}} {
-		if d.dropped > 0 {
-			fmt.Fprintf(&errOut, "[%d] baton: %s truncated: %d bytes dropped\n", n, d.stream, d.dropped)
-		}
-	}
+	errOut.WriteString(truncationNotes(fmt.Sprintf("[%d] ", n), res))
 	for _, w := range []struct {
 		to   io.Writer
 		text string
