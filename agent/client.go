@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"baton/bus"
 	"baton/election"
@@ -482,6 +483,9 @@ type Job struct {
 	// result then says it was cancelled (or how it ended, if it ended
 	// first). A command not yet taken by a master is not sent.
 	Cancel <-chan struct{}
+	// Via says to the history how the command was submitted
+	// (messages.ViaPrompt, ViaExec, ViaWeb).
+	Via string
 }
 
 // ErrCancelled: the job was cancelled before any master took it; the
@@ -523,6 +527,8 @@ func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult,
 		AckSubject:     c.inbox + ".a." + s.id,
 		RequesterKey:   c.keys.public(),
 		Stdin:          job.Stdin,
+		Via:            job.Via,
+		SubmittedAt:    timestamppb.Now(),
 	}
 	if job.Output != nil {
 		// Only a job that shows its output has a queue for it (and a nil

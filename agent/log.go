@@ -16,4 +16,6 @@ const (
 	keyExitCode   = "exit_code"
 	keyError      = "error"
 	keyErr        = "err"
+	keyCount      = "count"
+	keyRetryIn    = "retry_in"
 )

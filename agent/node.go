@@ -34,6 +34,10 @@ type Node struct {
 	statusNC *nats.Conn
 	member   *election.Member
 	client   *Client
+	// outbox holds the job records the history has not stored yet.
+	outbox     *outbox
+	stopOutbox context.CancelFunc
+	outboxDone chan struct{}
 
 	// execCtx is the lifetime of commands; it ends only when Close gives up
 	// waiting for them.
@@ -163,6 +167,13 @@ func (n *Node) join(ctx context.Context) error {
 	if err := n.client.Start(ctx); err != nil {
 		return err
 	}
+	n.outbox = newOutbox(nc, func() bool { return n.member.Current().GetHistory() }, n.cfg.Logger)
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	n.stopOutbox, n.outboxDone = stopOutbox, make(chan struct{})
+	go func() {
+		defer close(n.outboxDone)
+		n.outbox.run(outboxCtx)
+	}()
 	if n.statusNC, err = bus.Connect(ctx, n.connConfig("/status")); err != nil {
 		return err
 	}
@@ -242,6 +253,17 @@ func (n *Node) close(ctx context.Context) error {
 	n.execCancel(errStopping)
 	if err := n.exe.Close(); err != nil {
 		errs = append(errs, err)
+	}
+	if n.outbox != nil {
+		// The records of the last commands, while the broker may still
+		// be there to store them.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+		if err := n.outbox.flush(flushCtx); err != nil {
+			n.cfg.Logger.Warn("job records not stored: the history will not have the last jobs", keyErr, err)
+		}
+		cancel()
+		n.stopOutbox()
+		<-n.outboxDone
 	}
 	// ctx may be spent on the commands; releasing the rest takes at most a
 	// register timeout (the member's loop), so it gets its own bound.

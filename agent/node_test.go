@@ -263,7 +263,7 @@ func TestNode_JSONRequest(t *testing.T) {
 	}
 	want := map[string]string{"id": "string", "cmd": "string", "exit_code": "float64", "stdout": "string", "stderr": "string",
 		"stdout_dropped": "float64", "stderr_dropped": "float64", "error": "string", "timed_out": "bool",
-		"master": "string", "epoch": "float64", "duration_ms": "float64"}
+		"master": "string", "epoch": "float64", "duration_ms": "float64", "job": "string"}
 	for key, typ := range want {
 		if got := fmt.Sprintf("%T", obj[key]); got != typ {
 			t.Errorf("reply %s: %q is a %s, want a %s", msg.Data, key, got, typ)

@@ -36,6 +36,8 @@ func (n *Node) handleExec(svc *execService, msg *nats.Msg) {
 	n.acceptMu.RLock()
 	defer n.acceptMu.RUnlock()
 	if n.closing {
+		// Refused as stale: the requester sends it to the next master,
+		// and the history has no job of it.
 		to := replyTo{subject: reply, json: messages.IsJSON(data)}
 		if req, _, err := decodeRequest(data); err == nil {
 			to.peer, to.id, to.cmd = req.RequesterKey, req.Id, req.Cmd
@@ -94,30 +96,34 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		n.cfg.Logger.Warn("dropped an exec request without a reply subject", keyBytes, len(data))
 		return nil
 	}
-	stamp := func(res *messages.ExecResult) *messages.ExecResult {
-		res.Master, res.Epoch = n.cfg.Name, epoch
-		return res
-	}
 	req, asJSON, err := decodeRequest(data)
 	to := replyTo{subject: reply, json: asJSON}
-	if err != nil {
-		res := stamp(rejected("", err.Error()))
+	// Every request answered here is a job in the history, whatever
+	// becomes of it; only a refusal for staleness is none (its requester
+	// sends it again, to the right master).
+	job := n.jobRecord(messages.NewJobID(received), req, reply, received, epoch)
+	answer := func(res *messages.ExecResult) *messages.ExecResult {
+		res.Master, res.Epoch = n.cfg.Name, epoch
+		if _, ends := messages.StateOf(res); ends {
+			res.Job = job.Id
+			n.recordEnd(job, res)
+		}
 		n.reply(to, res)
 		return res
 	}
+	if err != nil {
+		return answer(rejected("", err.Error()))
+	}
 	to.peer, to.id, to.cmd = req.RequesterKey, req.Id, req.Cmd
 	if refusal := n.admit(req, reply, epoch); refusal != nil {
-		n.reply(to, stamp(refusal))
-		return refusal
+		return answer(refusal)
 	}
 	if size := int64(len(req.Stdin)); size > 0 {
 		// What a flood of requests with input holds is bounded too.
 		if n.stdinHeld.Add(size) > maxStdinHeld {
 			n.stdinHeld.Add(-size)
-			res := stamp(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_BUSY,
+			return answer(&messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_BUSY,
 				Error: fmt.Sprintf("busy: the commands waiting and running here hold %d MiB of input already; retry later", maxStdinHeld>>20)})
-			n.reply(to, res)
-			return res
 		}
 		defer n.stdinHeld.Add(-size)
 	}
@@ -129,20 +135,21 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	defer cancel(nil)
 	switch admission, prior := n.ledger.begin(req.Id, req.ClaimHash, to, cancel); admission {
 	case taken:
-		res := stamp(rejected(req.Id, "request id "+req.Id+" was used before by another request; the command did not run"))
-		n.reply(to, res)
-		return res
+		return answer(rejected(req.Id, "request id "+req.Id+" was used before by another request; the command did not run"))
 	case resent:
 		// A request seen before is never run again: its requester gets
-		// the first run's result, now or when the run ends.
+		// the first run's result (and job), now or when the run ends.
 		if prior != nil {
 			n.reply(to, prior)
 		}
 		return prior
 	}
+	n.recordRunning(job)
 	timeout, queue := n.limits(req)
 	defer n.acknowledge(req, epoch, timeout, queue)()
-	res := stamp(n.run(runCtx, req, received, timeout, queue, epoch))
+	res := n.run(runCtx, req, received, timeout, queue, epoch)
+	res.Master, res.Epoch, res.Job = n.cfg.Name, epoch, job.Id
+	n.recordEnd(job, res)
 	for _, r := range n.ledger.finish(req.Id, res) {
 		n.reply(r, res)
 	}

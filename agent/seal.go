@@ -105,6 +105,7 @@ func resultMAC(key []byte, r *messages.ExecResult) []byte {
 		m.Write([]byte(s))
 	}
 	str(r.Id)
+	str(r.Job)
 	str(r.Master)
 	num(m, r.Epoch)
 	num(m, uint64(int64(r.ExitCode)))

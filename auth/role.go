@@ -2,6 +2,7 @@ package auth
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -21,7 +22,8 @@ const (
 	// Node may also register, beat and leave, and take exec requests when
 	// it is master.
 	Node Role = "node"
-	// Admin may do every baton action, but never the broker's own.
+	// Admin may do every baton action, but never the broker's own, and is
+	// the history's reader: every job's command and output.
 	Admin Role = "admin"
 )
 
@@ -59,8 +61,17 @@ func (r Role) Permissions() *server.Permissions {
 	if r == Submit || r == Node || r == Admin {
 		pub = append(pub, messages.SubjectExec, messages.SubjectExecStatus+".*")
 	}
+	deny := forbidden
+	if r == Admin {
+		// The history, and its stream read-only with the nats CLI: the
+		// allow-list names the few JetStream subjects it may use.
+		pub = append(pub, messages.SubjectJobList, messages.SubjectJobGet)
+		pub = append(pub, messages.JobReadSubjects()...)
+		deny = slices.DeleteFunc(slices.Clone(forbidden), func(s string) bool { return s == "$JS.>" })
+	}
 	if r == Node || r == Admin {
-		pub = append(pub, messages.SubjectRegister, messages.SubjectHeartbeat, messages.SubjectDeregister)
+		// A master reports its jobs to the history.
+		pub = append(pub, messages.SubjectRegister, messages.SubjectHeartbeat, messages.SubjectDeregister, messages.SubjectJobRecord)
 		// A master answers on its main connection, not the one the request
 		// came in on, so it publishes to the inboxes of those who may
 		// submit; `nats micro` queries it answers as responses.
@@ -76,7 +87,7 @@ func (r Role) Permissions() *server.Permissions {
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
 	}
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub, Deny: forbidden},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: deny},
 		Subscribe: &server.SubjectPermission{Allow: sub, Deny: forbidden},
 		Response:  resp,
 	}

@@ -50,6 +50,7 @@ type Report struct {
 	Quick      bool       `json:"quick"`
 	RoundTrip  RoundTrip  `json:"round_trip"`
 	Security   Security   `json:"security"`
+	History    History    `json:"history"`
 	Throughput Throughput `json:"throughput"`
 	// Interactive is live output and cancel, as node exec sees them.
 	Interactive Interactive     `json:"interactive"`
@@ -119,6 +120,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}{
 		{"round trip", roundTrip},
 		{"security", security},
+		{"history", historyCost},
+		{"history queries", historyQueries},
 		{"throughput", throughput},
 		{"live output and cancel", interactive},
 		{"failover", failovers},
@@ -160,6 +163,8 @@ type cluster struct {
 	client  *agent.Client
 	// secure, when set, makes the broker require credentials and TLS.
 	secure *secureFiles
+	// brokerArgs are the broker's flags beyond address and data directory.
+	brokerArgs []string
 }
 
 // secureFiles are what a secure cluster's processes are started with.
@@ -172,8 +177,9 @@ func newCluster(ctx context.Context, cfg Config) (*cluster, error) {
 	return newClusterWith(ctx, cfg, false)
 }
 
-// newClusterWith starts a cluster, with credentials and TLS when secure.
-func newClusterWith(ctx context.Context, cfg Config, secure bool) (*cluster, error) {
+// newClusterWith starts a cluster, with credentials and TLS when secure,
+// its broker given brokerArgs.
+func newClusterWith(ctx context.Context, cfg Config, secure bool, brokerArgs ...string) (*cluster, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -182,7 +188,7 @@ func newClusterWith(ctx context.Context, cfg Config, secure bool) (*cluster, err
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{cfg: cfg, addr: addr, dataDir: filepath.Join(dir, "broker.data"), nodes: map[string]*proc{}}
+	c := &cluster{cfg: cfg, addr: addr, dataDir: filepath.Join(dir, "broker.data"), nodes: map[string]*proc{}, brokerArgs: brokerArgs}
 	if secure {
 		certs, _, err := auth.EnsureCertificates(auth.TLSDir(c.dataDir), []string{"127.0.0.1"})
 		if err != nil {
@@ -216,7 +222,7 @@ func (c *cluster) conn(name string) bus.ConnConfig {
 }
 
 func (c *cluster) startBroker() error {
-	args := []string{c.addr, "--data-dir", c.dataDir}
+	args := append([]string{c.addr, "--data-dir", c.dataDir}, c.brokerArgs...)
 	if c.secure != nil {
 		args = append(args, "--auth=required", "--tls-cert="+c.secure.certs.Cert, "--tls-key="+c.secure.certs.Key)
 	}
@@ -247,9 +253,9 @@ func servingCluster(ctx context.Context, cfg Config, master string) (*cluster, e
 }
 
 // servingClusterWith is servingCluster, with credentials and TLS when
-// secure.
-func servingClusterWith(ctx context.Context, cfg Config, master string, secure bool) (*cluster, error) {
-	c, err := newClusterWith(ctx, cfg, secure)
+// secure, its broker given brokerArgs.
+func servingClusterWith(ctx context.Context, cfg Config, master string, secure bool, brokerArgs ...string) (*cluster, error) {
+	c, err := newClusterWith(ctx, cfg, secure, brokerArgs...)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,12 @@ func (r *Report) judge() map[string]bool {
 		"credentials and TLS cost ≤ 10 %": r.Security.RoundTripCost <= targetSecurityCost &&
 			r.Security.ThroughputCost <= targetSecurityCost,
 	}
+	hi := r.History
+	t["history costs ≤ 5 %"] = hi.RoundTripCost <= targetHistoryCost && hi.ThroughputCost <= targetHistoryCost
+	if hi.Jobs >= 100_000 {
+		t["node jobs with 100,000 jobs < 200 ms"] = hi.JobsMs < targetJobsMs
+		t["node jobs --grep with 100,000 jobs < 2 s"] = hi.GrepMs < targetGrepMs
+	}
 	t[fmt.Sprintf("live output line at the requester ≤ %d ms", targetLineMs)] = r.Interactive.LineMaxMs <= targetLineMs
 	t[fmt.Sprintf("cancel to the process gone ≤ %d ms", targetCancelMs)] = r.Interactive.CancelMaxMs <= targetCancelMs
 	for _, f := range r.Failover {
@@ -90,6 +96,29 @@ func (r *Report) WriteTable(w io.Writer) {
 		mark(sec.RoundTripCost <= targetSecurityCost && sec.ThroughputCost <= targetSecurityCost))
 	tw.Flush()
 	fmt.Fprintf(w, "\nThe same cluster both ways, %d round trips each, interleaved.\n\n", sec.Samples)
+
+	hi := r.History
+	row("job history", "round trip p50", "commands/s, 8 workers", "target", "")
+	rule(5)
+	row("off (--no-history)", fmt.Sprintf("%.3f ms", hi.OffP50Ms), fmt.Sprintf("%.0f", hi.OffPerSecond), "floor", "")
+	row("on (the default)", fmt.Sprintf("%.3f ms", hi.OnP50Ms), fmt.Sprintf("%.0f", hi.OnPerSecond), "", "")
+	row("cost", fmt.Sprintf("%+.1f %%", 100*hi.RoundTripCost), fmt.Sprintf("%+.1f %%", -100*hi.ThroughputCost), "≤ 5 %",
+		mark(hi.RoundTripCost <= targetHistoryCost && hi.ThroughputCost <= targetHistoryCost))
+	tw.Flush()
+	fmt.Fprintf(w, "\nThe same cluster both ways, %d round trips each, interleaved.\n\n", hi.Samples)
+	row(fmt.Sprintf("history with %d jobs stored", hi.Jobs), "median of 5", "target", "")
+	rule(4)
+	judged := func(ms, target float64) string {
+		if hi.Jobs < 100_000 {
+			return "(judged at 100,000)"
+		}
+		return mark(ms < target)
+	}
+	row("`node jobs` (process start to exit)", fmt.Sprintf("%.0f ms", hi.JobsMs), fmt.Sprintf("< %d ms", targetJobsMs), judged(hi.JobsMs, targetJobsMs))
+	row("`node jobs --grep` matching none (every record read)", fmt.Sprintf("%.0f ms", hi.GrepMs), fmt.Sprintf("< %d ms", targetGrepMs), judged(hi.GrepMs, targetGrepMs))
+	row("broker restart → history answering again", fmt.Sprintf("%.0f ms", hi.LoadMs), "", "")
+	tw.Flush()
+	fmt.Fprintf(w, "\nStored through jobs.record in batches of 1,000 in %.1f s.\n\n", hi.StoreSeconds)
 
 	th := r.Throughput
 	row(fmt.Sprintf("throughput, %d workers", th.Workers), "commands/s", "target", "")

@@ -96,6 +96,7 @@ func TestAuth_RolePermissions(t *testing.T) {
 	all := []auth.Role{auth.Watch, auth.Submit, auth.Node, auth.Admin}
 	submitters := []auth.Role{auth.Submit, auth.Node, auth.Admin}
 	nodes := []auth.Role{auth.Node, auth.Admin}
+	admins := []auth.Role{auth.Admin}
 	none := []auth.Role{}
 	table := []struct {
 		action
@@ -120,7 +121,21 @@ func TestAuth_RolePermissions(t *testing.T) {
 		{sub("$SYS.>"), none},
 		{pub("$SYS.REQ.SERVER.PING"), none},
 		{sub("$JS.>"), none},
-		{pub("$JS.API.INFO"), none},
+		{pub("$JS.API.STREAM.CREATE.x"), none},
+		{pub("$JS.API.STREAM.DELETE." + messages.JobStream), none},
+		{pub("$JS.API.STREAM.PURGE." + messages.JobStream), none},
+		{pub("$JS.API.STREAM.MSG.DELETE." + messages.JobStream), none},
+		{pub("$JS.API.CONSUMER.CREATE." + messages.JobStream), none},
+		{pub(messages.JobSubject("x")), none},
+		// The history: written by masters, read by admins alone, with
+		// baton's queries or the nats CLI.
+		{pub(messages.SubjectJobRecord), nodes},
+		{pub(messages.SubjectJobList), admins},
+		{pub(messages.SubjectJobGet), admins},
+		{pub("$JS.API.STREAM.LIST"), admins},
+		{pub("$JS.API.STREAM.INFO." + messages.JobStream), admins},
+		{pub("$JS.API.DIRECT.GET." + messages.JobStream), admins},
+		{pub("$JS.API.STREAM.INFO.OTHER"), none},
 		{pub("$KV.x.y"), none},
 		{pub("$O.x.y"), none},
 		{sub("_INBOX.>"), none},

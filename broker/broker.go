@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
 	"baton/bus"
 	"baton/election"
+	"baton/history"
 	"baton/messages"
 )
 
@@ -40,9 +42,13 @@ type Config struct {
 	// Server is the embedded NATS server; Server.Addr is where clients
 	// connect.
 	Server bus.ServerConfig
-	// DataDir holds the broker's durable state (the election epoch). One
-	// broker per directory.
+	// DataDir holds the broker's durable state (the election epoch, the
+	// job history). One broker per directory.
 	DataDir string
+	// KeepHistory turns the job history on: JetStream in the broker's own
+	// account, storing under DataDir.
+	KeepHistory bool
+	History     history.Config
 	// Election tunes the election service; Election.Events, when set, hears
 	// what happens to the election.
 	Election election.ServiceConfig
@@ -61,8 +67,9 @@ func DefaultConfig() Config {
 	// Every result must fit one message.
 	srv.MaxPayload = messages.MaxPayload
 	el := election.DefaultServiceConfig()
+	hist := history.DefaultConfig()
 	// The parts log through Logger, each under its component's name.
-	srv.Logger, el.Logger = nil, nil
+	srv.Logger, el.Logger, hist.Logger = nil, nil, nil
 	return Config{
 		// Safe wherever the broker is reachable from another host, and no
 		// flags for a try on one machine.
@@ -71,7 +78,10 @@ func DefaultConfig() Config {
 		// Like etcd's default.etcd: next to where the broker runs.
 		DataDir:  "baton-broker.data",
 		Election: el,
-		Logger:   slog.Default(),
+		// Operators ask first who ran what, where and when.
+		KeepHistory: true,
+		History:     hist,
+		Logger:      slog.Default(),
 	}
 }
 
@@ -93,6 +103,7 @@ type Broker struct {
 	cfg      Config
 	server   *bus.Server
 	election *election.Service
+	history  *history.Store // nil without KeepHistory
 	http     *http.Server
 	httpAddr string
 
@@ -116,10 +127,27 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.Election.Logger == nil {
 		cfg.Election.Logger = cfg.Logger.With(keyComponent, "election")
 	}
-	// The election service answers in its own account; the server routes
-	// its subjects there, telling it who sent each message.
+	if cfg.History.Logger == nil {
+		cfg.History.Logger = cfg.Logger.With(keyComponent, "history")
+	}
+	// The election service and the history answer in the broker's own
+	// account; the server routes their subjects there, telling them who
+	// sent each message.
 	cfg.Server.Services, cfg.Server.Streams = election.ServiceSubjects(), election.StreamSubjects()
-	return &Broker{cfg: cfg}, nil
+	b := &Broker{cfg: cfg}
+	if cfg.KeepHistory {
+		b.cfg.Server.JetStreamDir = cfg.DataDir
+		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), history.ReadSubjects())
+		b.cfg.Election.History = true
+		user := cfg.Election.Events
+		b.cfg.Election.Events = func(e election.Event) {
+			b.historyEvent(e)
+			if user != nil {
+				user(e)
+			}
+		}
+	}
+	return b, nil
 }
 
 // Start takes the data directory, makes the credentials if they are
@@ -145,8 +173,20 @@ func (b *Broker) Start(ctx context.Context) error {
 		store.Close()
 		return err
 	}
+	if b.cfg.KeepHistory {
+		if b.history, err = history.New(b.server, b.cfg.History); err != nil {
+			store.Close()
+			return err
+		}
+	}
 	if err := b.server.Start(ctx); err != nil {
 		return err
+	}
+	// Before the first announcement, which tells masters to send records.
+	if b.history != nil {
+		if err := b.history.Start(ctx); err != nil {
+			return err
+		}
 	}
 	if err := b.election.Start(ctx); err != nil {
 		return err
@@ -157,6 +197,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err := b.serveHTTP(ctx); err != nil {
 			return err
 		}
+	}
+	if b.history != nil {
+		b.wg.Go(func() { b.reconcileHistory(bctx) })
 	}
 	if b.cfg.TuneMemory {
 		b.wg.Go(func() { tuneMemory(bctx) })
@@ -225,6 +268,9 @@ func (b *Broker) close(ctx context.Context) error {
 	}
 	if b.election != nil {
 		errs = append(errs, b.election.Close(ctx))
+	}
+	if b.history != nil {
+		b.history.Close()
 	}
 	if b.server != nil {
 		errs = append(errs, b.server.Close(ctx))

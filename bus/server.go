@@ -50,6 +50,10 @@ type ServerConfig struct {
 	Streams []string
 	// Users are the clients' credentials, in the clients' account.
 	Users []User
+	// JetStreamDir, when set, turns JetStream on in the internal account
+	// alone (clients reach it only through the subjects of Services),
+	// storing under JetStreamDir/jetstream.
+	JetStreamDir string
 	// NoAuth lets clients without credentials in, to the clients' account,
 	// unrestricted.
 	NoAuth bool
@@ -185,6 +189,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			{Nkey: internalPub, Account: internalAcc},
 		},
 	}
+	if cfg.JetStreamDir != "" {
+		opts.JetStream, opts.StoreDir = true, cfg.JetStreamDir
+	}
 	if cfg.NoAuth {
 		opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: noAuthPub, Account: clientsAcc})
 		opts.NoAuthUser = noAuthPub
@@ -229,6 +236,17 @@ func (s *Server) Start(ctx context.Context) error {
 	if !s.ns.ReadyForConnections(s.cfg.StartTimeout) {
 		s.ns.Shutdown()
 		return fmt.Errorf("listen on %s: server not ready after %v", s.cfg.Addr, s.cfg.StartTimeout)
+	}
+	if s.cfg.JetStreamDir != "" {
+		internal, err := s.ns.LookupAccount(InternalAccount)
+		if err == nil {
+			// No limits of its own: the server's (75 % of the disk) apply.
+			err = internal.EnableJetStream(nil, nil)
+		}
+		if err != nil {
+			s.ns.Shutdown()
+			return fmt.Errorf("enable JetStream in %s: %w", s.cfg.JetStreamDir, err)
+		}
 	}
 	return nil
 }

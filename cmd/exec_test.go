@@ -149,7 +149,7 @@ func TestExecLiveOutputAndTruncation(t *testing.T) {
 	if err := json.Unmarshal([]byte(p.stdout.String()), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r["stdout_dropped"] != float64(5000000-(1<<20)) || r["stderr_dropped"] != float64(0) || len(r) != 12 {
+	if r["stdout_dropped"] != float64(5000000-(1<<20)) || r["stderr_dropped"] != float64(0) || len(r) != 13 {
 		t.Errorf("exec --json printed %d keys, dropped %v/%v", len(r), r["stdout_dropped"], r["stderr_dropped"])
 	}
 }

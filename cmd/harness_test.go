@@ -162,6 +162,14 @@ func (p *proc) send(lines ...string) {
 	}
 }
 
+// closeStdin ends the input of a process started with procOpts.stdin.
+func (p *proc) closeStdin() {
+	p.t.Helper()
+	if err := p.stdin.Close(); err != nil {
+		p.t.Fatalf("close stdin of %s: %v", p.name, err)
+	}
+}
+
 // freeAddr returns a loopback address with a port nothing listens on.
 func freeAddr(t testing.TB) string {
 	t.Helper()

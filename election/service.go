@@ -82,7 +82,10 @@ type ServiceConfig struct {
 	// It is called from one goroutine, in order, never concurrently; events
 	// queue while it runs.
 	Events func(Event)
-	Logger *slog.Logger
+	// History is announced (Announcement.history): masters send the
+	// broker their jobs' records only when it keeps a history.
+	History bool
+	Logger  *slog.Logger
 }
 
 // DefaultServiceConfig returns the broker's defaults.
@@ -356,6 +359,17 @@ func (s *Service) Current() *messages.Announcement {
 	return s.current()
 }
 
+// Members names the live members, in no order.
+func (s *Service) Members() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.members))
+	for name := range s.members {
+		names = append(names, name)
+	}
+	return names
+}
+
 // current is Current for callers that hold s.mu.
 func (s *Service) current() *messages.Announcement {
 	a := s.announcement(0)
@@ -549,6 +563,7 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		MemberCount:    uint32(len(s.members)),
 		Departed:       s.departed,
 		BrokerStopping: s.stopping,
+		History:        s.cfg.History,
 	}
 }
 

@@ -156,6 +156,78 @@ func (ErrorKind) EnumDescriptor() ([]byte, []int) {
 	return file_baton_proto_rawDescGZIP(), []int{1}
 }
 
+// JobState is where a job is in its life: running, then exactly one of the
+// others. Only lost may change again, when the lost master comes back and
+// reports how the command really ended.
+type JobState int32
+
+const (
+	JobState_JOB_STATE_UNSPECIFIED JobState = 0
+	JobState_JOB_STATE_RUNNING     JobState = 1
+	// JOB_STATE_SUCCEEDED: it exited 0.
+	JobState_JOB_STATE_SUCCEEDED JobState = 2
+	// JOB_STATE_FAILED: it exited non-zero or could not be started.
+	JobState_JOB_STATE_FAILED    JobState = 3
+	JobState_JOB_STATE_TIMED_OUT JobState = 4
+	JobState_JOB_STATE_CANCELLED JobState = 5
+	// JOB_STATE_REJECTED: it was refused before it ran (busy, a bad request,
+	// over a limit).
+	JobState_JOB_STATE_REJECTED JobState = 6
+	// JOB_STATE_LOST: its master was lost while it ran.
+	JobState_JOB_STATE_LOST JobState = 7
+)
+
+// Enum value maps for JobState.
+var (
+	JobState_name = map[int32]string{
+		0: "JOB_STATE_UNSPECIFIED",
+		1: "JOB_STATE_RUNNING",
+		2: "JOB_STATE_SUCCEEDED",
+		3: "JOB_STATE_FAILED",
+		4: "JOB_STATE_TIMED_OUT",
+		5: "JOB_STATE_CANCELLED",
+		6: "JOB_STATE_REJECTED",
+		7: "JOB_STATE_LOST",
+	}
+	JobState_value = map[string]int32{
+		"JOB_STATE_UNSPECIFIED": 0,
+		"JOB_STATE_RUNNING":     1,
+		"JOB_STATE_SUCCEEDED":   2,
+		"JOB_STATE_FAILED":      3,
+		"JOB_STATE_TIMED_OUT":   4,
+		"JOB_STATE_CANCELLED":   5,
+		"JOB_STATE_REJECTED":    6,
+		"JOB_STATE_LOST":        7,
+	}
+)
+
+func (x JobState) Enum() *JobState {
+	p := new(JobState)
+	*p = x
+	return p
+}
+
+func (x JobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_baton_proto_enumTypes[2].Descriptor()
+}
+
+func (JobState) Type() protoreflect.EnumType {
+	return &file_baton_proto_enumTypes[2]
+}
+
+func (x JobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobState.Descriptor instead.
+func (JobState) EnumDescriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{2}
+}
+
 // Register asks the broker to admit a node (node.register, request-reply).
 type Register struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -755,7 +827,10 @@ type Announcement struct {
 	Repeat bool `protobuf:"varint,9,opt,name=repeat,proto3" json:"repeat,omitempty"`
 	// Changed_at is when the last change (event) happened; at is when this
 	// state was decided or, for master.get, read.
-	ChangedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	ChangedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
+	// History is set when the broker keeps a job history: masters then send
+	// it their jobs' records (jobs.record).
+	History       bool `protobuf:"varint,11,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +935,13 @@ func (x *Announcement) GetChangedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Announcement) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
+}
+
 // ExecRequest asks the master to run one shell command (exec.request,
 // request-reply). The reply is an ExecResult.
 type ExecRequest struct {
@@ -903,6 +985,12 @@ type ExecRequest struct {
 	// OutputChunks, while it runs. Live output is a view: the result is the
 	// record.
 	OutputSubject string `protobuf:"bytes,11,opt,name=output_subject,json=outputSubject,proto3" json:"output_subject,omitempty"`
+	// Via says how the command was submitted, for the job history: "prompt",
+	// "exec" or "web"; empty means a request sent by other means ("nats").
+	Via string `protobuf:"bytes,12,opt,name=via,proto3" json:"via,omitempty"`
+	// Submitted_at is when the requester submitted the command; the master
+	// takes the time it received the request when it is absent.
+	SubmittedAt   *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=submitted_at,json=submittedAt,proto3" json:"submitted_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1012,6 +1100,20 @@ func (x *ExecRequest) GetOutputSubject() string {
 		return x.OutputSubject
 	}
 	return ""
+}
+
+func (x *ExecRequest) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetSubmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubmittedAt
+	}
+	return nil
 }
 
 // OutputChunk is a piece of a running command's output, published on the
@@ -1240,7 +1342,9 @@ type ExecResult struct {
 	// (an Output), encrypted with AES-GCM under a key derived from the same
 	// shared secret, so that only the requester reads them; stdout and
 	// stderr are then empty. The mac covers the box.
-	Box           []byte `protobuf:"bytes,16,opt,name=box,proto3" json:"box,omitempty"`
+	Box []byte `protobuf:"bytes,16,opt,name=box,proto3" json:"box,omitempty"`
+	// Job is the ID of the command's job in the history (JobRecord.id).
+	Job           string `protobuf:"bytes,17,opt,name=job,proto3" json:"job,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1385,6 +1489,13 @@ func (x *ExecResult) GetBox() []byte {
 		return x.Box
 	}
 	return nil
+}
+
+func (x *ExecResult) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
 }
 
 // Output is what ExecResult.box holds.
@@ -1571,6 +1682,294 @@ func (x *ExecStatus) GetResult() *ExecResult {
 	return nil
 }
 
+// JobRecord is one job's state as a master reports it to the broker's
+// history (jobs.record, in a JobRecords batch).
+type JobRecord struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Cmd         string                 `protobuf:"bytes,2,opt,name=cmd,proto3" json:"cmd,omitempty"`
+	State       JobState               `protobuf:"varint,3,opt,name=state,proto3,enum=baton.v1.JobState" json:"state,omitempty"`
+	ExitCode    int32                  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error       string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	TimedOut    bool                   `protobuf:"varint,6,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
+	SubmittedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=submitted_at,json=submittedAt,proto3" json:"submitted_at,omitempty"`
+	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	DurationMs  int64                  `protobuf:"varint,10,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	Master      string                 `protobuf:"bytes,11,opt,name=master,proto3" json:"master,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,12,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Submitter names the node or client that sent the command, as it named
+	// itself; role is the role whose inbox its answer went to, empty when
+	// the broker requires no credentials.
+	Submitter string `protobuf:"bytes,13,opt,name=submitter,proto3" json:"submitter,omitempty"`
+	Role      string `protobuf:"bytes,14,opt,name=role,proto3" json:"role,omitempty"`
+	// Via is "prompt", "exec", "nats" or "web" (ExecRequest.via).
+	Via           string `protobuf:"bytes,15,opt,name=via,proto3" json:"via,omitempty"`
+	Stdout        string `protobuf:"bytes,16,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr        string `protobuf:"bytes,17,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	StdoutDropped uint64 `protobuf:"varint,18,opt,name=stdout_dropped,json=stdoutDropped,proto3" json:"stdout_dropped,omitempty"`
+	StderrDropped uint64 `protobuf:"varint,19,opt,name=stderr_dropped,json=stderrDropped,proto3" json:"stderr_dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRecord) Reset() {
+	*x = JobRecord{}
+	mi := &file_baton_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRecord) ProtoMessage() {}
+
+func (x *JobRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
+func (*JobRecord) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *JobRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JobRecord) GetCmd() string {
+	if x != nil {
+		return x.Cmd
+	}
+	return ""
+}
+
+func (x *JobRecord) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobRecord) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *JobRecord) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *JobRecord) GetTimedOut() bool {
+	if x != nil {
+		return x.TimedOut
+	}
+	return false
+}
+
+func (x *JobRecord) GetSubmittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubmittedAt
+	}
+	return nil
+}
+
+func (x *JobRecord) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *JobRecord) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *JobRecord) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+func (x *JobRecord) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
+}
+
+func (x *JobRecord) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *JobRecord) GetSubmitter() string {
+	if x != nil {
+		return x.Submitter
+	}
+	return ""
+}
+
+func (x *JobRecord) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *JobRecord) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+func (x *JobRecord) GetStdout() string {
+	if x != nil {
+		return x.Stdout
+	}
+	return ""
+}
+
+func (x *JobRecord) GetStderr() string {
+	if x != nil {
+		return x.Stderr
+	}
+	return ""
+}
+
+func (x *JobRecord) GetStdoutDropped() uint64 {
+	if x != nil {
+		return x.StdoutDropped
+	}
+	return 0
+}
+
+func (x *JobRecord) GetStderrDropped() uint64 {
+	if x != nil {
+		return x.StderrDropped
+	}
+	return 0
+}
+
+// JobRecords is a batch of job records from a master (jobs.record,
+// request-reply; the reply is a JobRecordsAck). A master keeps each record
+// until the broker has acknowledged it, and sends it again otherwise; the
+// broker ignores what it has already stored.
+type JobRecords struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*JobRecord           `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRecords) Reset() {
+	*x = JobRecords{}
+	mi := &file_baton_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRecords) ProtoMessage() {}
+
+func (x *JobRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRecords.ProtoReflect.Descriptor instead.
+func (*JobRecords) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *JobRecords) GetRecords() []*JobRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// JobRecordsAck acknowledges a JobRecords batch once every record in it is
+// stored; error is set when none was.
+type JobRecordsAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobRecordsAck) Reset() {
+	*x = JobRecordsAck{}
+	mi := &file_baton_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobRecordsAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobRecordsAck) ProtoMessage() {}
+
+func (x *JobRecordsAck) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobRecordsAck.ProtoReflect.Descriptor instead.
+func (*JobRecordsAck) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *JobRecordsAck) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
@@ -1626,7 +2025,7 @@ const file_baton_proto_rawDesc = "" +
 	"\bexec_key\x18\x06 \x01(\fR\aexecKey\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xfa\x02\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\x94\x03\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -1639,7 +2038,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x06repeat\x18\t \x01(\bR\x06repeat\x129\n" +
 	"\n" +
 	"changed_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\"\xdd\x02\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x12\x18\n" +
+	"\ahistory\x18\v \x01(\bR\ahistory\"\xae\x03\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -1655,7 +2055,9 @@ const file_baton_proto_rawDesc = "" +
 	"\rrequester_key\x18\t \x01(\fR\frequesterKey\x12\x19\n" +
 	"\x05stdin\x18\n" +
 	" \x01(\fH\x00R\x05stdin\x88\x01\x01\x12%\n" +
-	"\x0eoutput_subject\x18\v \x01(\tR\routputSubjectB\b\n" +
+	"\x0eoutput_subject\x18\v \x01(\tR\routputSubject\x12\x10\n" +
+	"\x03via\x18\f \x01(\tR\x03via\x12=\n" +
+	"\fsubmitted_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vsubmittedAtB\b\n" +
 	"\x06_stdin\"\xa1\x01\n" +
 	"\vOutputChunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -1673,7 +2075,7 @@ const file_baton_proto_rawDesc = "" +
 	"instanceId\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12(\n" +
-	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\"\xe7\x03\n" +
+	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\"\xf9\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -1694,7 +2096,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x0estdout_dropped\x18\r \x01(\x04R\rstdoutDropped\x12%\n" +
 	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\x12\x10\n" +
 	"\x03mac\x18\x0f \x01(\fR\x03mac\x12\x10\n" +
-	"\x03box\x18\x10 \x01(\fR\x03box\"8\n" +
+	"\x03box\x18\x10 \x01(\fR\x03box\x12\x10\n" +
+	"\x03job\x18\x11 \x01(\tR\x03job\"8\n" +
 	"\x06Output\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\tR\x06stderr\"O\n" +
@@ -1706,7 +2109,36 @@ const file_baton_proto_rawDesc = "" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
 	"\arunning\x18\x02 \x01(\bR\arunning\x12,\n" +
-	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result*h\n" +
+	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\xef\x04\n" +
+	"\tJobRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12(\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x12.baton.v1.JobStateR\x05state\x12\x1b\n" +
+	"\texit_code\x18\x04 \x01(\x05R\bexitCode\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1b\n" +
+	"\ttimed_out\x18\x06 \x01(\bR\btimedOut\x12=\n" +
+	"\fsubmitted_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vsubmittedAt\x129\n" +
+	"\n" +
+	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12\x1f\n" +
+	"\vduration_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"durationMs\x12\x16\n" +
+	"\x06master\x18\v \x01(\tR\x06master\x12\x14\n" +
+	"\x05epoch\x18\f \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tsubmitter\x18\r \x01(\tR\tsubmitter\x12\x12\n" +
+	"\x04role\x18\x0e \x01(\tR\x04role\x12\x10\n" +
+	"\x03via\x18\x0f \x01(\tR\x03via\x12\x16\n" +
+	"\x06stdout\x18\x10 \x01(\tR\x06stdout\x12\x16\n" +
+	"\x06stderr\x18\x11 \x01(\tR\x06stderr\x12%\n" +
+	"\x0estdout_dropped\x18\x12 \x01(\x04R\rstdoutDropped\x12%\n" +
+	"\x0estderr_dropped\x18\x13 \x01(\x04R\rstderrDropped\";\n" +
+	"\n" +
+	"JobRecords\x12-\n" +
+	"\arecords\x18\x01 \x03(\v2\x13.baton.v1.JobRecordR\arecords\"%\n" +
+	"\rJobRecordsAck\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error*h\n" +
 	"\x05Cause\x12\x15\n" +
 	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -1720,7 +2152,16 @@ const file_baton_proto_rawDesc = "" +
 	"\x13ERROR_KIND_REJECTED\x10\x03\x12\x13\n" +
 	"\x0fERROR_KIND_BUSY\x10\x04\x12\x17\n" +
 	"\x13ERROR_KIND_CANCELED\x10\x05\x12\x14\n" +
-	"\x10ERROR_KIND_STALE\x10\x06B\x10Z\x0ebaton/messagesb\x06proto3"
+	"\x10ERROR_KIND_STALE\x10\x06*\xc9\x01\n" +
+	"\bJobState\x12\x19\n" +
+	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n" +
+	"\x13JOB_STATE_SUCCEEDED\x10\x02\x12\x14\n" +
+	"\x10JOB_STATE_FAILED\x10\x03\x12\x17\n" +
+	"\x13JOB_STATE_TIMED_OUT\x10\x04\x12\x17\n" +
+	"\x13JOB_STATE_CANCELLED\x10\x05\x12\x16\n" +
+	"\x12JOB_STATE_REJECTED\x10\x06\x12\x12\n" +
+	"\x0eJOB_STATE_LOST\x10\aB\x10Z\x0ebaton/messagesb\x06proto3"
 
 var (
 	file_baton_proto_rawDescOnce sync.Once
@@ -1734,44 +2175,54 @@ func file_baton_proto_rawDescGZIP() []byte {
 	return file_baton_proto_rawDescData
 }
 
-var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
-	(*Register)(nil),              // 2: baton.v1.Register
-	(*RegisterReply)(nil),         // 3: baton.v1.RegisterReply
-	(*Heartbeat)(nil),             // 4: baton.v1.Heartbeat
-	(*HeartbeatAck)(nil),          // 5: baton.v1.HeartbeatAck
-	(*Deregister)(nil),            // 6: baton.v1.Deregister
-	(*Member)(nil),                // 7: baton.v1.Member
-	(*Departure)(nil),             // 8: baton.v1.Departure
-	(*Announcement)(nil),          // 9: baton.v1.Announcement
-	(*ExecRequest)(nil),           // 10: baton.v1.ExecRequest
-	(*OutputChunk)(nil),           // 11: baton.v1.OutputChunk
-	(*ExecAck)(nil),               // 12: baton.v1.ExecAck
-	(*ExecResult)(nil),            // 13: baton.v1.ExecResult
-	(*Output)(nil),                // 14: baton.v1.Output
-	(*ExecStatusQuery)(nil),       // 15: baton.v1.ExecStatusQuery
-	(*ExecStatus)(nil),            // 16: baton.v1.ExecStatus
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(JobState)(0),                 // 2: baton.v1.JobState
+	(*Register)(nil),              // 3: baton.v1.Register
+	(*RegisterReply)(nil),         // 4: baton.v1.RegisterReply
+	(*Heartbeat)(nil),             // 5: baton.v1.Heartbeat
+	(*HeartbeatAck)(nil),          // 6: baton.v1.HeartbeatAck
+	(*Deregister)(nil),            // 7: baton.v1.Deregister
+	(*Member)(nil),                // 8: baton.v1.Member
+	(*Departure)(nil),             // 9: baton.v1.Departure
+	(*Announcement)(nil),          // 10: baton.v1.Announcement
+	(*ExecRequest)(nil),           // 11: baton.v1.ExecRequest
+	(*OutputChunk)(nil),           // 12: baton.v1.OutputChunk
+	(*ExecAck)(nil),               // 13: baton.v1.ExecAck
+	(*ExecResult)(nil),            // 14: baton.v1.ExecResult
+	(*Output)(nil),                // 15: baton.v1.Output
+	(*ExecStatusQuery)(nil),       // 16: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 17: baton.v1.ExecStatus
+	(*JobRecord)(nil),             // 18: baton.v1.JobRecord
+	(*JobRecords)(nil),            // 19: baton.v1.JobRecords
+	(*JobRecordsAck)(nil),         // 20: baton.v1.JobRecordsAck
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	17, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
-	9,  // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	17, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	21, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	10, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
+	21, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: baton.v1.Departure.cause:type_name -> baton.v1.Cause
-	7,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	17, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
-	8,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	17, // 7: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
-	1,  // 8: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	13, // 9: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
+	21, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	9,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
+	21, // 7: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	21, // 8: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
+	1,  // 9: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
+	14, // 10: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	2,  // 11: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
+	21, // 12: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
+	21, // 13: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
+	21, // 14: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 15: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }
@@ -1785,8 +2236,8 @@ func file_baton_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      3,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -17,6 +17,9 @@ type ResultJSON struct {
 	Master        string `json:"master"`
 	Epoch         uint64 `json:"epoch"`
 	DurationMs    int64  `json:"duration_ms"`
+	// Job is the ID of the command's job in the history, empty when the
+	// command ran nowhere.
+	Job string `json:"job"`
 }
 
 // NewResultJSON is the JSON of r, the result of request id running cmd.
@@ -24,6 +27,6 @@ func NewResultJSON(id, cmd string, r *ExecResult) ResultJSON {
 	return ResultJSON{
 		ID: id, Cmd: cmd, ExitCode: r.ExitCode, Stdout: r.Stdout, Stderr: r.Stderr,
 		StdoutDropped: r.StdoutDropped, StderrDropped: r.StderrDropped,
-		Error: r.Error, TimedOut: r.TimedOut, Master: r.Master, Epoch: r.Epoch, DurationMs: r.DurationMs,
+		Error: r.Error, TimedOut: r.TimedOut, Master: r.Master, Epoch: r.Epoch, DurationMs: r.DurationMs, Job: r.Job,
 	}
 }

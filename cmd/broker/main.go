@@ -18,16 +18,21 @@ import (
 	"baton/broker"
 	"baton/bus"
 	"baton/cmd/internal/cli"
+	"baton/messages"
 )
 
 // CLI is the broker's command line: its flags, and two commands.
 type CLI struct {
 	cli.VersionFlag
 	cli.Logging
-	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch (so that it never goes backwards across restarts) and its credentials."`
+	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch (so that it never goes backwards across restarts), the job history and its credentials."`
 	HeartbeatTimeout time.Duration `default:"${heartbeat_timeout}" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connections cut). A started broker also waits this long to hear from every node before it elects."`
 	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve monitoring over HTTP on ADDR (host:port): the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status (members, ranks, master, epoch as JSON). Off by default."`
 	Auth             string        `default:"${auth}" enum:"auto,required,none" env:"BATON_AUTH" help:"Who may connect: 'required' lets in only clients with one of the broker's credentials (admin, node, submit, watch; made under DATA-DIR/credentials on first start, mode 0600), each with its role's rights; 'none' lets anyone who reaches the port run commands; 'auto' is required unless every listen address is on loopback."`
+
+	History         bool          `default:"true" negatable:"" env:"BATON_HISTORY" help:"Keep a history of every job (JetStream stream ${job_stream} under DATA-DIR; read it with 'node jobs'). --no-history keeps none."`
+	HistoryMaxAge   time.Duration `default:"${history_max_age}" env:"BATON_HISTORY_MAX_AGE" help:"How long a finished job stays in the history after it finished (720h: 30 days). Running jobs stay however old."`
+	HistoryMaxBytes cli.ByteSize  `default:"${history_max_bytes}" env:"BATON_HISTORY_MAX_BYTES" help:"About how much the finished jobs' records may take (such as 1GiB or 500MB); the oldest go first. Running jobs stay."`
 
 	TLSCert string `name:"tls-cert" env:"BATON_TLS_CERT" placeholder:"FILE" help:"PEM certificate of the broker: with --tls-key, every client must connect over TLS (and trust the certificate's authority: node --tls-ca). 'broker certificate' makes one."`
 	TLSKey  string `name:"tls-key" env:"BATON_TLS_KEY" placeholder:"FILE" help:"PEM private key of --tls-cert."`
@@ -39,8 +44,13 @@ type CLI struct {
 
 // Validate rejects flag values no broker can run with, as usage errors.
 func (c *CLI) Validate() error {
-	if c.HeartbeatTimeout <= 0 {
+	switch {
+	case c.HeartbeatTimeout <= 0:
 		return fmt.Errorf("--heartbeat-timeout=%v: heartbeat timeout %v must be positive", c.HeartbeatTimeout, c.HeartbeatTimeout)
+	case c.HistoryMaxAge <= 0:
+		return fmt.Errorf("--history-max-age=%v: must be positive", c.HistoryMaxAge)
+	case c.HistoryMaxBytes <= 0:
+		return fmt.Errorf("--history-max-bytes=%v: must be positive", c.HistoryMaxBytes)
 	}
 	return nil
 }
@@ -71,6 +81,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.Server.Addr, cfg.DataDir, cfg.HTTP, cfg.Auth = r.Addr, c.DataDir, c.HTTP, c.Auth
 	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
+	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
 	if err != nil {
@@ -135,6 +146,9 @@ func main() {
 			"auth":              d.Auth,
 			"data_dir":          d.DataDir,
 			"heartbeat_timeout": d.Election.HeartbeatTimeout.String(),
+			"history_max_age":   d.History.MaxAge.String(),
+			"history_max_bytes": cli.ByteSize(d.History.MaxBytes).String(),
+			"job_stream":        messages.JobStream,
 		})...)
 	ctx.FatalIfErrorf(ctx.Run(&c))
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sys/unix"
 
 	"baton/agent"
@@ -23,6 +24,7 @@ import (
 	"baton/cmd/internal/console"
 	"baton/election"
 	"baton/executor"
+	"baton/history"
 	"baton/messages"
 )
 
@@ -65,6 +67,8 @@ type CLI struct {
 	Exec   ExecCmd   `cmd:"" help:"Run one command on the master without joining the cluster, its output shown as it comes; exits with the command's status (124 on timeout, 125 when baton failed, 130 when cancelled by SIGINT or SIGTERM)."`
 	Status StatusCmd `cmd:"" help:"Show the cluster's members, their ranks, the master and the epoch."`
 	Watch  WatchCmd  `cmd:"" help:"Follow the cluster live: joins, leaves, losses with their cause, and each change of master with its epoch; one line per event."`
+	Jobs   JobsCmd   `cmd:"" help:"List the jobs in the broker's history, newest first: ID, state, exit code, when, duration, master, submitter and command. Needs admin.creds when the broker requires credentials."`
+	Job    JobCmd    `cmd:"" help:"Show one job of the history: its record as a header on stderr, then its stdout on stdout and its stderr on stderr."`
 	Decode DecodeCmd `cmd:"" help:"Print a baton message body read from stdin as JSON (for: nats sub 'node.>' --translate 'node decode --subject {{Subject}}')."`
 }
 
@@ -301,6 +305,106 @@ func (s *StatusCmd) Run(g *Globals) error {
 	return console.WriteStatus(os.Stdout, a, s.JSON)
 }
 
+// JobsCmd is `node jobs`.
+type JobsCmd struct {
+	State string        `enum:"${job_states}," default:"" help:"Only jobs in this state: ${job_states}."`
+	Node  string        `placeholder:"NAME" help:"Only jobs that NAME ran (as master) or submitted."`
+	Since time.Duration `placeholder:"D" help:"Only jobs submitted within D before now, such as 1h or 30m."`
+	Grep  string        `placeholder:"TEXT" help:"Only jobs whose command, stdout or stderr contains TEXT (case-sensitive)."`
+	Limit int           `default:"${job_limit}" help:"Show at most this many jobs (1 to ${max_job_limit})."`
+	JSON  bool          `name:"json" env:"BATON_JSON" help:"Print one JSON object per job and line: the record's fields but stdout and stderr."`
+}
+
+// Validate rejects bounds the history would refuse, as usage errors.
+func (j *JobsCmd) Validate() error {
+	switch {
+	case j.Limit < 1 || j.Limit > messages.MaxJobLimit:
+		return fmt.Errorf("--limit=%d: must be from 1 to %d", j.Limit, messages.MaxJobLimit)
+	case j.Since < 0:
+		return fmt.Errorf("--since=%v: must be positive", j.Since)
+	}
+	return nil
+}
+
+// Run lists the jobs.
+func (j *JobsCmd) Run(g *Globals) error {
+	q := messages.JobQuery{State: j.State, Node: j.Node, Grep: j.Grep, Limit: j.Limit}
+	if j.Since > 0 {
+		since := time.Now().Add(-j.Since)
+		q.Since = &since
+	}
+	var jobs []messages.JobSummary
+	err := g.askHistory("jobs", func(ctx context.Context, nc *nats.Conn) (err error) {
+		jobs, err = history.List(ctx, nc, q)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return console.WriteJobs(os.Stdout, jobs, j.JSON, terminalWidth(os.Stdout), time.Now())
+}
+
+// JobCmd is `node job ID`.
+type JobCmd struct {
+	ID   string `arg:"" help:"The job's ID, as 'node jobs' and every result show it."`
+	JSON bool   `name:"json" env:"BATON_JSON" help:"Print the whole record, stdout and stderr included, as one JSON object."`
+}
+
+// Run shows the job.
+func (j *JobCmd) Run(g *Globals) error {
+	var job *messages.Job
+	err := g.askHistory("job", func(ctx context.Context, nc *nats.Conn) (err error) {
+		job, err = history.Get(ctx, nc, j.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return console.WriteJob(os.Stdout, os.Stderr, job, j.JSON)
+}
+
+// historyTimeout bounds a question to the history: a --grep through a
+// hundred thousand jobs takes a second or two.
+const historyTimeout = 15 * time.Second
+
+// askHistory connects as name and calls ask, failing at once with a
+// one-line error if the credential may not read the history.
+func (g *Globals) askHistory(name string, ask func(context.Context, *nats.Conn) error) error {
+	conn, err := g.conn(name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeoutCause(context.Background(), conn.ConnectTimeout+historyTimeout, errors.New("the broker's history did not answer"))
+	defer cancel()
+	ctx, deny := context.WithCancelCause(ctx)
+	conn.OnError = func(err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			deny(fmt.Errorf("this credential may not read the job history (it needs the admin role: admin.creds)"))
+		}
+	}
+	nc, err := bus.Connect(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := ask(ctx, nc); err != nil {
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+		return err
+	}
+	return nil
+}
+
+// terminalWidth is f's width in columns when it is a terminal, else 120.
+func terminalWidth(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col == 0 {
+		return 120
+	}
+	return int(ws.Col)
+}
+
 // WatchCmd is `node watch`.
 type WatchCmd struct {
 	JSON bool `name:"json" env:"BATON_JSON" help:"Print each event as a JSON object: {time, event (join|master|left|lost), node, priority, master, epoch, cause}."`
@@ -365,6 +469,9 @@ func main() {
 			"max_output":         strconv.Itoa(d.MaxOutput),
 			"max_parallel":       strconv.Itoa(d.MaxParallel),
 			"heartbeat_interval": d.HeartbeatInterval.String(),
+			"job_states":         strings.Join(messages.JobStates(), ","),
+			"job_limit":          strconv.Itoa(messages.DefaultJobLimit),
+			"max_job_limit":      strconv.Itoa(messages.MaxJobLimit),
 		})...)
 	err := ctx.Run(&c.Globals)
 	if code, ok := console.IsQuietExit(err); ok {

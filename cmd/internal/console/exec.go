@@ -64,7 +64,7 @@ type ExecOptions struct {
 // notes on errOut what the output caps dropped, and returns an *ExitError
 // unless the command exited 0.
 func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, errOut io.Writer) error {
-	job := &agent.Job{Cmd: cmd, Timeout: o.Timeout, Stdin: o.Stdin, Cancel: o.Cancel}
+	job := &agent.Job{Cmd: cmd, Timeout: o.Timeout, Stdin: o.Stdin, Cancel: o.Cancel, Via: messages.ViaExec}
 	if !o.JSON {
 		job.Output = func(stream int, data []byte) {
 			w := out

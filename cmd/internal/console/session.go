@@ -102,7 +102,7 @@ loop:
 				s.print(n, &agent.Job{Cmd: cmd}, nil, err)
 				continue
 			}
-			job := &agent.Job{Cmd: cmd, Timeout: s.Timeout, Cancel: s.started()}
+			job := &agent.Job{Cmd: cmd, Timeout: s.Timeout, Cancel: s.started(), Via: messages.ViaPrompt}
 			outstanding.Go(func() {
 				res, err := sub.SubmitJob(subCtx, job)
 				s.finished()
@@ -269,7 +269,10 @@ func Summary(cmd string, res *messages.ExecResult) string {
 		cmd = string(r[:summaryCmdRunes-1]) + "…"
 	}
 	where := ""
-	if res.Master != "" {
+	switch {
+	case res.Master != "" && res.Job != "":
+		where = fmt.Sprintf(" on %s (epoch %d, job %s)", res.Master, res.Epoch, res.Job)
+	case res.Master != "":
 		where = fmt.Sprintf(" on %s (epoch %d)", res.Master, res.Epoch)
 	}
 	if res.Error != "" {

@@ -50,7 +50,7 @@ func TestSession_RunJSON(t *testing.T) {
 	if len(lines) != 2 {
 		t.Fatalf("got %d lines, want 2: %q", len(lines), out.String())
 	}
-	wantKeys := []string{"id", "cmd", "exit_code", "stdout", "stderr", "stdout_dropped", "stderr_dropped", "error", "timed_out", "master", "epoch", "duration_ms"}
+	wantKeys := []string{"id", "cmd", "exit_code", "stdout", "stderr", "stdout_dropped", "stderr_dropped", "error", "timed_out", "master", "epoch", "duration_ms", "job"}
 	for _, line := range lines {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(line), &obj); err != nil {

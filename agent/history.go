@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/messages"
+)
+
+// A master reports each job to the broker's history: a record when the
+// command is taken, another when it ends. Records wait in an outbox until
+// the broker has stored them, off the path of the command and its reply;
+// whatever is pending when the broker is away goes again once it is back,
+// and the broker ignores what it stored already.
+
+// outbox holds the job records a master owes the history, the latest of
+// each job, in the order the jobs came. It is safe for concurrent use.
+type outbox struct {
+	nc      *nats.Conn
+	enabled func() bool // whether the broker keeps a history
+	logger  *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]*messages.JobRecord
+	order   []string // job ids, first queued first
+	bytes   int
+	dropped int
+	wake    chan struct{}
+	empty   chan struct{} // closed while nothing is pending
+}
+
+// The outbox's bounds.
+const (
+	// maxOutboxBytes bounds what waits for a broker that is away: at a
+	// thousand jobs a second with a few KiB of output each, more than
+	// the ten seconds a broker restart takes.
+	maxOutboxBytes = 64 << 20
+	// maxBatchBytes bounds one batch, well within a message.
+	maxBatchBytes = 4 << 20
+	// recordTimeout bounds the wait for the broker to store a batch.
+	recordTimeout = 5 * time.Second
+	// The pause after a failed send grows from minRetry to maxRetry.
+	minRetry = 100 * time.Millisecond
+	maxRetry = 2 * time.Second
+)
+
+func newOutbox(nc *nats.Conn, enabled func() bool, logger *slog.Logger) *outbox {
+	o := &outbox{nc: nc, enabled: enabled, logger: logger, pending: make(map[string]*messages.JobRecord),
+		wake: make(chan struct{}, 1), empty: make(chan struct{})}
+	close(o.empty)
+	return o
+}
+
+// put queues r, replacing what is pending for its job (a job that ends
+// before its first record went needs only its last). It never blocks.
+func (o *outbox) put(r *messages.JobRecord) {
+	if !o.enabled() {
+		return
+	}
+	size := proto.Size(r)
+	o.mu.Lock()
+	if old, ok := o.pending[r.Id]; ok {
+		o.bytes -= proto.Size(old)
+	} else {
+		o.order = append(o.order, r.Id)
+	}
+	if len(o.pending) == 0 {
+		o.empty = make(chan struct{})
+	}
+	o.pending[r.Id] = r
+	o.bytes += size
+	for o.bytes > maxOutboxBytes && len(o.order) > 1 {
+		id := o.order[0]
+		o.order = o.order[1:]
+		if old, ok := o.pending[id]; ok {
+			o.bytes -= proto.Size(old)
+			delete(o.pending, id)
+			o.dropped++
+		}
+	}
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// batch takes the pending records, oldest first, up to maxBatchBytes (at
+// least one).
+func (o *outbox) batch() []*messages.JobRecord {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.dropped > 0 {
+		o.logger.Warn("job records dropped: the broker's history has been away too long", keyCount, o.dropped)
+		o.dropped = 0
+	}
+	var recs []*messages.JobRecord
+	size := 0
+	for _, id := range o.order {
+		r := o.pending[id]
+		if r == nil {
+			continue
+		}
+		s := proto.Size(r)
+		if len(recs) > 0 && size+s > maxBatchBytes {
+			break
+		}
+		size += s
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// done removes the records sent, unless a newer one of the same job came
+// meanwhile.
+func (o *outbox) done(sent []*messages.JobRecord) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range sent {
+		if o.pending[r.Id] == r {
+			delete(o.pending, r.Id)
+			o.bytes -= proto.Size(r)
+		}
+	}
+	o.order = slicesDeleteGone(o.order, o.pending)
+	if len(o.pending) == 0 {
+		close(o.empty)
+	}
+}
+
+// drop forgets everything pending: the broker keeps no history.
+func (o *outbox) drop() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.pending) > 0 {
+		clear(o.pending)
+		o.order, o.bytes = nil, 0
+		close(o.empty)
+	}
+}
+
+func slicesDeleteGone(order []string, pending map[string]*messages.JobRecord) []string {
+	kept := order[:0]
+	for _, id := range order {
+		if _, ok := pending[id]; ok {
+			kept = append(kept, id)
+		}
+	}
+	return kept
+}
+
+// run sends batches until ctx ends, one at a time: while one waits for
+// the broker, the next gathers.
+func (o *outbox) run(ctx context.Context) {
+	pause := minRetry
+	retry := time.NewTimer(0)
+	<-retry.C
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-retry.C:
+		}
+		for {
+			if !o.enabled() {
+				o.drop()
+				break
+			}
+			recs := o.batch()
+			if len(recs) == 0 {
+				pause = minRetry
+				break
+			}
+			if err := o.send(ctx, recs); err != nil {
+				if ctx.Err() == nil {
+					o.logger.Warn("job records not stored yet; sending them again", keyErr, err, keyRetryIn, pause)
+					retry.Reset(pause)
+					pause = min(2*pause, maxRetry)
+				}
+				break
+			}
+			pause = minRetry
+			o.done(recs)
+		}
+	}
+}
+
+func (o *outbox) send(ctx context.Context, recs []*messages.JobRecord) error {
+	b, err := proto.Marshal(&messages.JobRecords{Records: recs})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	msg, err := o.nc.RequestWithContext(ctx, messages.SubjectJobRecord, b)
+	if err != nil {
+		return err
+	}
+	var ack messages.JobRecordsAck
+	if err := proto.Unmarshal(msg.Data, &ack); err != nil {
+		return err
+	}
+	if ack.Error != "" {
+		return errors.New(ack.Error)
+	}
+	return nil
+}
+
+// flush blocks until nothing is pending or ctx ends.
+func (o *outbox) flush(ctx context.Context) error {
+	o.mu.Lock()
+	empty := o.empty
+	o.mu.Unlock()
+	select {
+	case <-empty:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// jobRecord starts the record of job id, made by req (nil when it could
+// not be read) arriving on reply at received.
+func (n *Node) jobRecord(id string, req *messages.ExecRequest, reply string, received time.Time, epoch uint64) *messages.JobRecord {
+	r := &messages.JobRecord{Id: id, Master: n.cfg.Name, Epoch: epoch, Role: replyRole(reply),
+		SubmittedAt: timestamppb.New(received), Via: messages.ViaNATS}
+	if req != nil {
+		r.Cmd, r.Submitter = req.Cmd, req.Requester
+		if req.SubmittedAt.IsValid() && !req.SubmittedAt.AsTime().After(received) {
+			r.SubmittedAt = req.SubmittedAt
+		}
+		switch req.Via {
+		case messages.ViaPrompt, messages.ViaExec, messages.ViaWeb:
+			r.Via = req.Via
+		}
+	}
+	return r
+}
+
+// replyRole is the role whose inbox reply is in (see auth.Role), empty
+// for the shared inbox of a broker without credentials. Only that role
+// reads answers there, so a requester naming another's gets none.
+func replyRole(reply string) string {
+	inbox, _, _ := strings.Cut(reply, ".")
+	role, ok := strings.CutPrefix(inbox, "_INBOX_")
+	if !ok {
+		return ""
+	}
+	return role
+}
+
+// recordRunning reports that job r was taken and runs.
+func (n *Node) recordRunning(r *messages.JobRecord) {
+	rec := proto.CloneOf(r)
+	rec.State, rec.StartedAt = messages.JobState_JOB_STATE_RUNNING, timestamppb.Now()
+	n.outbox.put(rec)
+}
+
+// recordEnd reports how job r ended: res, unless res ends no job.
+func (n *Node) recordEnd(r *messages.JobRecord, res *messages.ExecResult) {
+	state, ok := messages.StateOf(res)
+	if !ok {
+		return
+	}
+	rec := proto.CloneOf(r)
+	now := time.Now()
+	rec.State, rec.ExitCode, rec.Error, rec.TimedOut = state, res.ExitCode, res.Error, res.TimedOut
+	rec.FinishedAt, rec.DurationMs = timestamppb.New(now), res.DurationMs
+	if state != messages.JobState_JOB_STATE_REJECTED {
+		rec.StartedAt = timestamppb.New(now.Add(-time.Duration(res.DurationMs) * time.Millisecond))
+	}
+	rec.Stdout, rec.Stderr, rec.StdoutDropped, rec.StderrDropped = res.Stdout, res.Stderr, res.StdoutDropped, res.StderrDropped
+	n.outbox.put(rec)
+}

@@ -1,0 +1,210 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/bus"
+	"baton/messages"
+)
+
+// History is what the job history costs on the hot path, and how fast it
+// answers with many jobs stored.
+type History struct {
+	Samples      int     `json:"samples"`
+	OffP50Ms     float64 `json:"off_p50_ms"`
+	OnP50Ms      float64 `json:"on_p50_ms"`
+	OffPerSecond float64 `json:"off_per_second"`
+	OnPerSecond  float64 `json:"on_per_second"`
+	// RoundTripCost and ThroughputCost are the fractions lost to the
+	// history: 0.05 is 5 % slower round trips, or 5 % fewer commands a
+	// second.
+	RoundTripCost  float64 `json:"round_trip_cost"`
+	ThroughputCost float64 `json:"throughput_cost"`
+	// Jobs is how many jobs were stored for the queries; StoreSeconds how
+	// long storing them took.
+	Jobs         int     `json:"jobs"`
+	StoreSeconds float64 `json:"store_seconds"`
+	// JobsMs and GrepMs are `node jobs` and `node jobs --grep` (a text no
+	// job holds: every record read), median of five, process start to
+	// exit; LoadMs is a restarted broker's index load.
+	JobsMs float64 `json:"jobs_ms"`
+	GrepMs float64 `json:"grep_ms"`
+	LoadMs float64 `json:"load_ms"`
+}
+
+// Targets of the history.
+const (
+	targetHistoryCost = 0.05
+	targetJobsMs      = 200
+	targetGrepMs      = 2000
+)
+
+// historyCost compares the same cluster with the history on and off,
+// interleaved in one run, as security does for credentials.
+func historyCost(ctx context.Context, cfg Config, r *Report) error {
+	n, d, _, _ := cfg.sizes()
+	off, err := servingClusterWith(ctx, cfg, "master", false, "--no-history")
+	if err != nil {
+		return fmt.Errorf("cluster without history: %w", err)
+	}
+	defer off.close()
+	on, err := servingCluster(ctx, cfg, "master")
+	if err != nil {
+		return err
+	}
+	defer on.close()
+	submit := func(c *cluster) error {
+		res, err := c.client.Submit(ctx, "true")
+		if err == nil && res.ExitCode != 0 {
+			err = errors.New(res.Error)
+		}
+		return err
+	}
+	var a, b []time.Duration
+	for i := range n + n/10 {
+		t0 := time.Now()
+		if err := submit(off); err != nil {
+			return err
+		}
+		t1 := time.Now()
+		if err := submit(on); err != nil {
+			return err
+		}
+		if i >= n/10 {
+			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
+		}
+	}
+	slices.Sort(a)
+	slices.Sort(b)
+	var offRate, onRate float64
+	for range 2 {
+		or, err := rate(8, d/2, func() error { return submit(off) })
+		if err != nil {
+			return err
+		}
+		nr, err := rate(8, d/2, func() error { return submit(on) })
+		if err != nil {
+			return err
+		}
+		offRate, onRate = offRate+or/2, onRate+nr/2
+	}
+	h := &r.History
+	h.Samples, h.OffP50Ms, h.OnP50Ms, h.OffPerSecond, h.OnPerSecond = n, percentile(a, 50), percentile(b, 50), offRate, onRate
+	h.RoundTripCost = h.OnP50Ms/h.OffP50Ms - 1
+	h.ThroughputCost = 1 - onRate/offRate
+	return nil
+}
+
+// historyJobs is how many jobs the queries run against.
+func (c Config) historyJobs() int {
+	if c.Quick {
+		return 20_000
+	}
+	return 100_000
+}
+
+// historyQueries stores many jobs through the broker's own intake (as
+// masters report them, a thousand a batch), then times `node jobs`, a
+// `node jobs --grep` that reads every record, and the index load of a
+// restarted broker.
+func historyQueries(ctx context.Context, cfg Config, r *Report) error {
+	c, err := newCluster(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	nc, err := bus.Connect(ctx, c.conn("bench-history"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	total := cfg.historyJobs()
+	t0 := time.Now()
+	if err := storeJobs(ctx, nc, total); err != nil {
+		return err
+	}
+	h := &r.History
+	h.Jobs, h.StoreSeconds = total, time.Since(t0).Seconds()
+	if h.JobsMs, err = c.timeNode(ctx, "jobs"); err != nil {
+		return err
+	}
+	if h.GrepMs, err = c.timeNode(ctx, "jobs", "--grep=text no job holds"); err != nil {
+		return err
+	}
+	// A restart: how long until the history answers again.
+	c.broker.stop(10 * time.Second)
+	t0 = time.Now()
+	if err := c.startBroker(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := c.timeNode(ctx, "jobs", "--limit=1"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("history not answering a minute after a restart")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.LoadMs = msSince(t0)
+	return nil
+}
+
+// storeJobs sends n finished jobs' records to the history, each with a
+// few hundred bytes of output.
+func storeJobs(ctx context.Context, nc *nats.Conn, n int) error {
+	const batch = 1000
+	now := time.Now()
+	out := strings.Repeat("some output of a command\n", 10)
+	for i := 0; i < n; i += batch {
+		var recs messages.JobRecords
+		for j := i; j < min(i+batch, n); j++ {
+			at := timestamppb.New(now.Add(time.Duration(j-n) * time.Millisecond))
+			recs.Records = append(recs.Records, &messages.JobRecord{
+				Id: messages.NewJobID(at.AsTime()), Cmd: fmt.Sprintf("echo job %d | tee /tmp/x", j),
+				State: messages.JobState_JOB_STATE_SUCCEEDED, SubmittedAt: at, StartedAt: at, FinishedAt: at,
+				Master: "master", Epoch: 2, Submitter: "bench", Via: messages.ViaExec, Stdout: out,
+			})
+		}
+		b, err := proto.Marshal(&recs)
+		if err != nil {
+			return err
+		}
+		msg, err := nc.RequestWithContext(ctx, messages.SubjectJobRecord, b)
+		if err != nil {
+			return fmt.Errorf("store jobs: %w", err)
+		}
+		var ack messages.JobRecordsAck
+		if err := proto.Unmarshal(msg.Data, &ack); err != nil || ack.Error != "" {
+			return fmt.Errorf("store jobs: %v %s", err, ack.Error)
+		}
+	}
+	return nil
+}
+
+// timeNode runs `node ARGS…` against the cluster five times and returns
+// the median wall time, process start to exit, in milliseconds.
+func (c *cluster) timeNode(ctx context.Context, args ...string) (float64, error) {
+	var times []time.Duration
+	for range 5 {
+		cmd := exec.CommandContext(ctx, c.cfg.Bins.Node, append(args, "--broker-addr="+c.addr)...)
+		t0 := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("node %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		times = append(times, time.Since(t0))
+	}
+	slices.Sort(times)
+	return ms(times[len(times)/2]), nil
+}

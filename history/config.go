@@ -1,0 +1,52 @@
+package history
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// ErrInvalidConfig is wrapped by every Config validation error.
+var ErrInvalidConfig = errors.New("history: invalid config")
+
+// Config tunes the history.
+type Config struct {
+	// MaxAge is how long a finished job is kept after it finished. A job
+	// still running is kept however old it is.
+	MaxAge time.Duration
+	// MaxBytes bounds what the finished jobs' records take, about; the
+	// oldest go first. Running jobs are never removed.
+	MaxBytes int64
+	// SweepInterval is how often the limits are enforced.
+	SweepInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// DefaultConfig returns the history's defaults.
+func DefaultConfig() Config {
+	return Config{
+		// Between Salt's job cache (24 h) and AWX (120 days): a month of
+		// "who ran what" answers most questions, and GitHub keeps 90 days.
+		MaxAge: 30 * 24 * time.Hour,
+		// A gibibyte holds a hundred thousand jobs with 10 KiB of output
+		// each, and fits any disk a broker runs on.
+		MaxBytes: 1 << 30,
+		// Limits are held within a second, at the cost of one walk of the
+		// in-memory index a second.
+		SweepInterval: time.Second,
+		Logger:        slog.Default().With(keyComponent, "history"),
+	}
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.MaxAge <= 0:
+		return fmt.Errorf("%w: max age %v must be positive", ErrInvalidConfig, c.MaxAge)
+	case c.MaxBytes <= 0:
+		return fmt.Errorf("%w: max bytes %d must be positive", ErrInvalidConfig, c.MaxBytes)
+	case c.SweepInterval <= 0:
+		return fmt.Errorf("%w: sweep interval %v must be positive", ErrInvalidConfig, c.SweepInterval)
+	}
+	return nil
+}
