@@ -47,6 +47,10 @@ const (
 	maxBatchBytes = 4 << 20
 	// recordTimeout bounds the wait for the broker to store a batch.
 	recordTimeout = 5 * time.Second
+	// linger is how long records gather before a batch goes (as Kafka's
+	// linger.ms): under load, one batch of many costs the broker and this
+	// node far less than many of one.
+	linger = 10 * time.Millisecond
 	// The pause after a failed send grows from minRetry to maxRetry.
 	minRetry = 100 * time.Millisecond
 	maxRetry = 2 * time.Second
@@ -68,6 +72,11 @@ func (o *outbox) put(r *messages.JobRecord) {
 	size := proto.Size(r)
 	o.mu.Lock()
 	if old, ok := o.pending[r.Id]; ok {
+		if old.State != messages.JobState_JOB_STATE_RUNNING && r.State == messages.JobState_JOB_STATE_RUNNING {
+			// A late report that it runs: it has ended.
+			o.mu.Unlock()
+			return
+		}
 		o.bytes -= proto.Size(old)
 	} else {
 		o.order = append(o.order, r.Id)
@@ -171,6 +180,11 @@ func (o *outbox) run(ctx context.Context) {
 		case <-o.wake:
 		case <-retry.C:
 		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(linger):
+		}
 		for {
 			if !o.enabled() {
 				o.drop()
@@ -259,11 +273,18 @@ func replyRole(reply string) string {
 	return role
 }
 
-// recordRunning reports that job r was taken and runs.
-func (n *Node) recordRunning(r *messages.JobRecord) {
+// runningDelay is how long a command runs before the history is told it
+// runs: most end sooner, and then their one record says how.
+const runningDelay = ackDelay
+
+// recordRunning reports, once it has run for runningDelay, that job r was
+// taken at started and runs; the returned function cancels a pending
+// report.
+func (n *Node) recordRunning(r *messages.JobRecord, started time.Time) (cancel func()) {
 	rec := proto.CloneOf(r)
-	rec.State, rec.StartedAt = messages.JobState_JOB_STATE_RUNNING, timestamppb.Now()
-	n.outbox.put(rec)
+	rec.State, rec.StartedAt = messages.JobState_JOB_STATE_RUNNING, timestamppb.New(started)
+	t := time.AfterFunc(runningDelay, func() { n.outbox.put(rec) })
+	return func() { t.Stop() }
 }
 
 // recordEnd reports how job r ended: res, unless res ends no job.

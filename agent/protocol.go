@@ -144,7 +144,7 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 		}
 		return prior
 	}
-	n.recordRunning(job)
+	defer n.recordRunning(job, time.Now())()
 	timeout, queue := n.limits(req)
 	defer n.acknowledge(req, epoch, timeout, queue)()
 	res := n.run(runCtx, req, received, timeout, queue, epoch)

@@ -32,7 +32,9 @@ type Config struct {
 	Dir string
 	// Quick makes a run of under a minute, with fewer samples, trials and
 	// cluster sizes, for CI.
-	Quick  bool
+	Quick bool
+	// Parts, when set, names the only parts to measure (see Run).
+	Parts  []string
 	Logger *slog.Logger
 }
 
@@ -129,6 +131,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"idle", idle},
 	}
 	for _, s := range steps {
+		if len(cfg.Parts) > 0 && !slices.Contains(cfg.Parts, s.name) {
+			continue
+		}
 		cfg.Logger.Info("measuring", keyPart, s.name)
 		t0 := time.Now()
 		if err := s.run(ctx, cfg, r); err != nil {

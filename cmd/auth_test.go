@@ -61,6 +61,32 @@ func TestAuth(t *testing.T) {
 	if code := nats.wait(20 * time.Second); code != 0 || !strings.Contains(nats.stdout.String(), `via nats`) {
 		t.Errorf("nats req with submit.creds: exit %d, %q %q", code, nats.stdout.String(), nats.stderr.String())
 	}
+
+	// The history: admins read it; others are told in one line that they
+	// may not.
+	eventually(t, 10*time.Second, "the jobs in the history", func() bool {
+		out, _, code := run("jobs", "--broker-addr="+c.addr, "--credentials="+creds(auth.Admin))
+		return code == 0 && strings.Contains(out, "echo hi") && strings.Contains(out, "echo via nats")
+	})
+	out, _, _ := run("jobs", "--json", "--broker-addr="+c.addr, "--credentials="+creds(auth.Admin))
+	if !strings.Contains(out, `"role":"submit"`) {
+		t.Errorf("jobs --json: %q, want the submitter's role", out)
+	}
+	for _, r := range []auth.Role{auth.Watch, auth.Submit, auth.Node} {
+		_, errOut, code := run("jobs", "--broker-addr="+c.addr, "--credentials="+creds(r))
+		if code != 1 || !strings.Contains(errOut, "may not read the job history") || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+			t.Errorf("jobs with %s.creds: exit %d, stderr %q; want 1 and one line", r, code, errOut)
+		}
+	}
+	admin := []string{"--nkey", creds(auth.Admin), "--inbox-prefix", auth.Admin.InboxPrefix()}
+	if out := c.natsOutput(append(admin, "stream", "ls")...); !strings.Contains(out, messages.JobStream) {
+		t.Errorf("nats stream ls with admin.creds printed %q, want %s", out, messages.JobStream)
+	}
+	rm := c.nats(append(admin, "stream", "rm", "-f", messages.JobStream)...)
+	rm.wait(20 * time.Second)
+	if out := c.natsOutput(append(admin, "stream", "info", messages.JobStream)...); !strings.Contains(out, "Messages: 2") {
+		t.Errorf("after nats stream rm: info printed %q, want the stream and its 2 jobs still there", out)
+	}
 }
 
 // A broker with TLS and credentials: a node that trusts its authority

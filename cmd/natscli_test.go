@@ -95,6 +95,24 @@ func TestNatsCLI_Request(t *testing.T) {
 			}
 		}
 	}
+
+	// The history, as the README reads it with the nats CLI.
+	job := regexp.MustCompile(`"job":"([0-9a-z]{15})"`).FindStringSubmatch(c.natsOutput("req", "exec.request", `{"cmd":"echo remembered"}`))
+	if job == nil {
+		t.Fatal("no job ID in the answer")
+	}
+	eventually(t, 10*time.Second, "the job in jobs.list", func() bool {
+		return strings.Contains(c.natsOutput("req", "jobs.list", `{"limit":1}`), `"cmd":"echo remembered","state":"succeeded"`)
+	})
+	if out := c.natsOutput("req", "jobs.get", `{"id":"`+job[1]+`"}`); !strings.Contains(out, `"stdout":"remembered\n"`) || !strings.Contains(out, `"via":"nats"`) {
+		t.Errorf("nats req jobs.get printed %q", out)
+	}
+	if out := c.natsOutput("stream", "ls"); !strings.Contains(out, "BATON_JOBS") {
+		t.Errorf("nats stream ls printed %q", out)
+	}
+	if out := c.natsOutput("stream", "get", "BATON_JOBS", "--last-for", "baton.jobs."+job[1]); !strings.Contains(out, `"stdout":"remembered\n"`) {
+		t.Errorf("nats stream get printed %q", out)
+	}
 }
 
 // The exec endpoint is a NATS micro service that moves with the master.

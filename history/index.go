@@ -29,9 +29,9 @@ type entry struct {
 // body: the message header and checksum of the file store.
 const recordOverhead = 40
 
-func newEntry(job *messages.Job, seq uint64, size int, stored time.Time) *entry {
-	e := &entry{sum: job.JobSummary, seq: seq, stored: stored,
-		size: int64(size + len(messages.JobSubject(job.ID)) + recordOverhead)}
+func newEntry(sum *messages.JobSummary, seq uint64, size int, stored time.Time) *entry {
+	e := &entry{sum: *sum, seq: seq, stored: stored,
+		size: int64(size + len(messages.JobSubject(sum.ID)) + recordOverhead)}
 	if len(e.sum.Cmd) > maxIndexedCmd {
 		cut := maxIndexedCmd
 		for cut > 0 && !utf8.RuneStart(e.sum.Cmd[cut]) {

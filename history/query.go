@@ -1,6 +1,7 @@
 package history
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,7 +69,7 @@ func (s *Store) List(ctx context.Context, q messages.JobQuery) (*messages.JobLis
 		}
 		if len(need) > 0 {
 			var err error
-			if full, err = s.readMany(ctx, need); err != nil {
+			if full, err = s.readMany(ctx, need, grepFilter(q.Grep)); err != nil {
 				return nil, err
 			}
 		}
@@ -106,8 +107,25 @@ func checkQuery(q *messages.JobQuery) error {
 	return nil
 }
 
-// readMany returns the stored records of ids, by ID.
-func (s *Store) readMany(ctx context.Context, ids []string) (map[string]*messages.Job, error) {
+// grepFilter is a quick test of a stored record for text: false when the
+// record's JSON cannot hold it (then decoding it is spared), true when it
+// may. JSON escapes each character on its own, so text in a field's value
+// shows in the record as text escaped.
+func grepFilter(text string) func([]byte) bool {
+	if text == "" {
+		return func([]byte) bool { return true }
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(text)
+	escaped := bytes.TrimSuffix(bytes.TrimSpace(b.Bytes()), []byte(`"`))[1:]
+	return func(record []byte) bool { return bytes.Contains(record, escaped) }
+}
+
+// readMany returns the stored records of ids, by ID, but for those that
+// keep fails.
+func (s *Store) readMany(ctx context.Context, ids []string, keep func([]byte) bool) (map[string]*messages.Job, error) {
 	subjects := make([]string, len(ids))
 	for i, id := range ids {
 		subjects[i] = messages.JobSubject(id)
@@ -123,6 +141,9 @@ func (s *Store) readMany(ctx context.Context, ids []string) (map[string]*message
 				break // all expired meanwhile
 			}
 			return nil, fmt.Errorf("read jobs: %w", err)
+		}
+		if !keep(m.Data) {
+			continue
 		}
 		var job messages.Job
 		if err := json.Unmarshal(m.Data, &job); err == nil {

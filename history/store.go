@@ -167,7 +167,8 @@ func (s *Store) load(ctx context.Context) error {
 			}
 			n++
 			seq = m.Sequence + 1
-			var job messages.Job
+			// The index holds no output: the decoder skips it.
+			var job messages.JobSummary
 			if err := json.Unmarshal(m.Data, &job); err != nil || !messages.ValidJobID(job.ID) {
 				s.cfg.Logger.Warn("unreadable history record skipped", "seq", m.Sequence, keyErr, err)
 				continue
@@ -287,7 +288,7 @@ func (s *Store) Record(ctx context.Context, recs ...*messages.JobRecord) error {
 		select {
 		case pa := <-w.ack.Ok():
 			s.mu.Lock()
-			s.idx.put(newEntry(w.job, pa.Sequence, w.n, time.Now()))
+			s.idx.put(newEntry(&w.job.JobSummary, pa.Sequence, w.n, time.Now()))
 			s.mu.Unlock()
 		case err := <-w.ack.Err():
 			return fmt.Errorf("store job %s: %w", w.job.ID, err)
@@ -364,7 +365,7 @@ func (s *Store) markLost(ctx context.Context, at time.Time, lost func(*entry) (s
 			var pa *jetstream.PubAck
 			if pa, err = s.js.Publish(ctx, messages.JobSubject(job.ID), data); err == nil {
 				s.mu.Lock()
-				s.idx.put(newEntry(job, pa.Sequence, len(data), time.Now()))
+				s.idx.put(newEntry(&job.JobSummary, pa.Sequence, len(data), time.Now()))
 				s.mu.Unlock()
 				s.cfg.Logger.Info("job lost with its master", keyJob, job.ID, keyMaster, job.Master)
 			}

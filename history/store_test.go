@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ import (
 )
 
 // startStore starts a server with JetStream in dir and a history on it.
-func startStore(t *testing.T, dir string, change func(*history.Config)) (*bus.Server, *history.Store) {
+func startStore(t testing.TB, dir string, change func(*history.Config)) (*bus.Server, *history.Store) {
 	t.Helper()
 	srv := bustest.StartServer(t, func(c *bus.ServerConfig) {
 		c.JetStreamDir = dir
@@ -169,5 +170,34 @@ func TestStore_Retention(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, running); err != nil {
 		t.Errorf("running job: %v, want it kept", err)
+	}
+}
+
+// A restarted broker's history holds what was stored, running jobs
+// included.
+func TestStore_Reload(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	srv, st := startStore(t, dir, nil)
+	done, running := messages.NewJobID(time.Now()), messages.NewJobID(time.Now())
+	if err := st.Record(ctx, record(done, "true", messages.JobState_JOB_STATE_SUCCEEDED, "alpha"),
+		record(running, "sleep 9", messages.JobState_JOB_STATE_RUNNING, "alpha")); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, st = startStore(t, dir, nil)
+	list, err := st.List(ctx, messages.JobQuery{})
+	if err != nil || len(list.Jobs) != 2 || list.Jobs[0].ID != running || list.Jobs[0].State != "running" || list.Jobs[1].State != "succeeded" {
+		t.Fatalf("after a restart: got %+v, %v; want the running job, then the finished one", list, err)
+	}
+	// Its master did not come back.
+	if err := st.Reconcile(ctx, func(string) bool { return false }, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if job, _ := st.Get(ctx, running); job.State != "lost" || !strings.Contains(job.Error, "did not come back") {
+		t.Errorf("got %s %q, want lost: did not come back", job.State, job.Error)
 	}
 }

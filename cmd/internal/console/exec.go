@@ -101,6 +101,9 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 	if res.Master != "" {
 		where = " on " + res.Master
 	}
+	if res.Job != "" {
+		where += " (job " + res.Job + ")"
+	}
 	switch {
 	case res.TimedOut:
 		return &ExitError{Code: ExitTimedOut, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
