@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -173,13 +174,18 @@ func (o *outbox) run(ctx context.Context) {
 	retry := time.NewTimer(0)
 	<-retry.C
 	defer retry.Stop()
+	failing := false // then only the retry timer sends again
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-o.wake:
+			if failing {
+				continue
+			}
 		case <-retry.C:
 		}
+		failing = false
 		select {
 		case <-ctx.Done():
 			return
@@ -200,6 +206,7 @@ func (o *outbox) run(ctx context.Context) {
 					o.logger.Warn("job records not stored yet; sending them again", keyErr, err, keyRetryIn, pause)
 					retry.Reset(pause)
 					pause = min(2*pause, maxRetry)
+					failing = true
 				}
 				break
 			}
@@ -249,7 +256,8 @@ func (n *Node) jobRecord(id string, req *messages.ExecRequest, reply string, rec
 	r := &messages.JobRecord{Id: id, Master: n.cfg.Name, Epoch: epoch, Role: replyRole(reply),
 		SubmittedAt: timestamppb.New(received), Via: messages.ViaNATS}
 	if req != nil {
-		r.Cmd, r.Submitter = req.Cmd, req.Requester
+		// A command refused for its length is kept as long as one may be.
+		r.Cmd, r.Submitter = cut(req.Cmd, messages.MaxCommandBytes), cut(req.Requester, maxRequesterBytes)
 		if req.SubmittedAt.IsValid() && !req.SubmittedAt.AsTime().After(received) {
 			r.SubmittedAt = req.SubmittedAt
 		}
@@ -260,6 +268,21 @@ func (n *Node) jobRecord(id string, req *messages.ExecRequest, reply string, rec
 	}
 	return r
 }
+
+// cut is s cut to at most n bytes, on a character boundary (a record with
+// invalid UTF-8 could not be sent).
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// maxRequesterBytes bounds the submitter's name a record keeps.
+const maxRequesterBytes = 256
 
 // replyRole is the role whose inbox reply is in (see auth.Role), empty
 // for the shared inbox of a broker without credentials. Only that role

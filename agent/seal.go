@@ -105,7 +105,11 @@ func resultMAC(key []byte, r *messages.ExecResult) []byte {
 		m.Write([]byte(s))
 	}
 	str(r.Id)
-	str(r.Job)
+	if r.Job != "" {
+		// Only when set: a master from before the history makes the
+		// same mac as before.
+		str(r.Job)
+	}
 	str(r.Master)
 	num(m, r.Epoch)
 	num(m, uint64(int64(r.ExitCode)))

@@ -17,18 +17,32 @@ func (b *Broker) historyEvent(e election.Event) {
 	if b.history == nil || e.Kind != election.EventLost {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), historyWait)
-	defer cancel()
-	if err := b.history.MasterLost(ctx, e.Node, e.Cause.Text(), e.At); err != nil {
-		b.cfg.Logger.Warn("history: lost jobs not marked", keyErr, err)
+	// A store that fails now (its index still loading, a wedged write)
+	// is asked again: jobs must not stay running for good.
+	for attempt := 1; attempt <= historyAttempts; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), historyWait)
+		err := b.history.MasterLost(ctx, e.Node, e.Cause.Text(), e.At)
+		cancel()
+		if err == nil {
+			return
+		}
+		b.cfg.Logger.Warn("history: lost jobs not marked", keyErr, err, "attempt", attempt)
 	}
 }
 
-// reconcileHistory waits until the nodes that are alive have registered
-// again after this start (twice the heartbeat timeout, the election's own
-// start-up wait doubled), then marks lost the running jobs of masters that
+// historyAttempts bounds the tries to mark a lost master's jobs.
+const historyAttempts = 3
+
+// reconcileHistory waits until the history is loaded and the nodes that
+// are alive have registered again after this start (twice the heartbeat
+// timeout, the election's own start-up wait doubled), then marks lost the running jobs of masters that
 // did not come back.
 func (b *Broker) reconcileHistory(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-b.history.Loaded():
+	}
 	t := time.NewTimer(2 * b.cfg.Election.HeartbeatTimeout)
 	defer t.Stop()
 	select {

@@ -45,9 +45,10 @@ func newEntry(sum *messages.JobSummary, seq uint64, size int, stored time.Time) 
 // index holds every stored job's entry, by ID and in ID order (which is
 // submission order). It is not safe for concurrent use.
 type index struct {
-	byID  map[string]*entry
-	order []*entry // by ID
-	bytes int64    // the entries' sizes, summed
+	byID    map[string]*entry
+	order   []*entry // by ID
+	bytes   int64    // the entries' sizes, summed
+	running int      // the entries of jobs running
 }
 
 func newIndex() *index { return &index{byID: make(map[string]*entry)} }
@@ -57,8 +58,14 @@ func (x *index) get(id string) *entry { return x.byID[id] }
 // put adds e, replacing the entry of the same ID.
 func (x *index) put(e *entry) {
 	id := e.sum.ID
+	if !e.sum.Finished() {
+		x.running++
+	}
 	if old, ok := x.byID[id]; ok {
 		x.bytes -= old.size
+		if !old.sum.Finished() {
+			x.running--
+		}
 		i, _ := x.find(id)
 		x.order[i] = e
 	} else if n := len(x.order); n == 0 || x.order[n-1].sum.ID < id {
@@ -85,6 +92,9 @@ func (x *index) remove(ids map[string]bool) {
 	for id := range ids {
 		if e, ok := x.byID[id]; ok {
 			x.bytes -= e.size
+			if !e.sum.Finished() {
+				x.running--
+			}
 			delete(x.byID, id)
 		}
 	}

@@ -124,31 +124,42 @@ func grepFilter(text string) func([]byte) bool {
 }
 
 // readMany returns the stored records of ids, by ID, but for those that
-// keep fails.
+// keep fails, and for those no longer stored (expired meanwhile). The
+// server ends an answer early past a byte budget, so what did not come is
+// asked for again.
 func (s *Store) readMany(ctx context.Context, ids []string, keep func([]byte) bool) (map[string]*messages.Job, error) {
-	subjects := make([]string, len(ids))
-	for i, id := range ids {
-		subjects[i] = messages.JobSubject(id)
-	}
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.JobStream, subjects)
-	if err != nil {
-		return nil, fmt.Errorf("read jobs: %w", err)
-	}
 	jobs := make(map[string]*messages.Job, len(ids))
-	for m, err := range msgs {
+	for len(ids) > 0 {
+		subjects := make([]string, len(ids))
+		for i, id := range ids {
+			subjects[i] = messages.JobSubject(id)
+		}
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.js, messages.JobStream, subjects)
 		if err != nil {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break // all expired meanwhile
-			}
 			return nil, fmt.Errorf("read jobs: %w", err)
 		}
-		if !keep(m.Data) {
-			continue
+		came := make(map[string]bool, len(ids))
+		for m, err := range msgs {
+			if err != nil {
+				if errors.Is(err, jetstreamext.ErrNoMessages) {
+					break // all expired meanwhile
+				}
+				return nil, fmt.Errorf("read jobs: %w", err)
+			}
+			id := strings.TrimPrefix(m.Subject, messages.JobSubjectPrefix)
+			came[id] = true
+			if !keep(m.Data) {
+				continue
+			}
+			var job messages.Job
+			if err := json.Unmarshal(m.Data, &job); err == nil {
+				jobs[job.ID] = &job
+			}
 		}
-		var job messages.Job
-		if err := json.Unmarshal(m.Data, &job); err == nil {
-			jobs[job.ID] = &job
+		if len(came) == 0 {
+			break
 		}
+		ids = slices.DeleteFunc(ids, func(id string) bool { return came[id] })
 	}
 	return jobs, nil
 }

@@ -118,11 +118,20 @@ func (s *Store) Start(ctx context.Context) error {
 	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.wg.Go(func() {
-		if err := s.load(life); err != nil {
-			if life.Err() == nil {
-				s.cfg.Logger.Error("history index not loaded: queries will fail", keyErr, err)
+		for attempt := 1; ; attempt++ {
+			err := s.load(life)
+			if err == nil {
+				break
 			}
-			return
+			if life.Err() != nil {
+				return
+			}
+			s.cfg.Logger.Error("history index not loaded; trying again", keyErr, err, "attempt", attempt)
+			select {
+			case <-life.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
 		s.sweep(life)
 	})
@@ -266,6 +275,9 @@ func (s *Store) Record(ctx context.Context, recs ...*messages.JobRecord) error {
 			s.mu.Unlock()
 		}
 		switch {
+		case prior == nil && !job.Finished() && s.running() >= maxRunning:
+			s.cfg.Logger.Warn("job record refused: too many jobs running", keyJob, r.Id, keyMaster, r.Master, keyJobs, maxRunning)
+			continue
 		case prior == nil:
 		case prior.State == messages.StateLost && job.Finished():
 			job.Note = fmt.Sprintf("its master was lost at %s (%s); this is the outcome %s reported when it came back",
@@ -297,6 +309,18 @@ func (s *Store) Record(ctx context.Context, recs ...*messages.JobRecord) error {
 		}
 	}
 	return nil
+}
+
+// maxRunning bounds the jobs the history holds running: a record of one
+// more is refused. Running jobs never expire, so what a misbehaving master
+// could make them take is bounded too.
+const maxRunning = 100_000
+
+// running counts the jobs held running.
+func (s *Store) running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idx.running
 }
 
 // invalid says why r cannot be stored, empty when it can.
@@ -353,6 +377,10 @@ func (s *Store) markLost(ctx context.Context, at time.Time, lost func(*entry) (s
 		job, err := s.read(ctx, v.id)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if job.Finished() {
+			// Stored finished by a write whose acknowledgement was missed.
 			continue
 		}
 		job.State, job.Error, job.ExitCode = messages.StateLost, v.why, -1

@@ -179,7 +179,7 @@ func TestStore_Reload(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	srv, st := startStore(t, dir, nil)
-	done, running := messages.NewJobID(time.Now()), messages.NewJobID(time.Now())
+	done, running := messages.NewJobID(time.Now()), messages.NewJobID(time.Now().Add(time.Millisecond))
 	if err := st.Record(ctx, record(done, "true", messages.JobState_JOB_STATE_SUCCEEDED, "alpha"),
 		record(running, "sleep 9", messages.JobState_JOB_STATE_RUNNING, "alpha")); err != nil {
 		t.Fatal(err)

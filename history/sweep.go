@@ -28,6 +28,9 @@ func (s *Store) sweep(ctx context.Context) {
 	}
 }
 
+// maxSweep bounds the records one sweep removes: about 50 ms of deletes.
+const maxSweep = 1000
+
 // trim removes the finished jobs older than MaxAge, then the oldest
 // finished jobs until the rest fit MaxBytes. Running jobs stay.
 func (s *Store) trim(ctx context.Context, now time.Time) {
@@ -50,6 +53,9 @@ func (s *Store) trim(ctx context.Context, now time.Time) {
 	if len(victims) == 0 {
 		return
 	}
+	// A sweep holds writes back while it deletes: a mass expiry (limits
+	// lowered, a broker back after long) goes over several sweeps.
+	victims = victims[:min(len(victims), maxSweep)]
 	gone := make(map[string]bool, len(victims))
 	var freed int64
 	for _, e := range victims {
