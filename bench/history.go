@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"baton/bus"
+	"baton/election"
 	"baton/messages"
 )
 
@@ -128,6 +129,18 @@ func historyQueries(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	defer nc.Close()
+	// The history takes records only from a node, of its own jobs: the
+	// benchmark joins as the master it reports for.
+	mcfg := election.DefaultMemberConfig("master")
+	mcfg.Logger = cfg.Logger
+	m, err := election.NewMember(nc, mcfg)
+	if err != nil {
+		return err
+	}
+	if err := m.Start(ctx); err != nil {
+		return err
+	}
+	defer m.Close(context.WithoutCancel(ctx))
 	total := cfg.historyJobs()
 	t0 := time.Now()
 	if err := storeJobs(ctx, nc, total); err != nil {

@@ -174,7 +174,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	if b.cfg.KeepHistory {
-		if b.history, err = history.New(b.server, b.cfg.History); err != nil {
+		hcfg := b.cfg.History
+		hcfg.Sender = b.election.ConnectionOf
+		if b.history, err = history.New(b.server, hcfg); err != nil {
 			store.Close()
 			return err
 		}

@@ -12,16 +12,23 @@ import (
 const historyWait = 5 * time.Second
 
 // historyEvent tells the history that a lost member took its running jobs
-// with it.
+// with it, as did one that left and closed its connection before it
+// reported them.
 func (b *Broker) historyEvent(e election.Event) {
-	if b.history == nil || e.Kind != election.EventLost {
+	why := e.Cause.Text()
+	switch {
+	case b.history == nil:
+		return
+	case e.Kind == election.EventGone:
+		why = "its connection closed after it left, before it reported how the command ended"
+	case e.Kind != election.EventLost:
 		return
 	}
 	// A store that fails now (its index still loading, a wedged write)
 	// is asked again: jobs must not stay running for good.
 	for attempt := 1; attempt <= historyAttempts; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), historyWait)
-		err := b.history.MasterLost(ctx, e.Node, e.Cause.Text(), e.At)
+		err := b.history.MasterLost(ctx, e.Node, why, e.At)
 		cancel()
 		if err == nil {
 			return

@@ -26,6 +26,9 @@ const (
 	EventMasterChanged
 	// EventRefused: a registration was refused; Reason says why.
 	EventRefused
+	// EventGone: a node that left closed its connection (Cause): what it
+	// still ran when it left is lost with it.
+	EventGone
 )
 
 func (k EventKind) String() string {
@@ -40,6 +43,8 @@ func (k EventKind) String() string {
 		return "master changed"
 	case EventRefused:
 		return "refused"
+	case EventGone:
+		return "gone"
 	}
 	return "unknown"
 }

@@ -156,9 +156,12 @@ type Service struct {
 	closed    chan struct{} // closed when Close has released everything
 	closeErr  error
 
-	mu        sync.Mutex
-	members   map[string]*member
-	byClient  map[uint64]string
+	mu       sync.Mutex
+	members  map[string]*member
+	byClient map[uint64]string
+	// left names the members that left, by their connection, until it
+	// closes: they finish what they run and report it.
+	left      map[uint64]string
 	epoch     uint64 // decided; published once committed
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
@@ -196,6 +199,7 @@ func NewService(b Broker, store Store, cfg ServiceConfig) (*Service, error) {
 		closed:   make(chan struct{}),
 		members:  make(map[string]*member),
 		byClient: make(map[uint64]string),
+		left:     make(map[uint64]string),
 	}, nil
 }
 
@@ -357,6 +361,18 @@ func (s *Service) Current() *messages.Announcement {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.current()
+}
+
+// ConnectionOf names the node whose connection has the given server client
+// id: a member, or one that left and has not closed it yet.
+func (s *Service) ConnectionOf(clientID uint64) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if name, ok := s.byClient[clientID]; ok {
+		return name, true
+	}
+	name, ok := s.left[clientID]
+	return name, ok
 }
 
 // Members names the live members, in no order.
@@ -666,6 +682,7 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		lastBeat:   now,
 	}
 	s.byClient[sender.ClientID] = req.Name
+	delete(s.left, sender.ClientID)
 	event := req.Name + " joined"
 	if rejoin {
 		event = req.Name + " re-registered"
@@ -750,6 +767,7 @@ func (s *Service) handleDeregister(msg *nats.Msg) {
 	sender, _ := bus.SenderOf(msg)
 	s.mu.Lock()
 	if m, ok := s.members[req.Name]; ok && m.instanceID == req.InstanceId && m.clientID == sender.ClientID {
+		s.left[m.clientID] = req.Name
 		s.remove(req.Name)
 		s.cfg.Logger.Info("member left", keyNode, req.Name, keyReason, req.Reason)
 		s.pending = append(s.pending, Event{Kind: EventLeft, At: time.Now(), Node: req.Name})
@@ -777,6 +795,10 @@ func (s *Service) handleDisconnect(msg *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
+	if name, ok := s.left[ev.Client.ID]; ok {
+		delete(s.left, ev.Client.ID)
+		s.pending = append(s.pending, Event{Kind: EventGone, At: time.Now(), Node: name, Cause: messages.Cause_CAUSE_CONNECTION_CLOSED})
+	}
 	name, ok := s.byClient[ev.Client.ID]
 	if ok {
 		// Its serving connection goes with it: a node whose own connection

@@ -20,7 +20,11 @@ type Config struct {
 	MaxBytes int64
 	// SweepInterval is how often the limits are enforced.
 	SweepInterval time.Duration
-	Logger        *slog.Logger
+	// Sender, when set, names the node whose connection has a server
+	// client id (false for none): a batch of records is taken only from a
+	// node, and only its own jobs' records.
+	Sender func(clientID uint64) (name string, ok bool)
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the history's defaults.

@@ -9,11 +9,14 @@ import (
 	"sync"
 	"time"
 
+	"slices"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 	"google.golang.org/protobuf/proto"
 
+	"baton/bus"
 	"baton/messages"
 )
 
@@ -229,8 +232,11 @@ func (s *Store) respond(msg *nats.Msg, data []byte) {
 func (s *Store) handleRecords(msg *nats.Msg) {
 	ack := &messages.JobRecordsAck{}
 	var batch messages.JobRecords
-	if err := proto.Unmarshal(msg.Data, &batch); err != nil {
+	var err error
+	if err = proto.Unmarshal(msg.Data, &batch); err != nil {
 		ack.Error = fmt.Sprintf("unreadable job records: %v", err)
+	} else if batch.Records, err = s.fromSender(msg, batch.Records); err != nil {
+		ack.Error = err.Error()
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		if err := s.Record(ctx, batch.Records...); err != nil {
@@ -240,6 +246,30 @@ func (s *Store) handleRecords(msg *nats.Msg) {
 	}
 	b, _ := proto.Marshal(ack)
 	s.respond(msg, b)
+}
+
+// fromSender keeps the records of recs that msg's sender may report: a
+// node, its own jobs. A connection that is no node's (yet: a master
+// registering again after a reconnect) gets an error, and sends again.
+func (s *Store) fromSender(msg *nats.Msg, recs []*messages.JobRecord) ([]*messages.JobRecord, error) {
+	if s.cfg.Sender == nil {
+		return recs, nil
+	}
+	sender, ok := bus.SenderOf(msg)
+	name := ""
+	if ok {
+		name, ok = s.cfg.Sender(sender.ClientID)
+	}
+	if !ok {
+		return nil, errors.New("history: job records only come from a registered node; send them again once registered")
+	}
+	return slices.DeleteFunc(recs, func(r *messages.JobRecord) bool {
+		if r.Master != name {
+			s.cfg.Logger.Warn("job record refused: a node reports its own jobs only", keyJob, r.Id, keyMaster, r.Master, "sender", name)
+			return true
+		}
+		return false
+	}), nil
 }
 
 // Record stores what recs say of their jobs, once each: a record of a job

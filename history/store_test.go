@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -199,5 +200,48 @@ func TestStore_Reload(t *testing.T) {
 	}
 	if job, _ := st.Get(ctx, running); job.State != "lost" || !strings.Contains(job.Error, "did not come back") {
 		t.Errorf("got %s %q, want lost: did not come back", job.State, job.Error)
+	}
+}
+
+// Records come only from a node, of its own jobs: a connection that is no
+// node's is told to send again later, another master's records are
+// refused.
+func TestStore_RecordsFromTheirMaster(t *testing.T) {
+	var srv *bus.Server
+	var alphaID uint64
+	srv, st := startStore(t, t.TempDir(), func(c *history.Config) {
+		c.Sender = func(id uint64) (string, bool) { return "alpha", id == alphaID }
+	})
+	alpha, stranger := bustest.Connect(t, srv.Addr()), bustest.Connect(t, srv.Addr())
+	var err error
+	if alphaID, err = alpha.GetClientID(); err != nil {
+		t.Fatal(err)
+	}
+	send := func(nc *nats.Conn, recs ...*messages.JobRecord) string {
+		b, _ := proto.Marshal(&messages.JobRecords{Records: recs})
+		msg, err := nc.Request(messages.SubjectJobRecord, b, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ack messages.JobRecordsAck
+		if err := proto.Unmarshal(msg.Data, &ack); err != nil {
+			t.Fatal(err)
+		}
+		return ack.Error
+	}
+	own, forged := messages.NewJobID(time.Now()), messages.NewJobID(time.Now().Add(time.Millisecond))
+	if got := send(stranger, record(own, "true", messages.JobState_JOB_STATE_SUCCEEDED, "alpha")); !strings.Contains(got, "registered node") {
+		t.Errorf("from a stranger: ack %q, want an error asking to send again", got)
+	}
+	if got := send(alpha, record(own, "true", messages.JobState_JOB_STATE_SUCCEEDED, "alpha"),
+		record(forged, "true", messages.JobState_JOB_STATE_SUCCEEDED, "beta")); got != "" {
+		t.Errorf("from alpha: ack %q, want none", got)
+	}
+	ctx := context.Background()
+	if _, err := st.Get(ctx, own); err != nil {
+		t.Errorf("alpha's own job: %v", err)
+	}
+	if _, err := st.Get(ctx, forged); !errors.Is(err, history.ErrUnknownJob) {
+		t.Errorf("beta's job sent by alpha: %v, want it refused", err)
 	}
 }
