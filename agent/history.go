@@ -212,6 +212,12 @@ func (o *outbox) run(ctx context.Context) {
 			}
 			pause = minRetry
 			o.done(recs)
+			// At most one batch a linger: under load, many records each.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(linger):
+			}
 		}
 	}
 }
@@ -304,25 +310,26 @@ const runningDelay = ackDelay
 // taken at started and runs; the returned function cancels a pending
 // report.
 func (n *Node) recordRunning(r *messages.JobRecord, started time.Time) (cancel func()) {
-	rec := proto.CloneOf(r)
-	rec.State, rec.StartedAt = messages.JobState_JOB_STATE_RUNNING, timestamppb.New(started)
+	rec := &messages.JobRecord{Id: r.Id, Cmd: r.Cmd, State: messages.JobState_JOB_STATE_RUNNING,
+		SubmittedAt: r.SubmittedAt, StartedAt: timestamppb.New(started), Master: r.Master, Epoch: r.Epoch,
+		Submitter: r.Submitter, Role: r.Role, Via: r.Via}
 	t := time.AfterFunc(runningDelay, func() { n.outbox.put(rec) })
 	return func() { t.Stop() }
 }
 
-// recordEnd reports how job r ended: res, unless res ends no job.
+// recordEnd reports how job r ended: res, unless res ends no job. r is
+// the outbox's from then on.
 func (n *Node) recordEnd(r *messages.JobRecord, res *messages.ExecResult) {
 	state, ok := messages.StateOf(res)
 	if !ok {
 		return
 	}
-	rec := proto.CloneOf(r)
 	now := time.Now()
-	rec.State, rec.ExitCode, rec.Error, rec.TimedOut = state, res.ExitCode, res.Error, res.TimedOut
-	rec.FinishedAt, rec.DurationMs = timestamppb.New(now), res.DurationMs
+	r.State, r.ExitCode, r.Error, r.TimedOut = state, res.ExitCode, res.Error, res.TimedOut
+	r.FinishedAt, r.DurationMs = timestamppb.New(now), res.DurationMs
 	if state != messages.JobState_JOB_STATE_REJECTED {
-		rec.StartedAt = timestamppb.New(now.Add(-time.Duration(res.DurationMs) * time.Millisecond))
+		r.StartedAt = timestamppb.New(now.Add(-time.Duration(res.DurationMs) * time.Millisecond))
 	}
-	rec.Stdout, rec.Stderr, rec.StdoutDropped, rec.StderrDropped = res.Stdout, res.Stderr, res.StdoutDropped, res.StderrDropped
-	n.outbox.put(rec)
+	r.Stdout, r.Stderr, r.StdoutDropped, r.StderrDropped = res.Stdout, res.Stderr, res.StdoutDropped, res.StderrDropped
+	n.outbox.put(r)
 }

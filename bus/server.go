@@ -237,16 +237,24 @@ func (s *Server) Start(ctx context.Context) error {
 		s.ns.Shutdown()
 		return fmt.Errorf("listen on %s: server not ready after %v", s.cfg.Addr, s.cfg.StartTimeout)
 	}
-	if s.cfg.JetStreamDir != "" {
-		internal, err := s.ns.LookupAccount(InternalAccount)
-		if err == nil {
-			// No limits of its own: the server's (75 % of the disk) apply.
-			err = internal.EnableJetStream(nil, nil)
-		}
-		if err != nil {
-			s.ns.Shutdown()
-			return fmt.Errorf("enable JetStream in %s: %w", s.cfg.JetStreamDir, err)
-		}
+	return nil
+}
+
+// EnableJetStream turns JetStream on in the internal account (see
+// ServerConfig.JetStreamDir), recovering what it stored: after a crash
+// that can take seconds, so callers need not hold the server's start for
+// it. It needs a started server.
+func (s *Server) EnableJetStream() error {
+	if s.cfg.JetStreamDir == "" {
+		return fmt.Errorf("%w: no JetStream directory", ErrInvalidServerConfig)
+	}
+	internal, err := s.ns.LookupAccount(InternalAccount)
+	if err == nil {
+		// No limits of its own: the server's (75 % of the disk) apply.
+		err = internal.EnableJetStream(nil, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("enable JetStream in %s: %w", s.cfg.JetStreamDir, err)
 	}
 	return nil
 }

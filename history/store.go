@@ -25,6 +25,9 @@ type Broker interface {
 	// ServiceConn opens an in-process connection to the broker's own
 	// account, where JetStream is on and ServiceSubjects are answered.
 	ServiceConn(name string, opts ...nats.Option) (*nats.Conn, error)
+	// EnableJetStream turns JetStream on in that account; it may take
+	// seconds (recovery after a crash), and is called once.
+	EnableJetStream() error
 }
 
 // ServiceSubjects are the subjects the Store answers for clients.
@@ -58,6 +61,8 @@ type Store struct {
 	stream jetstream.Stream
 
 	loaded chan struct{} // closed once the index holds the stored jobs
+	jsOnce sync.Once
+	jsErr  error
 
 	writeMu sync.Mutex // one writer at a time: decisions read the index
 	mu      sync.Mutex // guards idx
@@ -79,9 +84,10 @@ func New(b Broker, cfg Config) (*Store, error) {
 	return &Store{cfg: cfg, broker: b, loaded: make(chan struct{}), idx: newIndex()}, nil
 }
 
-// Start subscribes first, so that a master's records find a responder
-// from the moment the broker is announced, then creates or opens the
-// stream and loads the index in the background; requests wait for it.
+// Start subscribes, so that a master's records find a responder from the
+// moment the broker is announced, and returns; the stream is created or
+// opened and the index loaded in the background, and requests wait for
+// them.
 // After a failed Start, Close releases what it took.
 func (s *Store) Start(ctx context.Context) error {
 	var err error
@@ -103,6 +109,39 @@ func (s *Store) Start(ctx context.Context) error {
 	if s.js, err = jetstream.New(s.nc); err != nil {
 		return err
 	}
+	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	// In the background: JetStream recovering a stream after a crash can
+	// take seconds, and the broker's election must not wait for it.
+	s.wg.Go(func() {
+		for attempt := 1; ; attempt++ {
+			err := s.open(life)
+			if err == nil {
+				break
+			}
+			if life.Err() != nil {
+				return
+			}
+			s.cfg.Logger.Error("history not opened; trying again", keyErr, err, "attempt", attempt)
+			select {
+			case <-life.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		s.sweep(life)
+	})
+	return nil
+}
+
+// open creates or opens the stream and loads the index, then closes
+// loaded.
+func (s *Store) open(ctx context.Context) error {
+	s.jsOnce.Do(func() { s.jsErr = s.broker.EnableJetStream() })
+	if s.jsErr != nil {
+		return s.jsErr
+	}
+	var err error
 	s.stream, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        messages.JobStream,
 		Description: "baton job history: one JSON record per job, on " + messages.JobSubjectPrefix + "<job id>",
@@ -118,27 +157,7 @@ func (s *Store) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", messages.JobStream, err)
 	}
-	life, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.wg.Go(func() {
-		for attempt := 1; ; attempt++ {
-			err := s.load(life)
-			if err == nil {
-				break
-			}
-			if life.Err() != nil {
-				return
-			}
-			s.cfg.Logger.Error("history index not loaded; trying again", keyErr, err, "attempt", attempt)
-			select {
-			case <-life.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		s.sweep(life)
-	})
-	return nil
+	return s.load(ctx)
 }
 
 // Close stops the sweeper and closes the connection, waiting for what is
