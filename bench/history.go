@@ -64,48 +64,15 @@ func historyCost(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	defer on.close()
-	submit := func(c *cluster) error {
-		res, err := c.client.Submit(ctx, "true")
-		if err == nil && res.ExitCode != 0 {
-			err = errors.New(res.Error)
-		}
+	// Throughput in alternating quarters: the machine's drift over a run
+	// is larger than the cost measured.
+	p, err := versus(ctx, off, on, n, d, 4)
+	if err != nil {
 		return err
 	}
-	var a, b []time.Duration
-	for i := range n + n/10 {
-		t0 := time.Now()
-		if err := submit(off); err != nil {
-			return err
-		}
-		t1 := time.Now()
-		if err := submit(on); err != nil {
-			return err
-		}
-		if i >= n/10 {
-			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
-		}
-	}
-	slices.Sort(a)
-	slices.Sort(b)
-	// Throughput in alternating quarters: the machine's drift over a
-	// run is larger than the cost measured.
-	const rounds = 4
-	var offRate, onRate float64
-	for range rounds {
-		or, err := rate(8, d/rounds, func() error { return submit(off) })
-		if err != nil {
-			return err
-		}
-		nr, err := rate(8, d/rounds, func() error { return submit(on) })
-		if err != nil {
-			return err
-		}
-		offRate, onRate = offRate+or/rounds, onRate+nr/rounds
-	}
 	h := &r.History
-	h.Samples, h.OffP50Ms, h.OnP50Ms, h.OffPerSecond, h.OnPerSecond = n, percentile(a, 50), percentile(b, 50), offRate, onRate
-	h.RoundTripCost = h.OnP50Ms/h.OffP50Ms - 1
-	h.ThroughputCost = 1 - onRate/offRate
+	h.Samples, h.OffP50Ms, h.OnP50Ms, h.OffPerSecond, h.OnPerSecond = n, p.aP50Ms, p.bP50Ms, p.aPerSec, p.bPerSec
+	h.RoundTripCost, h.ThroughputCost = p.roundTripCost, p.throughputCost
 	return nil
 }
 

@@ -2,10 +2,7 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"time"
 )
 
 // Security compares the same cluster with credentials and TLS required and
@@ -37,49 +34,15 @@ func security(ctx context.Context, cfg Config, r *Report) error {
 		return fmt.Errorf("cluster with credentials and TLS: %w", err)
 	}
 	defer secure.close()
-	submit := func(c *cluster) error {
-		res, err := c.client.Submit(ctx, "true")
-		if err == nil && res.ExitCode != 0 {
-			err = errors.New(res.Error)
-		}
+	p, err := versus(ctx, plain, secure, n, d, 2)
+	if err != nil {
 		return err
-	}
-	var p, s []time.Duration
-	// Interleaved, so that both see the same machine at the same time.
-	for i := range n + n/10 {
-		t0 := time.Now()
-		if err := submit(plain); err != nil {
-			return err
-		}
-		t1 := time.Now()
-		if err := submit(secure); err != nil {
-			return err
-		}
-		if i >= n/10 { // the first tenth warms up
-			p, s = append(p, t1.Sub(t0)), append(s, time.Since(t1))
-		}
-	}
-	slices.Sort(p)
-	slices.Sort(s)
-	// Throughput in alternating halves, for the same reason.
-	var plainRate, secureRate float64
-	for range 2 {
-		pr, err := rate(8, d/2, func() error { return submit(plain) })
-		if err != nil {
-			return err
-		}
-		sr, err := rate(8, d/2, func() error { return submit(secure) })
-		if err != nil {
-			return err
-		}
-		plainRate, secureRate = plainRate+pr/2, secureRate+sr/2
 	}
 	r.Security = Security{
 		Samples:    n,
-		PlainP50Ms: percentile(p, 50), SecureP50Ms: percentile(s, 50),
-		PlainPerSecond: plainRate, SecurePerSecond: secureRate,
+		PlainP50Ms: p.aP50Ms, SecureP50Ms: p.bP50Ms,
+		PlainPerSecond: p.aPerSec, SecurePerSecond: p.bPerSec,
+		RoundTripCost: p.roundTripCost, ThroughputCost: p.throughputCost,
 	}
-	r.Security.RoundTripCost = r.Security.SecureP50Ms/r.Security.PlainP50Ms - 1
-	r.Security.ThroughputCost = 1 - secureRate/plainRate
 	return nil
 }
