@@ -195,8 +195,7 @@ func (s *Store) handleList(msg *nats.Msg) {
 	if err != nil {
 		list = &messages.JobList{Jobs: []messages.JobSummary{}, Error: err.Error()}
 	}
-	b, _ := json.Marshal(list)
-	s.respond(msg, b)
+	s.respond(msg, marshal(list))
 }
 
 func (s *Store) handleGet(msg *nats.Msg) {
@@ -213,6 +212,15 @@ func (s *Store) handleGet(msg *nats.Msg) {
 	if err != nil {
 		ans.Error = strings.TrimPrefix(err.Error(), "history: ")
 	}
-	b, _ := json.Marshal(&ans)
-	s.respond(msg, b)
+	s.respond(msg, marshal(&ans))
+}
+
+// marshal is v as JSON with <, > and & as they are, as the stored records
+// have them.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }

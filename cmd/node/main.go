@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +34,7 @@ type Globals struct {
 	cli.VersionFlag
 	cli.Logging
 	BrokerAddr  string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
-	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch)."`
+	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch, admin.creds for jobs and job)."`
 	TLSCA       string `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
 }
 
@@ -307,7 +308,7 @@ func (s *StatusCmd) Run(g *Globals) error {
 
 // JobsCmd is `node jobs`.
 type JobsCmd struct {
-	State string        `enum:"${job_states}," default:"" help:"Only jobs in this state: ${job_states}."`
+	State string        `placeholder:"STATE" help:"Only jobs in this state: ${job_states}."`
 	Node  string        `placeholder:"NAME" help:"Only jobs that NAME ran (as master) or submitted."`
 	Since time.Duration `placeholder:"D" help:"Only jobs submitted within D before now, such as 1h or 30m."`
 	Grep  string        `placeholder:"TEXT" help:"Only jobs whose command, stdout or stderr contains TEXT (case-sensitive)."`
@@ -318,6 +319,8 @@ type JobsCmd struct {
 // Validate rejects bounds the history would refuse, as usage errors.
 func (j *JobsCmd) Validate() error {
 	switch {
+	case j.State != "" && !slices.Contains(messages.JobStates(), j.State):
+		return fmt.Errorf("--state=%s: not a state; want one of %s", j.State, strings.Join(messages.JobStates(), ", "))
 	case j.Limit < 1 || j.Limit > messages.MaxJobLimit:
 		return fmt.Errorf("--limit=%d: must be from 1 to %d", j.Limit, messages.MaxJobLimit)
 	case j.Since < 0:
@@ -348,6 +351,16 @@ func (j *JobsCmd) Run(g *Globals) error {
 type JobCmd struct {
 	ID   string `arg:"" help:"The job's ID, as 'node jobs' and every result show it."`
 	JSON bool   `name:"json" env:"BATON_JSON" help:"Print the whole record, stdout and stderr included, as one JSON object."`
+}
+
+// Validate refuses what cannot be a job ID, as a usage error; IDs are
+// read in either case.
+func (j *JobCmd) Validate() error {
+	j.ID = strings.ToLower(j.ID)
+	if !messages.ValidJobID(j.ID) {
+		return fmt.Errorf("ID %q: not a job ID (%d characters of 0-9 and a-z, as 'node jobs' shows them)", j.ID, messages.JobIDLen)
+	}
+	return nil
 }
 
 // Run shows the job.
@@ -396,11 +409,12 @@ func (g *Globals) askHistory(name string, ask func(context.Context, *nats.Conn) 
 	return nil
 }
 
-// terminalWidth is f's width in columns when it is a terminal, else 120.
+// terminalWidth is f's width in columns when it is a terminal, else 0:
+// no limit.
 func terminalWidth(f *os.File) int {
 	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	if err != nil || ws.Col == 0 {
-		return 120
+	if err != nil {
+		return 0
 	}
 	return int(ws.Col)
 }

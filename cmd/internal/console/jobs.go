@@ -12,7 +12,8 @@ import (
 )
 
 // WriteJobs prints jobs, newest first: a table whose command column is cut
-// so that a row fits width columns, or with asJSON one object per line.
+// so that a row fits width columns (0: no limit), or with asJSON one object
+// per line.
 func WriteJobs(w io.Writer, jobs []messages.JobSummary, asJSON bool, width int, now time.Time) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
@@ -53,7 +54,9 @@ func WriteJobs(w io.Writer, jobs []messages.JobSummary, asJSON bool, width int, 
 	room := max(width-used, 20)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, r := range rows {
-		r[len(r)-1] = cut(r[len(r)-1], room)
+		if width > 0 {
+			r[len(r)-1] = cut(r[len(r)-1], room)
+		}
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
@@ -71,17 +74,23 @@ func WriteJob(out, errOut io.Writer, job *messages.Job, asJSON bool) error {
 	var h strings.Builder
 	fmt.Fprintf(&h, "job %s: %s", job.ID, job.State)
 	switch {
-	case job.State == messages.StateRunning:
-	case job.Error != "":
-		fmt.Fprintf(&h, ": %s", job.Error)
-	default:
+	case job.State == messages.StateRunning || job.State == messages.StateRejected || job.State == messages.StateLost:
+	case job.ExitCode >= 0:
 		fmt.Fprintf(&h, " (exit %d in %dms)", job.ExitCode, job.DurationMs)
+	default: // killed: no exit status of its own
+		fmt.Fprintf(&h, " (after %dms)", job.DurationMs)
 	}
-	fmt.Fprintf(&h, "\n  cmd:       %s\n", oneLine(job.Cmd))
+	fmt.Fprintf(&h, "\n  cmd:       %s\n", dash(oneLine(job.Cmd)))
+	if job.Error != "" {
+		fmt.Fprintf(&h, "  error:     %s\n", job.Error)
+	}
 	if job.Master != "" {
 		fmt.Fprintf(&h, "  master:    %s (epoch %d)\n", job.Master, job.Epoch)
 	}
-	by := dash(job.Submitter)
+	by := job.Submitter
+	if by == "" {
+		by = "an unnamed client"
+	}
 	if job.Role != "" {
 		by += " (" + job.Role + ")"
 	}
@@ -90,11 +99,18 @@ func WriteJob(out, errOut io.Writer, job *messages.Job, asJSON bool) error {
 		fmt.Fprintf(&h, "  started:   %s\n", stamp(job.StartedAt))
 	}
 	if job.FinishedAt != nil {
-		fmt.Fprintf(&h, "  finished:  %s\n", stamp(job.FinishedAt))
+		label := "finished:"
+		if job.State == messages.StateLost {
+			label = "lost:    " // when the loss was declared
+		}
+		fmt.Fprintf(&h, "  %s  %s\n", label, stamp(job.FinishedAt))
 	}
 	if job.Note != "" {
 		fmt.Fprintf(&h, "  note:      %s\n", job.Note)
 	}
+	// The job's own stderr follows on the same stream: a blank line
+	// ends the header.
+	h.WriteString("\n")
 	if _, err := io.WriteString(errOut, h.String()); err != nil {
 		return err
 	}
