@@ -137,7 +137,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{cfg: cfg}
 	if cfg.KeepHistory {
 		b.cfg.Server.JetStreamDir = cfg.DataDir
-		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), history.ReadSubjects())
+		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), messages.JobReadSubjects())
 		b.cfg.Election.History = true
 		user := cfg.Election.Events
 		b.cfg.Election.Events = func(e election.Event) {

@@ -214,11 +214,7 @@ func TestHistorySurvivesBrokerKill(t *testing.T) {
 		t.Fatalf("submitter exited %d: %s", code, sub.stderr.String())
 	}
 	received := map[string]messages.ResultJSON{}
-	for line := range strings.Lines(sub.stdout.String()) {
-		var r messages.ResultJSON
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("result line %q: %v", line, err)
-		}
+	for _, r := range jsonResults(t, sub.stdout.String()) {
 		if r.Error == "" && r.ExitCode == 0 {
 			received[r.Job] = r
 		}

@@ -115,11 +115,8 @@ func grepFilter(text string) func([]byte) bool {
 	if text == "" {
 		return func([]byte) bool { return true }
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(text)
-	escaped := bytes.TrimSuffix(bytes.TrimSpace(b.Bytes()), []byte(`"`))[1:]
+	quoted, _ := encode(text)
+	escaped := quoted[1 : len(quoted)-1]
 	return func(record []byte) bool { return bytes.Contains(record, escaped) }
 }
 
@@ -195,7 +192,8 @@ func (s *Store) handleList(msg *nats.Msg) {
 	if err != nil {
 		list = &messages.JobList{Jobs: []messages.JobSummary{}, Error: err.Error()}
 	}
-	s.respond(msg, marshal(list))
+	b, _ := encode(list) // of plain values: it cannot fail
+	s.respond(msg, b)
 }
 
 func (s *Store) handleGet(msg *nats.Msg) {
@@ -212,15 +210,6 @@ func (s *Store) handleGet(msg *nats.Msg) {
 	if err != nil {
 		ans.Error = strings.TrimPrefix(err.Error(), "history: ")
 	}
-	s.respond(msg, marshal(&ans))
-}
-
-// marshal is v as JSON with <, > and & as they are, as the stored records
-// have them.
-func marshal(v any) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	b, _ := encode(&ans)
+	s.respond(msg, b)
 }

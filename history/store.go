@@ -35,10 +35,6 @@ func ServiceSubjects() []string {
 	return []string{messages.SubjectJobRecord, messages.SubjectJobList, messages.SubjectJobGet}
 }
 
-// ReadSubjects are the JetStream API subjects through which clients read
-// the history's stream (messages.JobReadSubjects).
-func ReadSubjects() []string { return messages.JobReadSubjects() }
-
 // ErrUnknownJob is why a job is not in the history.
 var ErrUnknownJob = errors.New("history: no such job")
 
@@ -454,13 +450,13 @@ func (s *Store) markLost(ctx context.Context, at time.Time, lost func(*entry) (s
 	return errors.Join(errs...)
 }
 
-// encode is job as stored: JSON, with <, > and & as they are, so that
-// `nats stream get` shows commands as typed.
-func encode(job *messages.Job) ([]byte, error) {
+// encode is v as JSON with <, > and & as they are: records as stored
+// (`nats stream get` shows commands as typed) and the answers to queries.
+func encode(v any) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(job); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil

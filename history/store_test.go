@@ -25,7 +25,7 @@ func startStore(t testing.TB, dir string, change func(*history.Config)) (*bus.Se
 	t.Helper()
 	srv := bustest.StartServer(t, func(c *bus.ServerConfig) {
 		c.JetStreamDir = dir
-		c.Services = append(history.ServiceSubjects(), history.ReadSubjects()...)
+		c.Services = append(history.ServiceSubjects(), messages.JobReadSubjects()...)
 	})
 	cfg := history.DefaultConfig()
 	cfg.Logger = testlog.Logger(t)
