@@ -94,3 +94,40 @@ func TestLoad_Refuses(t *testing.T) {
 		t.Errorf("Ensure over a file others may read: got %v, want it refused", err)
 	}
 }
+
+// The dashboard's tokens are made once each, mode 0600, and name their
+// role; a token readable by others is refused.
+func TestEnsureTokens(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "credentials")
+	tokens, made, err := auth.EnsureTokens(dir)
+	if err != nil || len(made) != 3 {
+		t.Fatalf("EnsureTokens: made %v, %v; want 3 made", made, err)
+	}
+	for _, r := range auth.TokenRoles() {
+		token := tokens.Token(r)
+		if got, ok := tokens.Role(token); !ok || got != r {
+			t.Errorf("Role(%s's token) = %q %v, want %s", r, got, ok, r)
+		}
+		info, err := os.Stat(filepath.Join(dir, auth.TokenFileName(r)))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s token file: %v %v, want mode 0600", r, info, err)
+		}
+	}
+	if _, ok := tokens.Role(tokens.Token(auth.Admin) + "x"); ok {
+		t.Error("a token with a character more was taken")
+	}
+	if _, ok := tokens.Role(""); ok {
+		t.Error("an empty token was taken")
+	}
+	again, made, err := auth.EnsureTokens(dir)
+	if err != nil || len(made) != 0 || again.Token(auth.Watch) != tokens.Token(auth.Watch) {
+		t.Fatalf("EnsureTokens again: made %v, %v; want the same tokens kept", made, err)
+	}
+	path := filepath.Join(dir, auth.TokenFileName(auth.Watch))
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := auth.EnsureTokens(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("EnsureTokens with a token readable by others: %v, want a refusal saying chmod 600", err)
+	}
+}

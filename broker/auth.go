@@ -32,6 +32,24 @@ func (b *Broker) authorize(srv *bus.ServerConfig) error {
 	for _, c := range creds {
 		srv.Users = append(srv.Users, bus.User{Nkey: c.Public, Permissions: c.Role.Permissions()})
 	}
+	if b.cfg.HTTP != "" {
+		// The dashboard's sign-in, and the users it submits as.
+		tokens, made, err := auth.EnsureTokens(dir)
+		if err != nil {
+			return err
+		}
+		for _, path := range made {
+			b.cfg.Logger.Info("dashboard token made", keyPath, path)
+		}
+		if b.webUsers, err = webUsers(); err != nil {
+			return err
+		}
+		b.tokens = tokens
+		srv.Users = append(srv.Users, webUsersOf(b.webUsers)...)
+		if !loopback(b.cfg.HTTP) {
+			b.cfg.Logger.Warn("the dashboard is plain HTTP: its tokens and sessions cross the network in clear; reach it through a tunnel or a TLS proxy", keyHTTP, b.cfg.HTTP)
+		}
+	}
 	b.cfg.Logger.Info("credentials required", keyDir, dir)
 	return nil
 }

@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"baton/auth"
 	"baton/bus"
 	"baton/election"
 	"baton/history"
 	"baton/messages"
+	"baton/web"
 )
 
 // ErrInvalidConfig is wrapped by every Config validation error.
@@ -52,8 +54,10 @@ type Config struct {
 	// Election tunes the election service; Election.Events, when set, hears
 	// what happens to the election.
 	Election election.ServiceConfig
-	// HTTP, when set, is the host:port of the monitoring endpoints.
+	// HTTP, when set, is the host:port of the monitoring endpoints and of
+	// the dashboard (Web).
 	HTTP string
+	Web  web.Config
 	// TuneMemory keeps the process's soft memory limit a margin above what
 	// it uses (see memory.go). It is process-wide: set it in a broker
 	// process, not in a test that embeds a broker.
@@ -68,8 +72,9 @@ func DefaultConfig() Config {
 	srv.MaxPayload = messages.MaxPayload
 	el := election.DefaultServiceConfig()
 	hist := history.DefaultConfig()
+	dash := web.DefaultConfig()
 	// The parts log through Logger, each under its component's name.
-	srv.Logger, el.Logger, hist.Logger = nil, nil, nil
+	srv.Logger, el.Logger, hist.Logger, dash.Logger = nil, nil, nil, nil
 	return Config{
 		// Safe wherever the broker is reachable from another host, and no
 		// flags for a try on one machine.
@@ -81,6 +86,7 @@ func DefaultConfig() Config {
 		// Operators ask first who ran what, where and when.
 		KeepHistory: true,
 		History:     hist,
+		Web:         dash,
 		Logger:      slog.Default(),
 	}
 }
@@ -106,6 +112,16 @@ type Broker struct {
 	history  *history.Store // nil without KeepHistory
 	http     *http.Server
 	httpAddr string
+	// The dashboard, with HTTP: its sign-in tokens (with credentials
+	// required), the users it submits as, and their clients.
+	web        *web.Server
+	tokens     auth.Tokens
+	webUsers   []webUser
+	webConns   []webConn
+	webClients webClients
+	// stopWeb ends the requests in flight (event streams) before the HTTP
+	// server shuts down.
+	stopWeb context.CancelFunc
 
 	cancel    context.CancelFunc // ends the broker's own goroutines
 	wg        sync.WaitGroup
@@ -130,6 +146,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.History.Logger == nil {
 		cfg.History.Logger = cfg.Logger.With(keyComponent, "history")
 	}
+	if cfg.Web.Logger == nil {
+		cfg.Web.Logger = cfg.Logger.With(keyComponent, "web")
+	}
 	// The election service and the history answer in the broker's own
 	// account; the server routes their subjects there, telling them who
 	// sent each message.
@@ -139,8 +158,15 @@ func New(cfg Config) (*Broker, error) {
 		b.cfg.Server.JetStreamDir = cfg.DataDir
 		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), messages.JobReadSubjects())
 		b.cfg.Election.History = true
+	}
+	if cfg.KeepHistory || cfg.HTTP != "" {
 		user := cfg.Election.Events
+		// The dashboard first: the history's marking of lost jobs may
+		// take a while.
 		b.cfg.Election.Events = func(e election.Event) {
+			if b.web != nil {
+				b.web.ClusterEvent(e)
+			}
 			b.historyEvent(e)
 			if user != nil {
 				user(e)
@@ -176,7 +202,23 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.cfg.KeepHistory {
 		hcfg := b.cfg.History
 		hcfg.Sender = b.election.ConnectionOf
+		if b.cfg.HTTP != "" {
+			hcfg.Changed = func(sum *messages.JobSummary) { b.web.JobChanged(sum) }
+		}
 		if b.history, err = history.New(b.server, hcfg); err != nil {
+			store.Close()
+			return err
+		}
+	}
+	if b.cfg.HTTP != "" {
+		// Before the election starts, so that its timeline misses nothing.
+		wcfg := b.cfg.Web
+		wcfg.Tokens = b.tokens
+		var hist web.History
+		if b.history != nil {
+			hist = b.history
+		}
+		if b.web, err = web.New(wcfg, b, hist, b.webClients.submitter); err != nil {
 			store.Close()
 			return err
 		}
@@ -196,6 +238,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	var bctx context.Context
 	bctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if b.cfg.HTTP != "" {
+		if err := b.startWebClients(ctx); err != nil {
+			return err
+		}
+		b.web.Start(bctx)
 		if err := b.serveHTTP(ctx); err != nil {
 			return err
 		}
@@ -217,7 +263,17 @@ func (b *Broker) serveHTTP(ctx context.Context) error {
 		return fmt.Errorf("monitoring: listen on %s: %w", b.cfg.HTTP, err)
 	}
 	b.httpAddr = l.Addr().String()
-	b.http = &http.Server{Handler: b.handler(), ReadHeaderTimeout: 5 * time.Second}
+	var base context.Context
+	base, b.stopWeb = context.WithCancel(context.Background())
+	b.http = &http.Server{
+		Handler:           b.handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		// No write timeout: event streams and commands run long; each
+		// write has its own deadline.
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		BaseContext:    func(net.Listener) context.Context { return base },
+	}
 	b.wg.Go(func() {
 		if err := b.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.cfg.Logger.Error("monitoring server stopped", keyErr, err)
@@ -239,7 +295,8 @@ func (b *Broker) Addr() string {
 // before Start.
 func (b *Broker) HTTPAddr() string { return b.httpAddr }
 
-// Status is the cluster's state as last announced; empty before Start.
+// Status is the cluster's state as last announced, with when the broker
+// last heard from each member; empty before Start.
 func (b *Broker) Status() election.Status {
 	if b.election == nil {
 		return election.Status{}
@@ -266,7 +323,14 @@ func (b *Broker) Close(ctx context.Context) error {
 func (b *Broker) close(ctx context.Context) error {
 	var errs []error
 	if b.http != nil {
+		// Event streams never go idle: they end first, and commands run
+		// from the dashboard are cancelled.
+		b.stopWeb()
 		errs = append(errs, b.http.Shutdown(ctx))
+	}
+	if b.web != nil {
+		b.web.Close()
+		errs = append(errs, b.closeWebClients(ctx))
 	}
 	if b.election != nil {
 		errs = append(errs, b.election.Close(ctx))

@@ -17,6 +17,7 @@ type candidate struct {
 	startedAt  time.Time
 	instanceID string
 	execKey    []byte
+	version    string
 }
 
 // compareRank orders candidates for master: priority descending, then
@@ -47,6 +48,7 @@ func rank(cs []candidate, limit int) []*messages.Member {
 			StartedAt:  timestamppb.New(c.startedAt),
 			InstanceId: c.instanceID,
 			ExecKey:    c.execKey,
+			Version:    c.version,
 		}
 	}
 	return ms

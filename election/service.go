@@ -40,6 +40,10 @@ const AnnouncedMembersMax = 20
 // maxNameLen bounds node names (a DNS name's length).
 const maxNameLen = 253
 
+// maxVersionLen bounds the version a node reports: room for what `git
+// describe --dirty` prints.
+const maxVersionLen = 128
+
 // The session keys accepted: at least 128 bits in hex.
 const (
 	minSessionKeyLen = 32
@@ -389,6 +393,11 @@ func (s *Service) Members() []string {
 // current is Current for callers that hold s.mu.
 func (s *Service) current() *messages.Announcement {
 	a := s.announcement(0)
+	for _, m := range a.Members {
+		if mem, ok := s.members[m.Name]; ok {
+			m.HeardAt = timestamppb.New(mem.lastBeat)
+		}
+	}
 	// What was committed, not what is being decided.
 	if p := s.published; p != nil {
 		a.Epoch, a.Master, a.Event = p.Epoch, p.Master, p.Event
@@ -676,7 +685,7 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 	now := time.Now()
 	s.members[req.Name] = &member{
 		candidate: candidate{name: req.Name, priority: req.Priority, startedAt: req.StartedAt.AsTime(),
-			instanceID: req.InstanceId, execKey: req.ExecKey},
+			instanceID: req.InstanceId, execKey: req.ExecKey, version: req.Version},
 		clientID:   sender.ClientID,
 		sessionKey: req.SessionKey,
 		lastBeat:   now,
@@ -716,6 +725,8 @@ func validateRegister(r *messages.Register) error {
 		return fmt.Errorf("priority %d of %q is outside the range %d to %d", r.Priority, r.Name, MinPriority, MaxPriority)
 	case r.StartedAt == nil || r.StartedAt.CheckValid() != nil:
 		return fmt.Errorf("%q has no valid start time", r.Name)
+	case len(r.Version) > maxVersionLen:
+		return fmt.Errorf("%q has a version of %d bytes, at most %d allowed", r.Name, len(r.Version), maxVersionLen)
 	case len(r.ExecKey) != 0 && len(r.ExecKey) != 32:
 		return fmt.Errorf("%q has an exec key of %d bytes, want an X25519 public key of 32", r.Name, len(r.ExecKey))
 	}

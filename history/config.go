@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"baton/messages"
 )
 
 // ErrInvalidConfig is wrapped by every Config validation error.
@@ -24,7 +26,11 @@ type Config struct {
 	// client id (false for none): a batch of records is taken only from a
 	// node, and only its own jobs' records.
 	Sender func(clientID uint64) (name string, ok bool)
-	Logger *slog.Logger
+	// Changed, when set, hears of every job's new state once it is
+	// stored, its command cut as the index keeps it. It is never called
+	// concurrently, and must return quickly: writes wait for it.
+	Changed func(*messages.JobSummary)
+	Logger  *slog.Logger
 }
 
 // DefaultConfig returns the history's defaults.

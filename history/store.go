@@ -344,9 +344,7 @@ func (s *Store) Record(ctx context.Context, recs ...*messages.JobRecord) error {
 	for _, w := range writes {
 		select {
 		case pa := <-w.ack.Ok():
-			s.mu.Lock()
-			s.idx.put(newEntry(&w.job.JobSummary, pa.Sequence, w.n, time.Now()))
-			s.mu.Unlock()
+			s.stored(newEntry(&w.job.JobSummary, pa.Sequence, w.n, time.Now()))
 		case err := <-w.ack.Err():
 			return fmt.Errorf("store job %s: %w", w.job.ID, err)
 		case <-ctx.Done():
@@ -354,6 +352,17 @@ func (s *Store) Record(ctx context.Context, recs ...*messages.JobRecord) error {
 		}
 	}
 	return nil
+}
+
+// stored indexes a record written, and tells Config.Changed. Callers
+// hold writeMu.
+func (s *Store) stored(e *entry) {
+	s.mu.Lock()
+	s.idx.put(e)
+	s.mu.Unlock()
+	if s.cfg.Changed != nil {
+		s.cfg.Changed(&e.sum)
+	}
 }
 
 // maxRunning bounds the jobs the history holds running: a record of one
@@ -437,9 +446,7 @@ func (s *Store) markLost(ctx context.Context, at time.Time, lost func(*entry) (s
 		if err == nil {
 			var pa *jetstream.PubAck
 			if pa, err = s.js.Publish(ctx, messages.JobSubject(job.ID), data); err == nil {
-				s.mu.Lock()
-				s.idx.put(newEntry(&job.JobSummary, pa.Sequence, len(data), time.Now()))
-				s.mu.Unlock()
+				s.stored(newEntry(&job.JobSummary, pa.Sequence, len(data), time.Now()))
 				s.cfg.Logger.Info("job lost with its master", keyJob, job.ID, keyMaster, job.Master)
 			}
 		}

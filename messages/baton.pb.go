@@ -665,7 +665,13 @@ type Member struct {
 	// exec.status.<instance_id>.
 	InstanceId string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// Exec_key is the node's X25519 public key (Register.exec_key).
-	ExecKey       []byte `protobuf:"bytes,6,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
+	ExecKey []byte `protobuf:"bytes,6,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
+	// Version is the node's build version (Register.version).
+	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	// Heard_at is when the broker last heard from the node: set in answers
+	// to master.get and in the broker's own status, not on master.current,
+	// whose once-a-second repeats it would only grow.
+	HeardAt       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=heard_at,json=heardAt,proto3" json:"heard_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,6 +744,20 @@ func (x *Member) GetInstanceId() string {
 func (x *Member) GetExecKey() []byte {
 	if x != nil {
 		return x.ExecKey
+	}
+	return nil
+}
+
+func (x *Member) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Member) GetHeardAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HeardAt
 	}
 	return nil
 }
@@ -2013,7 +2033,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
 	"instanceId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xc3\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x94\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x12\x12\n" +
@@ -2022,7 +2042,9 @@ const file_baton_proto_rawDesc = "" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1f\n" +
 	"\vinstance_id\x18\x05 \x01(\tR\n" +
 	"instanceId\x12\x19\n" +
-	"\bexec_key\x18\x06 \x01(\fR\aexecKey\"F\n" +
+	"\bexec_key\x18\x06 \x01(\fR\aexecKey\x12\x18\n" +
+	"\aversion\x18\a \x01(\tR\aversion\x125\n" +
+	"\bheard_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aheardAt\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\x94\x03\n" +
@@ -2205,24 +2227,25 @@ var file_baton_proto_depIdxs = []int32{
 	21, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
 	10, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
 	21, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: baton.v1.Departure.cause:type_name -> baton.v1.Cause
-	8,  // 4: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	21, // 5: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
-	9,  // 6: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	21, // 7: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
-	21, // 8: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	14, // 10: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
-	2,  // 11: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
-	21, // 12: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
-	21, // 13: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
-	21, // 14: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 15: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	21, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: baton.v1.Departure.cause:type_name -> baton.v1.Cause
+	8,  // 5: baton.v1.Announcement.members:type_name -> baton.v1.Member
+	21, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	9,  // 7: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
+	21, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	21, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
+	1,  // 10: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
+	14, // 11: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	2,  // 12: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
+	21, // 13: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
+	21, // 14: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
+	21, // 15: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
+	18, // 16: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }

@@ -239,6 +239,19 @@ func NewJobID(t time.Time) string {
 	return string(id[:])
 }
 
+// FirstJobID is the smallest ID of a job submitted at t (to the
+// millisecond): the jobs submitted before t are those whose IDs sort
+// before it.
+func FirstJobID(t time.Time) string {
+	ms := uint64(max(t.UnixMilli(), 0))
+	id := []byte(strings.Repeat("0", JobIDLen))
+	for i := 8; i >= 0; i-- {
+		id[i] = jobIDAlphabet[ms&31]
+		ms >>= 5
+	}
+	return string(id)
+}
+
 // ValidJobID reports whether id could be a job ID, so that nothing else
 // ever becomes part of a subject.
 func ValidJobID(id string) bool {

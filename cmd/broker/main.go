@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -27,7 +28,7 @@ type CLI struct {
 	cli.Logging
 	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch (so that it never goes backwards across restarts), the job history and its credentials."`
 	HeartbeatTimeout time.Duration `default:"${heartbeat_timeout}" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connections cut). A started broker also waits this long to hear from every node before it elects."`
-	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve monitoring over HTTP on ADDR (host:port): the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status (members, ranks, master, epoch as JSON). Off by default."`
+	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve the dashboard and monitoring over HTTP on ADDR (host:port, such as 127.0.0.1:8222): the dashboard at / (with credentials required, sign in with a token from DATA-DIR/credentials), its JSON API under /api/, the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status. Off by default."`
 	Auth             string        `default:"${auth}" enum:"auto,required,none" env:"BATON_AUTH" help:"Who may connect: 'required' lets in only clients with one of the broker's credentials (admin, node, submit, watch; made under DATA-DIR/credentials on first start, mode 0600), each with its role's rights; 'none' lets anyone who reaches the port run commands; 'auto' is required unless every listen address is on loopback."`
 
 	History         bool          `default:"true" negatable:"" env:"BATON_HISTORY" help:"Keep a history of every job (JetStream stream ${job_stream} under DATA-DIR; read it with 'node jobs'). --no-history keeps none."`
@@ -39,7 +40,7 @@ type CLI struct {
 
 	Run         RunCmd         `cmd:"" default:"withargs" help:"Run the broker (the default: plain 'broker [ADDR]' does this)."`
 	Certificate CertificateCmd `cmd:"" help:"Make a private certificate authority and a broker certificate for --hosts under DATA-DIR/tls (ca.pem, broker.pem, broker-key.pem; keys mode 0600), unless they are there, and print how to use them."`
-	Credentials CredentialsCmd `cmd:"" help:"Make the credentials of every role (admin, node, submit, watch) that are missing under DATA-DIR/credentials, mode 0600, and list them; a broker started with that data directory uses them. Copy them to where clients run."`
+	Credentials CredentialsCmd `cmd:"" help:"Make the credentials of every role (admin, node, submit, watch) and the dashboard's tokens (admin, submit, watch) that are missing under DATA-DIR/credentials, mode 0600, and list them; a broker started with that data directory uses them. Copy the credentials to where clients run."`
 }
 
 // Validate rejects flag values no broker can run with, as usage errors.
@@ -82,6 +83,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
+	cfg.Web.Version = cli.Version
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
 	if err != nil {
@@ -131,6 +133,18 @@ func (*CredentialsCmd) Run(c *CLI) error {
 			state = "made"
 		}
 		fmt.Printf("%-6s %s (%s; nats CLI: --nkey %s --inbox-prefix %s)\n", cr.Role, cr.Path, state, cr.Path, cr.Role.InboxPrefix())
+	}
+	_, madeTokens, err := auth.EnsureTokens(auth.Dir(c.DataDir))
+	if err != nil {
+		return err
+	}
+	for _, r := range auth.TokenRoles() {
+		path := filepath.Join(auth.Dir(c.DataDir), auth.TokenFileName(r))
+		state := "kept"
+		if slices.Contains(madeTokens, path) {
+			state = "made"
+		}
+		fmt.Printf("%-6s %s (%s; the dashboard's sign-in, or curl -H \"Authorization: Bearer $(cat %s)\")\n", r, path, state, path)
 	}
 	return nil
 }

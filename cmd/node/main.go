@@ -283,7 +283,7 @@ func (e *ExecCmd) Run(g *Globals) error {
 
 // StatusCmd is `node status`.
 type StatusCmd struct {
-	JSON bool `name:"json" env:"BATON_JSON" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master}]} instead of a table."`
+	JSON bool `name:"json" env:"BATON_JSON" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master,version,heartbeat_age_ms}],\"last_change\":…,\"last_change_at\":…,\"at\":…} instead of a table."`
 }
 
 // Run prints the cluster's state.

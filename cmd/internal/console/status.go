@@ -31,13 +31,17 @@ func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER")
+	fmt.Fprintln(tw, "NAME\tPRIORITY\tRANK\tMASTER\tVERSION\tLAST HEARD")
 	for _, m := range st.Members {
 		mark := ""
 		if m.Master {
 			mark = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", m.Name, m.Priority, m.Rank, mark)
+		heard := "-"
+		if m.HeartbeatAgeMs >= 0 {
+			heard = (time.Duration(m.HeartbeatAgeMs) * time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\n", m.Name, m.Priority, m.Rank, mark, dash(m.Version), heard)
 	}
 	return tw.Flush()
 }

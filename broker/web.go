@@ -1,0 +1,134 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"baton/agent"
+	"baton/auth"
+	"baton/bus"
+	"baton/election"
+	"baton/web"
+)
+
+// webRequester is the name the dashboard submits under: the history shows
+// it as each web job's submitter.
+const webRequester = "web"
+
+// webUser is an in-process user the dashboard submits as, with a role's
+// permissions and inbox (so that the history records that role). Its key
+// is made at each start and never leaves the process.
+type webUser struct {
+	role auth.Role
+	key  nkeys.KeyPair
+	pub  string
+}
+
+// webUsers makes the users of the roles that may run commands from the
+// dashboard.
+func webUsers() ([]webUser, error) {
+	var users []webUser
+	for _, r := range auth.TokenRoles() {
+		if r == auth.Watch {
+			continue
+		}
+		k, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, fmt.Errorf("make the dashboard's %s key: %w", r, err)
+		}
+		pub, _ := k.PublicKey()
+		users = append(users, webUser{role: r, key: k, pub: pub})
+	}
+	return users, nil
+}
+
+// webClients run the dashboard's commands: one client per role, on
+// in-process connections, made once the election answers.
+type webClients struct {
+	mu      sync.Mutex
+	clients map[auth.Role]*agent.Client
+}
+
+// submitter is the client of role, nil until they are made.
+func (w *webClients) submitter(role auth.Role) web.Submitter {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.clients[role]; ok {
+		return c
+	}
+	return nil
+}
+
+// startWebClients connects the dashboard's clients: one per web user when
+// credentials are required, else one (role "") for everyone.
+func (b *Broker) startWebClients(ctx context.Context) error {
+	clients := make(map[auth.Role]*agent.Client)
+	start := func(role auth.Role, opts ...nats.Option) error {
+		nc, err := b.server.Conn("baton-web", opts...)
+		if err != nil {
+			return err
+		}
+		cfg := agent.DefaultClientConfig(webRequester)
+		cfg.Logger = b.cfg.Logger.With(keyComponent, "web")
+		view := election.NewView(nc, cfg.Logger)
+		c, err := agent.NewClient(nc, view, cfg)
+		if err == nil {
+			err = view.Start(ctx)
+		}
+		if err == nil {
+			err = c.Start(ctx)
+		}
+		if err != nil {
+			nc.Close()
+			return fmt.Errorf("dashboard's %s client: %w", role, err)
+		}
+		clients[role] = c
+		b.webConns = append(b.webConns, webConn{nc, view, c})
+		return nil
+	}
+	if len(b.webUsers) == 0 {
+		if err := start(""); err != nil {
+			return err
+		}
+	}
+	for _, u := range b.webUsers {
+		if err := start(u.role, nats.Nkey(u.pub, u.key.Sign), nats.CustomInboxPrefix(u.role.InboxPrefix())); err != nil {
+			return err
+		}
+	}
+	b.webClients.mu.Lock()
+	b.webClients.clients = clients
+	b.webClients.mu.Unlock()
+	return nil
+}
+
+// webConn is what startWebClients opened, for Close.
+type webConn struct {
+	nc     *nats.Conn
+	view   *election.View
+	client *agent.Client
+}
+
+// closeWebClients closes what startWebClients opened.
+func (b *Broker) closeWebClients(ctx context.Context) error {
+	var errs []error
+	for _, c := range b.webConns {
+		errs = append(errs, c.client.Close(ctx), c.view.Close(ctx))
+		c.nc.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// webUsersOf are the bus users of the dashboard's web users.
+func webUsersOf(users []webUser) []bus.User {
+	out := make([]bus.User, len(users))
+	for i, u := range users {
+		out[i] = bus.User{Nkey: u.pub, Permissions: u.role.Permissions()}
+	}
+	return out
+}

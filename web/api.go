@@ -1,0 +1,198 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"baton/history"
+	"baton/messages"
+)
+
+// historyTimeout bounds one question to the history: a text search
+// through a hundred thousand jobs takes a second or two.
+const historyTimeout = 15 * time.Second
+
+// writeJSON answers v as JSON, with <, > and & as they are.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// apiError answers {"error": msg}.
+func apiError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// handleStatus is GET /api/status: what `node status --json` prints.
+func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.cluster.Status())
+}
+
+// errNoHistory is the answer of every history endpoint of a broker that
+// keeps none.
+const errNoHistory = "this broker keeps no job history (it runs with --no-history)"
+
+// historyError answers err of the history: 404 for an unknown job, 503
+// for a question it could not answer now (jobQuery checked the rest).
+func historyError(w http.ResponseWriter, err error) {
+	if errors.Is(err, history.ErrUnknownJob) {
+		apiError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	apiError(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// jobQuery reads the filters of /jobs and /api/jobs: state, node, q
+// (text in the command or its output), since and before (a time, a
+// duration before now such as 1h, or for before a job ID: the next page
+// after that job), limit.
+func jobQuery(v url.Values, now time.Time) (messages.JobQuery, error) {
+	q := messages.JobQuery{State: v.Get("state"), Node: strings.TrimSpace(v.Get("node")), Grep: v.Get("q")}
+	switch {
+	case q.State != "" && !slices.Contains(messages.JobStates(), q.State):
+		return q, fmt.Errorf("state %q: want one of %s", q.State, strings.Join(messages.JobStates(), ", "))
+	case len(q.Grep) > messages.MaxCommandBytes:
+		return q, fmt.Errorf("q: text of %d bytes is longer than the %d allowed", len(q.Grep), messages.MaxCommandBytes)
+	}
+	if s := strings.TrimSpace(v.Get("since")); s != "" {
+		t, err := parseTime(s, now)
+		if err != nil {
+			return q, fmt.Errorf("since: %w", err)
+		}
+		q.Since = &t
+	}
+	if s := strings.TrimSpace(v.Get("before")); s != "" {
+		if id := strings.ToLower(s); messages.ValidJobID(id) {
+			q.Before = id
+		} else {
+			t, err := parseTime(s, now)
+			if err != nil {
+				return q, fmt.Errorf("before: %w, or a job ID", err)
+			}
+			// IDs sort as submission times: the first ID of t's millisecond.
+			q.Before = messages.FirstJobID(t)
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > messages.MaxJobLimit {
+			return q, fmt.Errorf("limit %q: want a number from 1 to %d", s, messages.MaxJobLimit)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// timeLayouts are the times parseTime reads, in UTC unless they say: RFC
+// 3339, and what a person types or a datetime-local field sends.
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
+
+// parseTime reads a time, or a duration before now such as 90m.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q: a duration before now must be positive", s)
+		}
+		return now.Add(-d), nil
+	}
+	for _, layout := range timeLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a time (2006-01-02T15:04:05Z, 2006-01-02 15:04 in UTC) nor a duration before now (1h, 30m)", s)
+}
+
+// handleJobList is GET /api/jobs: {"jobs": [...]}, newest first, each as a
+// line of `node jobs --json`.
+func (s *Server) handleJobList(w http.ResponseWriter, r *http.Request) {
+	if s.history == nil {
+		apiError(w, http.StatusNotFound, errNoHistory)
+		return
+	}
+	q, err := jobQuery(r.URL.Query(), time.Now())
+	if err != nil {
+		apiError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
+	defer cancel()
+	list, err := s.history.List(ctx, q)
+	if err != nil {
+		historyError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// jobID reads the {id} of a path: a job ID in either case.
+func jobID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := strings.ToLower(r.PathValue("id"))
+	if !messages.ValidJobID(id) {
+		apiError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a job ID (%d characters of 0-9 and a-z)", r.PathValue("id"), messages.JobIDLen))
+		return "", false
+	}
+	return id, true
+}
+
+// getJob reads a job for a handler, answering the error itself.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) (*messages.Job, bool) {
+	if s.history == nil {
+		apiError(w, http.StatusNotFound, errNoHistory)
+		return nil, false
+	}
+	id, ok := jobID(w, r)
+	if !ok {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
+	defer cancel()
+	job, err := s.history.Get(ctx, id)
+	if err != nil {
+		historyError(w, err)
+		return nil, false
+	}
+	return job, true
+}
+
+// handleJobGet is GET /api/jobs/{id}: what `node job ID --json` prints.
+func (s *Server) handleJobGet(w http.ResponseWriter, r *http.Request) {
+	if job, ok := s.getJob(w, r); ok {
+		writeJSON(w, http.StatusOK, job)
+	}
+}
+
+// handleJobOutput is GET /api/jobs/{id}/stdout and /stderr: the whole
+// stored stream, as a file to download.
+func (s *Server) handleJobOutput(w http.ResponseWriter, r *http.Request) {
+	stream := r.PathValue("stream")
+	if stream != "stdout" && stream != "stderr" {
+		apiError(w, http.StatusNotFound, fmt.Sprintf("no %q for a job: want stdout or stderr", stream))
+		return
+	}
+	job, ok := s.getJob(w, r)
+	if !ok {
+		return
+	}
+	out := job.Stdout
+	if stream == "stderr" {
+		out = job.Stderr
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.%s.txt"`, job.ID, stream))
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	_, _ = w.Write([]byte(out))
+}

@@ -1,0 +1,403 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"baton/election"
+	"baton/messages"
+)
+
+// The event stream (/api/events) is server-sent events:
+//
+//	status   the cluster's status (election.Status), after every change
+//	         and every StatusInterval; the periodic ones carry no id
+//	cluster  one line of the timeline (TimelineEntry)
+//	job      a job's new state (messages.JobSummary)
+//	reset    what the client missed is no longer kept: load afresh
+//
+// Every event but the periodic status has an id, RUN-SEQ: RUN changes at
+// each broker start, SEQ counts up. A client that reconnects with
+// Last-Event-ID (browsers send it themselves), or opens the stream with
+// ?after=ID (the ID the page was rendered at), gets every event since,
+// or a reset when they are no longer kept.
+
+// TimelineEntry is one change in the cluster, as the Cluster page lists
+// it.
+type TimelineEntry struct {
+	At time.Time `json:"at"`
+	// Kind is joined, rejoined, left, lost, master or refused.
+	Kind     string `json:"kind"`
+	Node     string `json:"node,omitempty"`
+	Priority int32  `json:"priority,omitempty"`
+	Master   string `json:"master,omitempty"`
+	Epoch    uint64 `json:"epoch,omitempty"`
+	// Cause says why a node was lost, Reason why the master moved or a
+	// registration was refused.
+	Cause  string `json:"cause,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Text is the entry as one line.
+	Text string `json:"text"`
+}
+
+// timelineOf is e as the timeline shows it; false for what it leaves out
+// (a node that left closing its connection).
+func timelineOf(e election.Event) (TimelineEntry, bool) {
+	t := TimelineEntry{At: e.At.UTC(), Node: e.Node}
+	switch e.Kind {
+	case election.EventJoined:
+		t.Kind, t.Priority = "joined", e.Priority
+		t.Text = fmt.Sprintf("%s joined (priority %d)", e.Node, e.Priority)
+		if e.Rejoined {
+			t.Kind = "rejoined"
+			t.Text = fmt.Sprintf("%s registered again (priority %d)", e.Node, e.Priority)
+		}
+	case election.EventLeft:
+		t.Kind, t.Text = "left", e.Node+" left"
+	case election.EventLost:
+		t.Kind, t.Cause = "lost", e.Cause.Text()
+		t.Text = fmt.Sprintf("%s lost: %s", e.Node, t.Cause)
+	case election.EventMasterChanged:
+		t.Kind, t.Master, t.Epoch, t.Reason = "master", e.Master, e.Epoch, e.Reason
+		master := e.Master
+		if master == "" {
+			master = "none"
+		}
+		t.Text = fmt.Sprintf("epoch %d: master %s (%s)", e.Epoch, master, e.Reason)
+	case election.EventRefused:
+		t.Kind, t.Reason = "refused", e.Reason
+		name := e.Node
+		if name == "" {
+			name = "an unreadable registration"
+		}
+		t.Text = fmt.Sprintf("%s refused: %s", name, e.Reason)
+	default:
+		return t, false
+	}
+	return t, true
+}
+
+// frame is one event, encoded once for every stream.
+type frame struct {
+	seq  uint64
+	data []byte
+}
+
+// ring keeps the newest frames of one kind, at most max; dropped is the
+// seq of the newest frame it let go.
+type ring struct {
+	frames  []frame
+	max     int
+	dropped uint64
+}
+
+func (r *ring) add(f frame) {
+	r.frames = append(r.frames, f)
+	if len(r.frames) > 2*r.max {
+		// Amortised: the slice is cut by half its length at a time.
+		cut := len(r.frames) - r.max
+		r.dropped = r.frames[cut-1].seq
+		r.frames = append(r.frames[:0:0], r.frames[cut:]...)
+	}
+}
+
+// since appends the frames after seq to out; false when some after seq
+// were dropped.
+func (r *ring) since(seq uint64, out []frame) ([]frame, bool) {
+	if seq < r.dropped {
+		return out, false
+	}
+	i := len(r.frames)
+	for i > 0 && r.frames[i-1].seq > seq {
+		i--
+	}
+	return append(out, r.frames[i:]...), true
+}
+
+// hub fans the events out to every open stream. Publishing never blocks:
+// each stream catches up from the rings at its own pace.
+type hub struct {
+	run string // this broker start's id
+
+	mu       sync.Mutex
+	seq      uint64
+	cluster  ring
+	jobs     ring
+	timeline []TimelineEntry // newest last, at most cluster.max
+	// tick is the latest periodic status frame, tickGen its count.
+	tick    []byte
+	tickGen uint64
+	// wake is closed, and replaced, at every publication.
+	wake    chan struct{}
+	streams int
+}
+
+func newHub(clusterEvents, jobEvents int) *hub {
+	return &hub{
+		run:     strings.ToLower(rand.Text()[:8]),
+		cluster: ring{max: clusterEvents},
+		jobs:    ring{max: jobEvents},
+		wake:    make(chan struct{}),
+	}
+}
+
+// cursor is the id of the newest event: a page rendered now asks for
+// what comes after it.
+func (h *hub) cursor() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.idOf(h.seq)
+}
+
+func (h *hub) idOf(seq uint64) string { return h.run + "-" + strconv.FormatUint(seq, 10) }
+
+// parseCursor reads an event id of this run; false for another run's (or
+// garbage).
+func (h *hub) parseCursor(id string) (uint64, bool) {
+	run, seq, ok := strings.Cut(id, "-")
+	if !ok || run != h.run {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(seq, 10, 64)
+	return n, err == nil
+}
+
+// encodeFrame is an event as the stream carries it; id 0 carries none.
+func (h *hub) encodeFrame(seq uint64, event string, v any) []byte {
+	var b bytes.Buffer
+	if seq != 0 {
+		fmt.Fprintf(&b, "id: %s\n", h.idOf(seq))
+	}
+	fmt.Fprintf(&b, "event: %s\ndata: ", event)
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // plain values: it cannot fail; it ends the line
+	b.WriteByte('\n')
+	return b.Bytes()
+}
+
+// publishCluster adds a timeline entry and the status after it.
+func (h *hub) publishCluster(t TimelineEntry, st election.Status) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.timeline = append(h.timeline, t)
+	if len(h.timeline) > 2*h.cluster.max {
+		h.timeline = append(h.timeline[:0:0], h.timeline[len(h.timeline)-h.cluster.max:]...)
+	}
+	h.seq++
+	h.cluster.add(frame{h.seq, h.encodeFrame(h.seq, "cluster", t)})
+	h.seq++
+	h.cluster.add(frame{h.seq, h.encodeFrame(h.seq, "status", st)})
+	h.wakeLocked()
+}
+
+// publishJob adds a job's new state.
+func (h *hub) publishJob(sum *messages.JobSummary) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.seq++
+	h.jobs.add(frame{h.seq, h.encodeFrame(h.seq, "job", sum)})
+	h.wakeLocked()
+}
+
+// publishTick replaces the periodic status.
+func (h *hub) publishTick(st election.Status) {
+	data := h.encodeFrame(0, "status", st)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.tick = data
+	h.tickGen++
+	h.wakeLocked()
+}
+
+func (h *hub) wakeLocked() {
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// recent is the timeline's newest n entries, newest first.
+func (h *hub) recent(n int) []TimelineEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]TimelineEntry, 0, min(n, len(h.timeline)))
+	for i := len(h.timeline) - 1; i >= 0 && len(out) < n; i-- {
+		out = append(out, h.timeline[i])
+	}
+	return out
+}
+
+// listening reports whether any stream is open.
+func (h *hub) listening() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams > 0
+}
+
+// admit counts a new stream in, false when max are open.
+func (h *hub) admit(max int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.streams >= max {
+		return false
+	}
+	h.streams++
+	return true
+}
+
+func (h *hub) leave() {
+	h.mu.Lock()
+	h.streams--
+	h.mu.Unlock()
+}
+
+// catchUp is what a stream at seq (having seen tick tickGen) has to send:
+// the frames since, in order (or a reset, when some were dropped), the
+// periodic status if it changed, and the channel that closes at the next
+// publication.
+type catchUp struct {
+	frames  []frame
+	reset   []byte
+	tick    []byte
+	seq     uint64
+	tickGen uint64
+	wake    <-chan struct{}
+}
+
+func (h *hub) since(seq, tickGen uint64, jobs bool) catchUp {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := catchUp{seq: h.seq, tickGen: h.tickGen, wake: h.wake}
+	var complete bool
+	c.frames, complete = h.cluster.since(seq, nil)
+	if jobs && complete {
+		n := len(c.frames)
+		c.frames, complete = h.jobs.since(seq, c.frames)
+		if n > 0 && n < len(c.frames) {
+			// Two rings: merge into the order they were published in.
+			sortFrames(c.frames)
+		}
+	}
+	if !complete {
+		c.frames = nil
+		c.reset = h.encodeFrame(h.seq, "reset", map[string]string{"reason": "events missed are no longer kept"})
+	}
+	if tickGen != h.tickGen {
+		c.tick = h.tick
+	}
+	return c
+}
+
+func sortFrames(fs []frame) {
+	// Two sorted runs: an insertion sort is linear for few inversions.
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && fs[j-1].seq > fs[j].seq; j-- {
+			fs[j-1], fs[j] = fs[j], fs[j-1]
+		}
+	}
+}
+
+// ticks publishes the status every StatusInterval while a stream is open,
+// until ctx ends.
+func (s *Server) ticks(ctx context.Context) {
+	t := time.NewTicker(s.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.hub.listening() {
+				s.hub.publishTick(s.cluster.Status())
+			}
+		}
+	}
+}
+
+// Stream pacing: a stream writes at most once per streamPace (what came
+// meanwhile goes in one write), says something at least every
+// streamKeepAlive (so that proxies keep it open and a dead peer is
+// noticed), and drops a peer that takes streamWriteTimeout over a write.
+const (
+	streamPace         = 100 * time.Millisecond
+	streamKeepAlive    = 20 * time.Second
+	streamWriteTimeout = 10 * time.Second
+	// streamRetry is how soon a browser reconnects a dropped stream.
+	streamRetry = time.Second
+)
+
+// handleEvents is GET /api/events[?after=ID][&jobs=0].
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	jobs := r.URL.Query().Get("jobs") != "0"
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("after")
+	}
+	seq, known := s.hub.parseCursor(last)
+	if !s.hub.admit(s.cfg.MaxStreams) {
+		apiError(w, http.StatusServiceUnavailable, fmt.Sprintf("%d event streams are open, the most this broker serves; close a dashboard tab", s.cfg.MaxStreams))
+		return
+	}
+	defer s.hub.leave()
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "retry: %d\n\n", streamRetry.Milliseconds())
+	if !known {
+		// A stream without a past starts now; one with another broker
+		// start's id (or garbage) has nothing to resume, and is told.
+		seq, _ = s.hub.parseCursor(s.hub.cursor())
+		if last != "" {
+			buf.Write(s.hub.encodeFrame(seq, "reset", map[string]string{"reason": "the broker restarted"}))
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	keepAlive := time.NewTicker(streamKeepAlive)
+	defer keepAlive.Stop()
+	var tickGen uint64
+	ctx := r.Context()
+	for {
+		c := s.hub.since(seq, tickGen, jobs)
+		seq, tickGen = c.seq, c.tickGen
+		buf.Write(c.reset)
+		for _, f := range c.frames {
+			buf.Write(f.data)
+		}
+		buf.Write(c.tick)
+		if buf.Len() > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			_, err := w.Write(buf.Bytes())
+			if err == nil {
+				err = rc.Flush()
+			}
+			if err != nil {
+				return
+			}
+			buf.Reset()
+			keepAlive.Reset(streamKeepAlive)
+			// Let what comes next gather.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(streamPace):
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		case <-keepAlive.C:
+			buf.WriteString(": keep-alive\n\n")
+		}
+	}
+}

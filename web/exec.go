@@ -1,0 +1,210 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"baton/agent"
+	"baton/messages"
+)
+
+// ExecRequest is the body of POST /api/exec.
+type ExecRequest struct {
+	Cmd string `json:"cmd"`
+	// TimeoutMs asks the master for a run time; 0 takes its default.
+	TimeoutMs int64 `json:"timeout_ms"`
+}
+
+// maxExecBody bounds a request's body: the longest command, every byte
+// escaped, and room for the rest.
+const maxExecBody = 6*messages.MaxCommandBytes + 1024
+
+// maxTimeout bounds the run time a dashboard may ask for (the master
+// enforces its own --max-exec-timeout too).
+const maxTimeout = 24 * time.Hour
+
+// readExec reads and checks a request's body; the error is a one-line
+// answer.
+func readExec(r *http.Request) (ExecRequest, error) {
+	var req ExecRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxExecBody+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf(`body is not JSON such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
+	}
+	switch {
+	case strings.TrimSpace(req.Cmd) == "":
+		return req, errors.New("no command: cmd is empty")
+	case len(req.Cmd) > messages.MaxCommandBytes:
+		return req, fmt.Errorf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes)
+	case req.TimeoutMs < 0 || time.Duration(req.TimeoutMs)*time.Millisecond > maxTimeout:
+		return req, fmt.Errorf("timeout_ms %d: want 0 (the master's default) up to %d", req.TimeoutMs, maxTimeout.Milliseconds())
+	}
+	return req, nil
+}
+
+// handleExec is POST /api/exec: it runs a command and answers what `node
+// exec --json` prints. With ?stream=1 it answers NDJSON instead: the
+// output as it comes ({"stdout": TEXT} or {"stderr": TEXT}), then
+// {"result": RESULT}. A client that goes away cancels the command.
+func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
+	a := accessOf(r.Context())
+	if !a.CanRun() {
+		apiError(w, http.StatusForbidden, fmt.Sprintf("the %s role may not run commands (sign in with submit.token or admin.token)", a.Role))
+		return
+	}
+	role := a.Role
+	if a.Open {
+		role = ""
+	}
+	sub := s.submitter(role)
+	if sub == nil {
+		apiError(w, http.StatusServiceUnavailable, "the broker is still starting; try again in a moment")
+		return
+	}
+	req, err := readExec(r)
+	if err != nil {
+		apiError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	select {
+	case s.running <- struct{}{}:
+		defer func() { <-s.running }()
+	default:
+		apiError(w, http.StatusTooManyRequests, fmt.Sprintf("%d commands from the dashboard are waiting for their results, the most this broker holds; try again when some have ended", s.cfg.MaxRunning))
+		return
+	}
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	cancel := make(chan struct{})
+	job := &agent.Job{Cmd: req.Cmd, Timeout: timeout, Cancel: cancel, Via: messages.ViaWeb}
+	stream := r.URL.Query().Get("stream") == "1"
+	var out *ndjson
+	if stream {
+		out = newNDJSON(w)
+		job.Output = out.output
+	}
+	// The browser going away cancels the command, and the result is still
+	// waited for, so that it is recorded: the submission's own context is
+	// detached from the request's.
+	// (The request's context ends when this handler returns, too: the
+	// command is over by then, and the cancel goes unheard.)
+	go func() {
+		<-r.Context().Done()
+		close(cancel)
+	}()
+	ctx := context.WithoutCancel(r.Context())
+	res, err := sub.SubmitJob(ctx, job)
+	out.finish()
+	code, body := http.StatusOK, resultOf(job, res, err)
+	switch {
+	case errors.Is(err, agent.ErrNoMaster), errors.Is(err, agent.ErrCancelled), errors.Is(err, agent.ErrDenied):
+		// The command did not run.
+		code = http.StatusServiceUnavailable
+	case err != nil:
+		// It may or may not have run.
+		code = http.StatusBadGateway
+	}
+	if stream {
+		out.result(body)
+		return
+	}
+	writeJSON(w, code, body)
+}
+
+// resultOf is what /api/exec answers: the result, or why there is none.
+func resultOf(job *agent.Job, res *messages.ExecResult, err error) messages.ResultJSON {
+	if res == nil {
+		res = &messages.ExecResult{ExitCode: -1}
+	}
+	j := messages.NewResultJSON(job.ID, job.Cmd, res)
+	if err != nil {
+		j.Error = err.Error()
+	}
+	return j
+}
+
+// ndjson writes a streamed exec's lines: each output chunk as it comes,
+// whole characters only (a chunk may end inside one).
+type ndjson struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	enc   *json.Encoder
+	carry [3][]byte // per stream, the start of a character cut off
+	err   error
+}
+
+func newNDJSON(w http.ResponseWriter) *ndjson {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	n := &ndjson{w: w, rc: http.NewResponseController(w), enc: enc}
+	// The headers now: the page shows the command started.
+	_ = n.rc.Flush()
+	return n
+}
+
+// output is agent.Job.Output.
+func (n *ndjson) output(stream int, data []byte) {
+	if n.err != nil || stream < 1 || stream > 2 {
+		return
+	}
+	data = append(n.carry[stream], data...)
+	cut := len(data)
+	// Hold back at most 3 bytes: the start of a character not yet whole.
+	for i := len(data) - 1; i >= 0 && i >= len(data)-3; i-- {
+		if utf8.RuneStart(data[i]) {
+			if !utf8.FullRune(data[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	n.carry[stream] = append([]byte(nil), data[cut:]...)
+	if cut == 0 {
+		return
+	}
+	key := "stdout"
+	if stream == 2 {
+		key = "stderr"
+	}
+	n.write(map[string]string{key: string(data[:cut])})
+}
+
+func (n *ndjson) write(v any) {
+	if n.err != nil {
+		return
+	}
+	_ = n.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	if n.err = n.enc.Encode(v); n.err == nil {
+		n.err = n.rc.Flush()
+	}
+}
+
+// finish writes what the carries hold.
+func (n *ndjson) finish() {
+	if n == nil {
+		return
+	}
+	for stream := 1; stream <= 2; stream++ {
+		if len(n.carry[stream]) > 0 {
+			c := n.carry[stream]
+			n.carry[stream] = nil
+			key := map[int]string{1: "stdout", 2: "stderr"}[stream]
+			n.write(map[string]string{key: string(c)})
+		}
+	}
+}
+
+func (n *ndjson) result(res messages.ResultJSON) {
+	n.write(map[string]any{"result": res})
+}

@@ -1,0 +1,11 @@
+package web
+
+// Log keys.
+const (
+	keyComponent = "component"
+	keyErr       = "err"
+	keyRole      = "role"
+	keyRemote    = "remote"
+	keyJob       = "job"
+	keyPath      = "path"
+)

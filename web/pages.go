@@ -1,0 +1,340 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"baton/election"
+	"baton/history"
+	"baton/messages"
+)
+
+//go:embed templates/*.html
+var templateFiles embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// staticFiles serves the stylesheet and the script, embedded.
+func staticFiles() http.Handler {
+	files := http.FileServerFS(staticFS)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header())
+		// The embedded files change only with the binary; a reload after
+		// an upgrade revalidates them (FileServerFS sends no Last-Modified
+		// for embedded files, so no-cache costs a full fetch: small).
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// pages are the templates, each parsed with the layout.
+type pages map[string]*template.Template
+
+var funcs = template.FuncMap{
+	"stamp": func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	},
+	"stampText": func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05 UTC")
+	},
+	"timeStamp": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"timeText":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
+	"duration": func(ms int64) string {
+		return (time.Duration(ms) * time.Millisecond).String()
+	},
+	"states": messages.JobStates,
+	"label":  func(state string) string { return strings.ReplaceAll(state, "_", " ") },
+	"oneLine": func(s string) string {
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			return s[:i] + " …"
+		}
+		return s
+	},
+	"bytes": byteSize,
+}
+
+func parsePages() (pages, error) {
+	p := make(pages)
+	for _, name := range []string{"cluster", "run", "jobs", "job", "signin"} {
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFiles, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("page %s: %w", name, err)
+		}
+		p[name] = t
+	}
+	return p, nil
+}
+
+// view is what every page's layout needs.
+type view struct {
+	Title   string
+	Page    string
+	Access  access
+	Version string
+	// Cursor is the event id the page was rendered at: its script asks
+	// the event stream for what came after.
+	Cursor string
+	Data   any
+}
+
+// render writes a page; a failure is logged (the response has begun).
+func (s *Server) render(w http.ResponseWriter, r *http.Request, page, title string, a access, data any) {
+	v := view{Title: title, Page: page, Access: a, Version: s.cfg.Version, Cursor: s.hub.cursor(), Data: data}
+	var b bytes.Buffer
+	if err := s.pages[page].ExecuteTemplate(&b, "layout", v); err != nil {
+		s.cfg.Logger.Error("render page", keyPath, r.URL.Path, keyErr, err)
+		http.Error(w, "baton: the page failed to render", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	_, _ = w.Write(b.Bytes())
+}
+
+// clusterData is the Cluster page's.
+type clusterData struct {
+	Status   election.Status
+	Timeline []TimelineEntry
+}
+
+// timelineShown is how many changes the Cluster page lists.
+const timelineShown = 200
+
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	a := accessOf(r.Context())
+	// The cursor is read (in render) after the state: a change in between
+	// comes again through the stream, and applying it twice is harmless.
+	s.render(w, r, "cluster", "Cluster", a, clusterData{Status: s.cluster.Status(), Timeline: s.hub.recent(timelineShown)})
+}
+
+// runData is the Run page's: a command to show, and whether to start it
+// at once (a re-run, posted from a job's page).
+type runData struct {
+	Cmd, Timeout, From string
+	Autostart          bool
+	Error              string
+}
+
+// handleRun is GET /run[?cmd=&timeout=|?from=ID] (a form, filled in) and
+// POST /run (a re-run from a job's page: filled in and started).
+func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
+	a := accessOf(r.Context())
+	if !a.CanRun() {
+		w.WriteHeader(http.StatusForbidden)
+		s.render(w, r, "run", "Run", a, runData{Error: fmt.Sprintf("The %s role may not run commands.", a.Role)})
+		return
+	}
+	d := runData{Cmd: r.FormValue("cmd"), Timeout: r.FormValue("timeout"), Autostart: r.Method == http.MethodPost}
+	if from := r.FormValue("from"); from != "" && d.Cmd == "" && s.history != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
+		job, err := s.history.Get(ctx, strings.ToLower(from))
+		cancel()
+		if err != nil {
+			d.Error = err.Error()
+		} else {
+			d.Cmd, d.From = job.Cmd, job.ID
+		}
+	}
+	if len(d.Cmd) > messages.MaxCommandBytes {
+		d.Cmd, d.Autostart = "", false
+		d.Error = fmt.Sprintf("The command is longer than the %d bytes allowed.", messages.MaxCommandBytes)
+	}
+	s.render(w, r, "run", "Run", a, d)
+}
+
+// jobsData is the Jobs page's.
+type jobsData struct {
+	// The filters, as the URL has them.
+	State, Node, Q, Since, Until string
+	Limit                        int
+	Jobs                         []messages.JobSummary
+	// Older is the link to the next page, empty on the last; Paged is
+	// set on every page but the first.
+	Older template.URL
+	Paged bool
+	// Failing links to "failed only": these filters, state failed;
+	// Newest to the first page of these filters.
+	Failing, Newest template.URL
+	NoHist          bool
+	Error           string
+	Took            time.Duration
+}
+
+// jobsPage is how many jobs a page of the Jobs page lists.
+const jobsPage = 50
+
+func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
+	a := accessOf(r.Context())
+	v := r.URL.Query()
+	d := jobsData{State: v.Get("state"), Node: v.Get("node"), Q: v.Get("q"), Since: v.Get("since"), Until: v.Get("before"), Limit: jobsPage}
+	newest, failing := url.Values{}, url.Values{}
+	for k, vs := range v {
+		if k != "before" {
+			newest[k] = vs
+			failing[k] = vs
+		}
+	}
+	failing.Set("state", messages.StateFailed)
+	d.Newest = template.URL("/jobs?" + newest.Encode())
+	// Encoded here: the template would escape the query's = and &.
+	d.Failing = template.URL("/jobs?" + failing.Encode())
+	if s.history == nil {
+		d.NoHist = true
+		s.render(w, r, "jobs", "Jobs", a, d)
+		return
+	}
+	q, err := jobQuery(v, time.Now())
+	if err != nil {
+		d.Error = err.Error()
+		w.WriteHeader(http.StatusBadRequest)
+		s.render(w, r, "jobs", "Jobs", a, d)
+		return
+	}
+	if q.Limit == 0 {
+		q.Limit = jobsPage
+	}
+	d.Limit, d.Paged = q.Limit, q.Before != ""
+	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
+	began := time.Now()
+	list, err := s.history.List(ctx, q)
+	d.Took = time.Since(began).Round(time.Millisecond)
+	cancel()
+	if err != nil {
+		d.Error = err.Error()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		s.render(w, r, "jobs", "Jobs", a, d)
+		return
+	}
+	d.Jobs = list.Jobs
+	if n := len(list.Jobs); n > 0 && (n == q.Limit || list.More) {
+		older := url.Values{}
+		for k, vs := range v {
+			older[k] = vs
+		}
+		older.Set("before", list.Jobs[n-1].ID)
+		d.Older = template.URL("/jobs?" + older.Encode())
+	}
+	s.render(w, r, "jobs", "Jobs", a, d)
+}
+
+// jobData is the Job page's.
+type jobData struct {
+	Job    *messages.Job
+	Output []outputView
+	Error  string
+}
+
+// outputView is as much of one output stream as a page shows.
+type outputView struct {
+	Name string // stdout or stderr
+	// Head is all of it, or its start; Tail its end when some is hidden.
+	Head, Tail string
+	Hidden     int    // bytes hidden between Head and Tail
+	Size       int    // bytes stored
+	Dropped    uint64 // bytes the master dropped at run time
+}
+
+func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
+	a := accessOf(r.Context())
+	if s.history == nil {
+		w.WriteHeader(http.StatusNotFound)
+		s.render(w, r, "job", "Job", a, jobData{Error: errNoHistory})
+		return
+	}
+	id := strings.ToLower(r.PathValue("id"))
+	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
+	job, err := s.history.Get(ctx, id)
+	cancel()
+	if err != nil {
+		code := http.StatusServiceUnavailable
+		if errors.Is(err, history.ErrUnknownJob) {
+			code = http.StatusNotFound
+		}
+		w.WriteHeader(code)
+		s.render(w, r, "job", "Job "+id, a, jobData{Error: err.Error()})
+		return
+	}
+	d := jobData{Job: job, Output: views(job, s.cfg.OutputView)}
+	s.render(w, r, "job", "Job "+job.ID, a, d)
+}
+
+// views cuts a job's output to budget bytes, stdout and stderr together:
+// each gets half, or what the other leaves; a stream over its share shows
+// its head and tail.
+func views(job *messages.Job, budget int) []outputView {
+	out, errs := job.Stdout, job.Stderr
+	shareOut, shareErr := budget/2, budget-budget/2
+	switch {
+	case len(out) < shareOut:
+		shareErr = budget - len(out)
+	case len(errs) < shareErr:
+		shareOut = budget - len(errs)
+	}
+	return []outputView{
+		view1("stdout", out, shareOut, job.StdoutDropped),
+		view1("stderr", errs, shareErr, job.StderrDropped),
+	}
+}
+
+func view1(name, s string, share int, dropped uint64) outputView {
+	v := outputView{Name: name, Head: s, Size: len(s), Dropped: dropped}
+	if len(s) <= share {
+		return v
+	}
+	head, tail := share/2, share-share/2
+	h := runeCut(s, head)
+	t := len(s) - tail
+	for t < len(s) && !utf8.RuneStart(s[t]) {
+		t++
+	}
+	v.Head, v.Tail, v.Hidden = s[:h], s[t:], t-h
+	return v
+}
+
+// runeCut is the largest n' <= n at which s can be cut between
+// characters.
+func runeCut(s string, n int) int {
+	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
+}
+
+// byteSize is n bytes for a person: 512 B, 1.5 KiB, 5.0 MiB.
+func byteSize(n any) string {
+	var v float64
+	switch x := n.(type) {
+	case int:
+		v = float64(x)
+	case uint64:
+		v = float64(x)
+	case int64:
+		v = float64(x)
+	}
+	switch {
+	case v < 1024:
+		return fmt.Sprintf("%.0f B", v)
+	case v < 1<<20:
+		return fmt.Sprintf("%.1f KiB", v/1024)
+	case v < 1<<30:
+		return fmt.Sprintf("%.1f MiB", v/(1<<20))
+	}
+	return fmt.Sprintf("%.1f GiB", v/(1<<30))
+}
