@@ -59,6 +59,7 @@ type Report struct {
 	Failover    []Failover      `json:"failover"`
 	Scale       []Scale         `json:"scale"`
 	Idle        Idle            `json:"idle"`
+	Dashboards  Dashboards      `json:"dashboards"`
 	Targets     map[string]bool `json:"targets_met"`
 }
 
@@ -129,6 +130,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"failover", failovers},
 		{"scale", scale},
 		{"idle", idle},
+		{"dashboards", dashboards},
 	}
 	for _, s := range steps {
 		if len(cfg.Parts) > 0 && !slices.Contains(cfg.Parts, s.name) {

@@ -51,6 +51,9 @@ func (r *Report) judge() map[string]bool {
 			t[fmt.Sprintf("failover %s ≤ %v ms", f.Kind, tg.ms)] = f.MaxMs <= tg.ms
 		}
 	}
+	ds := r.Dashboards
+	t[fmt.Sprintf("%d dashboards: idle broker CPU + < %.0f %% of a core", dashboardTabs, 100*targetDashboardIdleCPU)] = ds.IdleCPUCost < targetDashboardIdleCPU
+	t[fmt.Sprintf("%d dashboards: round trip cost ≤ %.0f %%", dashboardTabs, 100*targetDashboardRTCost)] = ds.RoundTripCost <= targetDashboardRTCost
 	for _, s := range r.Scale {
 		if s.Members == 5000 && s.NotReached != "" {
 			t["5,000 members: broker under one core"] = false
@@ -165,5 +168,22 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Sprintf("%.1f ms", s.AnnounceMs), fmt.Sprintf("%.1f ms", s.AllSeenMs), judged)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nIdle RSS: broker %.1f MB, node %.1f MB.\n", r.Idle.BrokerRSSMB, r.Idle.NodeRSSMB)
+	fmt.Fprintf(w, "\nIdle RSS: broker %.1f MB, node %.1f MB.\n\n", r.Idle.BrokerRSSMB, r.Idle.NodeRSSMB)
+
+	ds := r.Dashboards
+	row(fmt.Sprintf("%d open dashboards (Jobs page: page, script, event stream)", ds.Tabs), "broker CPU, idle", "target", "")
+	rule(4)
+	row("none open", fmt.Sprintf("%.2f %% of a core", 100*ds.IdleCPU), "floor", "")
+	row(fmt.Sprintf("%d open", ds.Tabs), fmt.Sprintf("%.2f %% of a core", 100*ds.TabsIdleCPU), "", "")
+	row("cost", fmt.Sprintf("%+.2f points", 100*ds.IdleCPUCost), fmt.Sprintf("< %.0f points", 100*targetDashboardIdleCPU), mark(ds.IdleCPUCost < targetDashboardIdleCPU))
+	tw.Flush()
+	fmt.Fprintln(w)
+	row("exec while they watch", "round trip p50", "commands/s, 8 workers", "target", "")
+	rule(5)
+	row("no dashboard", fmt.Sprintf("%.3f ms", ds.OffP50Ms), fmt.Sprintf("%.0f", ds.OffPerSecond), "floor", "")
+	row(fmt.Sprintf("%d dashboards", ds.Tabs), fmt.Sprintf("%.3f ms", ds.OnP50Ms), fmt.Sprintf("%.0f", ds.OnPerSecond), "", "")
+	row("cost", fmt.Sprintf("%+.1f %%", 100*ds.RoundTripCost), fmt.Sprintf("%+.1f %%", -100*ds.ThroughputCost),
+		fmt.Sprintf("round trip ≤ %.0f %%", 100*targetDashboardRTCost), mark(ds.RoundTripCost <= targetDashboardRTCost))
+	tw.Flush()
+	fmt.Fprintf(w, "\nTwo like clusters, %d round trips each, interleaved; the dashboards read %d events meanwhile.\n", ds.Samples, ds.Events)
 }
