@@ -6,8 +6,10 @@ package demo_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 
 	"baton/auth"
 	"baton/bus"
+	"baton/election"
 	"baton/internal/testlog"
 	"baton/messages"
 )
@@ -109,7 +112,8 @@ func TestDemo(t *testing.T) {
 	}
 	d := &demo{t: t, port: freePort(t), project: fmt.Sprintf("baton-test-%d", os.Getpid())}
 	demoDir := filepath.Join(t.TempDir(), "demo")
-	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + freePort(t), "BATON_DEMO_DIR=" + demoDir}
+	httpPort := freePort(t)
+	d.env = []string{"COMPOSE_PROJECT_NAME=" + d.project, "BATON_PORT=" + d.port, "BATON_HTTP_PORT=" + httpPort, "BATON_DEMO_DIR=" + demoDir}
 	watchCreds := filepath.Join(auth.Dir(demoDir), auth.FileName(auth.Watch))
 	// Torn down whatever happens, first thing registered, last thing run.
 	t.Cleanup(func() {
@@ -166,6 +170,7 @@ func TestDemo(t *testing.T) {
 	if got := d.hostname(); got != "node-a" {
 		t.Fatalf("hostname ran on %q, want node-a", got)
 	}
+	d.dashboard("http://127.0.0.1:"+httpPort, filepath.Join(auth.Dir(demoDir), auth.TokenFileName(auth.Admin)))
 	d.breakMaster(w, "docker compose kill", []string{"docker", "compose", "kill", "node-a"},
 		[]string{"docker", "compose", "start", "node-a"}, nil)
 	for _, want := range []string{"Baton-Master: node-a", "Baton-Master: node-b"} {
@@ -197,6 +202,36 @@ func TestDemo(t *testing.T) {
 	// A paused master.
 	d.breakMaster(w, "docker compose pause", []string{"docker", "compose", "pause", "node-a"},
 		[]string{"docker", "compose", "unpause", "node-a"}, nil)
+}
+
+// dashboard checks what the README says of the demo's dashboard: the page
+// asks to sign in, and admin.token opens it and the API.
+func (d *demo) dashboard(base, tokenFile string) {
+	d.t.Helper()
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		d.t.Fatalf("the demo's dashboard token: %v", err)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(base + "/")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/signin") {
+		d.t.Errorf("GET %s/: %s to %q, want a redirect to sign in", base, resp.Status, resp.Header.Get("Location"))
+	}
+	req, _ := http.NewRequest("GET", base+"/api/status", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st election.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.Master != "node-a" || len(st.Members) != 3 {
+		d.t.Errorf("GET /api/status with admin.token: %s %+v %v, want node-a master of 3", resp.Status, st, err)
+	}
 }
 
 // breakMaster breaks node-a with one command, checks that node-b takes

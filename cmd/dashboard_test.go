@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"baton/auth"
@@ -234,6 +235,42 @@ func TestDashboard(t *testing.T) {
 		t.Error("big job's page has no download of its stdout")
 	}
 	screenshot(t, ctx, "job")
+
+	// Re-run, from the failed job's page: the Run page starts it at once.
+	run(t, ctx, 15*time.Second, "re-run the failed job",
+		chromedp.Navigate(base+"/jobs/"+failed.Job),
+		chromedp.WaitVisible(`form[action="/run"] button`, chromedp.ByQuery),
+		chromedp.Submit(`form[action="/run"] button`, chromedp.ByQuery),
+		chromedp.WaitVisible("#output", chromedp.ByQuery),
+		chromedp.Poll(`document.querySelector("#output").textContent.includes("about to fail")`, nil),
+		chromedp.WaitVisible(`#result-summary a[href^="/jobs/"]`, chromedp.ByQuery),
+	)
+	if s := text(t, ctx, "#result-summary"); !strings.Contains(s, "failed") || !strings.Contains(s, "3") {
+		t.Errorf("re-run's result %q, want failed with exit code 3", s)
+	}
+	var prefilled string
+	run(t, ctx, 10*time.Second, "edit and run",
+		chromedp.Navigate(base+"/run?from="+failed.Job),
+		chromedp.WaitVisible("#cmd", chromedp.ByQuery),
+		chromedp.Value("#cmd", &prefilled, chromedp.ByQuery),
+	)
+	if prefilled != "echo about to fail; exit 3" || exists(t, ctx, "#result-panel:not([hidden])") {
+		t.Errorf("edit and run: the form holds %q (or it ran), want the job's command, not run", prefilled)
+	}
+
+	// Dark mode follows the browser.
+	run(t, ctx, 10*time.Second, "dark mode",
+		emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}),
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible("#master", chromedp.ByQuery),
+	)
+	var bg string
+	run(t, ctx, 5*time.Second, "read the background", chromedp.Evaluate(`getComputedStyle(document.body).backgroundColor`, &bg))
+	if bg != "rgb(20, 21, 23)" {
+		t.Errorf("dark mode background %s, want rgb(20, 21, 23)", bg)
+	}
+	screenshot(t, ctx, "cluster-dark")
+	run(t, ctx, 10*time.Second, "light mode", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}))
 
 	// Watch: everything to see, nothing to run.
 	run(t, ctx, 10*time.Second, "sign out", chromedp.Submit(`form[action="/signout"] button`, chromedp.ByQuery), chromedp.WaitVisible("#token", chromedp.ByQuery))
