@@ -110,6 +110,8 @@ type Broker struct {
 	server   *bus.Server
 	election *election.Service
 	history  *history.Store // nil without KeepHistory
+	// lost queues the departures whose jobs the history marks lost.
+	lost     chan election.Event
 	http     *http.Server
 	httpAddr string
 	// The dashboard, with HTTP: its sign-in tokens (with credentials
@@ -153,7 +155,7 @@ func New(cfg Config) (*Broker, error) {
 	// account; the server routes their subjects there, telling them who
 	// sent each message.
 	cfg.Server.Services, cfg.Server.Streams = election.ServiceSubjects(), election.StreamSubjects()
-	b := &Broker{cfg: cfg}
+	b := &Broker{cfg: cfg, lost: make(chan election.Event, maxLostQueued)}
 	if cfg.KeepHistory {
 		b.cfg.Server.JetStreamDir = cfg.DataDir
 		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), messages.JobReadSubjects())
@@ -248,6 +250,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	if b.history != nil {
 		b.wg.Go(func() { b.reconcileHistory(bctx) })
+		b.wg.Go(func() { b.markLostLoop(bctx) })
 	}
 	if b.cfg.TuneMemory {
 		b.wg.Go(func() { tuneMemory(bctx) })

@@ -11,18 +11,47 @@ import (
 // jobs lost.
 const historyWait = 5 * time.Second
 
-// historyEvent tells the history that a lost member took its running jobs
-// with it, as did one that left and closed its connection before it
-// reported them.
+// historyEvent queues for the history a lost member, which took its
+// running jobs with it, or one that left and closed its connection before
+// it reported them. It does not wait for the store: the election's event
+// hook, which the dashboard shares, must not.
 func (b *Broker) historyEvent(e election.Event) {
-	why := e.Cause.Text()
 	switch {
 	case b.history == nil:
 		return
-	case e.Kind == election.EventGone:
-		why = "its connection closed after it left, before it reported how the command ended"
-	case e.Kind != election.EventLost:
+	case e.Kind != election.EventLost && e.Kind != election.EventGone:
 		return
+	}
+	select {
+	case b.lost <- e:
+	default:
+		b.cfg.Logger.Warn("history: too many lost masters queued; marking their jobs before the next event")
+		b.markLost(e)
+	}
+}
+
+// maxLostQueued bounds the departures waiting for the history: more than
+// a cluster's worth, in one event each.
+const maxLostQueued = 4096
+
+// markLostLoop marks the jobs of the departures queued, until ctx ends
+// (what is queued then is marked by the next start's reconciliation).
+func (b *Broker) markLostLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-b.lost:
+			b.markLost(e)
+		}
+	}
+}
+
+// markLost marks the running jobs of e's node lost.
+func (b *Broker) markLost(e election.Event) {
+	why := e.Cause.Text()
+	if e.Kind == election.EventGone {
+		why = "its connection closed after it left, before it reported how the command ended"
 	}
 	// A store that fails now (its index still loading, a wedged write)
 	// is asked again: jobs must not stay running for good.

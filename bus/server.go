@@ -363,12 +363,10 @@ func (s *Server) Close(ctx context.Context) error {
 	}
 }
 
-// MonitorMux serves the NATS monitoring endpoints (/varz, /connz,
-// /subsz, /routez, /healthz, /accountz, /jsz) from this server; callers
-// may add their own routes.
-func (s *Server) MonitorMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	for path, h := range map[string]http.HandlerFunc{
+// MonitorHandlers are the NATS monitoring endpoints of this server, by
+// path: /varz, /connz, /subsz, /routez, /healthz, /accountz, /jsz.
+func (s *Server) MonitorHandlers() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
 		"/varz":     s.ns.HandleVarz,
 		"/connz":    s.ns.HandleConnz,
 		"/subsz":    s.ns.HandleSubsz,
@@ -376,8 +374,5 @@ func (s *Server) MonitorMux() *http.ServeMux {
 		"/healthz":  s.ns.HandleHealthz,
 		"/accountz": s.ns.HandleAccountz,
 		"/jsz":      s.ns.HandleJsz,
-	} {
-		mux.HandleFunc(path, h)
 	}
-	return mux
 }

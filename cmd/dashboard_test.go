@@ -184,13 +184,17 @@ func TestDashboard(t *testing.T) {
 	run(t, ctx, 15*time.Second, "run echo hello",
 		chromedp.Navigate(base+"/run"),
 		chromedp.WaitVisible("#cmd", chromedp.ByQuery),
-		chromedp.SendKeys("#cmd", "echo hello; echo from-stderr >&2", chromedp.ByQuery),
+		// Two streams, in order: stderr a while after stdout.
+		chromedp.SendKeys("#cmd", "echo hello; sleep 0.3; echo from-stderr >&2", chromedp.ByQuery),
 		chromedp.Click("#run-button", chromedp.ByQuery),
 		chromedp.Poll(`document.querySelector("#output").textContent.includes("hello")`, nil),
 		chromedp.WaitVisible(`#result-summary a[href^="/jobs/"]`, chromedp.ByQuery),
 	)
 	if got := text(t, ctx, "#output"); got != "hello\nfrom-stderr" {
 		t.Errorf("Run page output %q, want hello and from-stderr", got)
+	}
+	if got := text(t, ctx, "#output span.err"); got != "from-stderr" {
+		t.Errorf("Run page stderr %q, want from-stderr marked as stderr", got)
 	}
 	if s := text(t, ctx, "#result-summary"); !strings.Contains(s, "succeeded") || !strings.Contains(s, "beta") {
 		t.Errorf("Run page result %q, want succeeded on beta", s)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -78,11 +79,9 @@ func (s *Server) authenticate(r *http.Request) (access, bool) {
 	if s.cfg.Tokens.Empty() {
 		return access{Role: auth.Admin, Open: true}, true
 	}
-	if h := r.Header.Get("Authorization"); h != "" {
-		token, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
-			return access{}, false
-		}
+	// A bearer token decides; another scheme (a proxy's Basic) leaves it
+	// to the session.
+	if scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		role, ok := s.cfg.Tokens.Role(strings.TrimSpace(token))
 		return access{Role: role}, ok
 	}
@@ -132,7 +131,7 @@ func (s *Server) guard(api bool, next http.HandlerFunc) http.HandlerFunc {
 				apiError(w, http.StatusUnauthorized, "sign in: send Authorization: Bearer TOKEN (a token from the broker's DATA-DIR/credentials: admin.token, submit.token or watch.token)")
 				return
 			}
-			http.Redirect(w, r, "/signin?next="+localPath(r.URL.RequestURI()), http.StatusSeeOther)
+			http.Redirect(w, r, "/signin?next="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusSeeOther)
 			return
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), accessKey{}, a)))
@@ -149,17 +148,52 @@ func securityHeaders(h http.Header) {
 }
 
 // localPath is p when it is a path on this site, else "/": a sign-in
-// never sends anyone elsewhere.
+// never sends anyone elsewhere. Browsers drop tabs and newlines from a
+// Location and read a backslash as a slash, so "/\t/evil.example" would
+// lead off-site: such characters are refused outright.
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	u, err := url.Parse(p)
+	switch {
+	case err != nil || u.Scheme != "" || u.Host != "" || u.User != nil:
+		return "/"
+	case !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//"):
+		return "/"
+	case strings.ContainsFunc(p, func(c rune) bool { return c < 0x20 || c == 0x7f || c == '\\' }):
 		return "/"
 	}
 	return p
 }
 
+// maxFormBytes bounds a form's body (a token, a command of 64 KiB
+// escaped), and formTimeout how long it may take to arrive: the sign-in
+// form is open to anyone.
+const (
+	maxFormBytes = 8 * 64 << 10
+	formTimeout  = 10 * time.Second
+)
+
+// readForm reads a request's form within bounds, answering the error
+// itself (false) when it cannot.
+func readForm(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return true
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formTimeout))
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "baton: unreadable form: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
 // handleSignIn is GET and POST /signin.
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	securityHeaders(w.Header())
+	if !readForm(w, r) {
+		return
+	}
+	code := http.StatusOK
 	next := localPath(r.FormValue("next"))
 	if s.cfg.Tokens.Empty() {
 		http.Redirect(w, r, next, http.StatusSeeOther)
@@ -181,9 +215,9 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		}
 		s.cfg.Logger.Warn("sign-in refused: unknown token", keyRemote, r.RemoteAddr)
 		data.Error = "That is not one of this broker's tokens. Paste the whole content of admin.token, submit.token or watch.token from the broker's DATA-DIR/credentials."
-		w.WriteHeader(http.StatusUnauthorized)
+		code = http.StatusUnauthorized
 	}
-	s.render(w, r, "signin", "Sign in", access{}, data)
+	s.render(w, r, code, view{Title: "Sign in", Page: "signin", Data: data})
 }
 
 type signInData struct {

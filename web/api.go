@@ -192,6 +192,7 @@ func (s *Server) handleJobOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s.%s.txt"`, job.ID, stream))
 	h.Set("Content-Length", strconv.Itoa(len(out)))
 	_, _ = w.Write([]byte(out))

@@ -132,9 +132,12 @@ type hub struct {
 	cluster  ring
 	jobs     ring
 	timeline []TimelineEntry // newest last, at most cluster.max
-	// tick is the latest periodic status frame, tickGen its count.
+	// tick is the latest periodic status frame, tickGen its count, and
+	// tickSeq the newest event when it was read: it is newer than the
+	// events up to tickSeq, older than those after.
 	tick    []byte
 	tickGen uint64
+	tickSeq uint64
 	// wake is closed, and replaced, at every publication.
 	wake    chan struct{}
 	streams int
@@ -213,9 +216,17 @@ func (h *hub) publishTick(st election.Status) {
 	data := h.encodeFrame(0, "status", st)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.tick = data
+	h.tick, h.tickSeq = data, h.seq
 	h.tickGen++
 	h.wakeLocked()
+}
+
+// tickGeneration is the periodic status's count, for a stream that
+// starts.
+func (h *hub) tickGeneration() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tickGen
 }
 
 func (h *hub) wakeLocked() {
@@ -223,15 +234,16 @@ func (h *hub) wakeLocked() {
 	h.wake = make(chan struct{})
 }
 
-// recent is the timeline's newest n entries, newest first.
-func (h *hub) recent(n int) []TimelineEntry {
+// recent is the timeline's newest n entries, newest first, and the
+// cursor of the newest event then.
+func (h *hub) recent(n int) ([]TimelineEntry, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]TimelineEntry, 0, min(n, len(h.timeline)))
 	for i := len(h.timeline) - 1; i >= 0 && len(out) < n; i-- {
 		out = append(out, h.timeline[i])
 	}
-	return out
+	return out, h.idOf(h.seq)
 }
 
 // listening reports whether any stream is open.
@@ -260,12 +272,14 @@ func (h *hub) leave() {
 
 // catchUp is what a stream at seq (having seen tick tickGen) has to send:
 // the frames since, in order (or a reset, when some were dropped), the
-// periodic status if it changed, and the channel that closes at the next
-// publication.
+// periodic status if it is new and not older than what the stream has
+// (to go after the frames up to tickSeq), and the channel that closes at
+// the next publication.
 type catchUp struct {
 	frames  []frame
 	reset   []byte
 	tick    []byte
+	tickSeq uint64
 	seq     uint64
 	tickGen uint64
 	wake    <-chan struct{}
@@ -289,8 +303,8 @@ func (h *hub) since(seq, tickGen uint64, jobs bool) catchUp {
 		c.frames = nil
 		c.reset = h.encodeFrame(h.seq, "reset", map[string]string{"reason": "events missed are no longer kept"})
 	}
-	if tickGen != h.tickGen {
-		c.tick = h.tick
+	if tickGen != h.tickGen && h.tickSeq >= seq {
+		c.tick, c.tickSeq = h.tick, h.tickSeq
 	}
 	return c
 }
@@ -346,6 +360,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.hub.leave()
+	// What goes first, once the headers are out.
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "retry: %d\n\n", streamRetry.Milliseconds())
 	if !known {
@@ -364,26 +379,49 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	keepAlive := time.NewTicker(streamKeepAlive)
 	defer keepAlive.Stop()
-	var tickGen uint64
+	// A new stream has its page's status: the last periodic one may be
+	// older (see since).
+	tickGen := s.hub.tickGeneration()
+	write := func(data []byte) error {
+		if len(data) == 0 {
+			return nil
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+		_, err := w.Write(data)
+		return err
+	}
 	ctx := r.Context()
 	for {
 		c := s.hub.since(seq, tickGen, jobs)
 		seq, tickGen = c.seq, c.tickGen
-		buf.Write(c.reset)
-		for _, f := range c.frames {
-			buf.Write(f.data)
+		// Straight from the shared frames to the connection (its writer
+		// buffers): a stream far behind copies nothing of its own.
+		wrote := buf.Len() > 0 || c.reset != nil || len(c.frames) > 0 || c.tick != nil
+		err := write(buf.Bytes())
+		buf.Reset()
+		if err == nil {
+			err = write(c.reset)
 		}
-		buf.Write(c.tick)
-		if buf.Len() > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-			_, err := w.Write(buf.Bytes())
-			if err == nil {
-				err = rc.Flush()
+		tick := c.tick
+		for _, f := range c.frames {
+			if err == nil && tick != nil && f.seq > c.tickSeq {
+				err, tick = write(tick), nil
 			}
 			if err != nil {
-				return
+				break
 			}
-			buf.Reset()
+			err = write(f.data)
+		}
+		if err == nil && tick != nil {
+			err = write(tick)
+		}
+		if err == nil && wrote {
+			err = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+		if wrote {
 			keepAlive.Reset(streamKeepAlive)
 			// Let what comes next gather.
 			select {

@@ -46,3 +46,20 @@ func TestHub_Since(t *testing.T) {
 		t.Error("a stream that has not seen the periodic status did not get it")
 	}
 }
+
+// The periodic status goes after the events it is newer than, before
+// those it is older than, and never to a stream that has a newer status.
+func TestHub_TickOrder(t *testing.T) {
+	h := newHub(10, 10)
+	h.publishCluster(TimelineEntry{Kind: "joined"}, election.Status{Master: "alpha"})
+	at, _ := h.parseCursor(h.cursor())
+	h.publishTick(election.Status{Master: "alpha"})
+	h.publishCluster(TimelineEntry{Kind: "master"}, election.Status{Master: "beta"})
+	c := h.since(at, 0, false)
+	if c.tick == nil || c.tickSeq != at || len(c.frames) != 2 || c.frames[0].seq <= c.tickSeq {
+		t.Fatalf("tick %v at %d, frames %d after %d: want the tick, then both frames", c.tick != nil, c.tickSeq, len(c.frames), at)
+	}
+	if c := h.since(c.seq, 0, false); c.tick != nil {
+		t.Error("a stream with beta's status was sent the older periodic one (alpha's)")
+	}
+}

@@ -32,8 +32,9 @@ const maxTimeout = 24 * time.Hour
 
 // readExec reads and checks a request's body; the error is a one-line
 // answer.
-func readExec(r *http.Request) (ExecRequest, error) {
+func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, error) {
 	var req ExecRequest
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formTimeout))
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxExecBody+1))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -69,7 +70,7 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "the broker is still starting; try again in a moment")
 		return
 	}
-	req, err := readExec(r)
+	req, err := readExec(w, r)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, err.Error())
 		return
@@ -157,6 +158,11 @@ func newNDJSON(w http.ResponseWriter) *ndjson {
 func (n *ndjson) output(stream int, data []byte) {
 	if n.err != nil || stream < 1 || stream > 2 {
 		return
+	}
+	if len(data) > 0 && utf8.RuneStart(data[0]) {
+		// What the carry holds can no longer be completed: the client
+		// gives a character cut short again, whole, with the result.
+		n.carry[stream] = nil
 	}
 	data = append(n.carry[stream], data...)
 	cut := len(data)

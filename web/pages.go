@@ -93,11 +93,14 @@ type view struct {
 	Data   any
 }
 
-// render writes a page; a failure is logged (the response has begun).
-func (s *Server) render(w http.ResponseWriter, r *http.Request, page, title string, a access, data any) {
-	v := view{Title: title, Page: page, Access: a, Version: s.cfg.Version, Cursor: s.hub.cursor(), Data: data}
+// render writes v as a page with status code. v.Cursor must have been
+// read before the page's data: a change in between then comes again
+// through the event stream (applying it twice is harmless), and none is
+// lost.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, v view) {
+	v.Version = s.cfg.Version
 	var b bytes.Buffer
-	if err := s.pages[page].ExecuteTemplate(&b, "layout", v); err != nil {
+	if err := s.pages[v.Page].ExecuteTemplate(&b, "layout", v); err != nil {
 		s.cfg.Logger.Error("render page", keyPath, r.URL.Path, keyErr, err)
 		http.Error(w, "baton: the page failed to render", http.StatusInternalServerError)
 		return
@@ -105,6 +108,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, page, title stri
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
 	_, _ = w.Write(b.Bytes())
 }
 
@@ -119,9 +123,11 @@ const timelineShown = 200
 
 func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 	a := accessOf(r.Context())
-	// The cursor is read (in render) after the state: a change in between
-	// comes again through the stream, and applying it twice is harmless.
-	s.render(w, r, "cluster", "Cluster", a, clusterData{Status: s.cluster.Status(), Timeline: s.hub.recent(timelineShown)})
+	// The timeline with its cursor, at once: an entry is either on the
+	// page or after the cursor, never both (the list would show it twice).
+	timeline, cursor := s.hub.recent(timelineShown)
+	d := clusterData{Status: s.cluster.Status(), Timeline: timeline}
+	s.render(w, r, http.StatusOK, view{Title: "Cluster", Page: "cluster", Access: a, Cursor: cursor, Data: d})
 }
 
 // runData is the Run page's: a command to show, and whether to start it
@@ -136,9 +142,13 @@ type runData struct {
 // POST /run (a re-run from a job's page: filled in and started).
 func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	a := accessOf(r.Context())
+	v := view{Title: "Run", Page: "run", Access: a, Cursor: s.hub.cursor()}
 	if !a.CanRun() {
-		w.WriteHeader(http.StatusForbidden)
-		s.render(w, r, "run", "Run", a, runData{Error: fmt.Sprintf("The %s role may not run commands.", a.Role)})
+		v.Data = runData{Error: fmt.Sprintf("The %s role may not run commands.", a.Role)}
+		s.render(w, r, http.StatusForbidden, v)
+		return
+	}
+	if !readForm(w, r) {
 		return
 	}
 	d := runData{Cmd: r.FormValue("cmd"), Timeout: r.FormValue("timeout"), Autostart: r.Method == http.MethodPost}
@@ -156,7 +166,8 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		d.Cmd, d.Autostart = "", false
 		d.Error = fmt.Sprintf("The command is longer than the %d bytes allowed.", messages.MaxCommandBytes)
 	}
-	s.render(w, r, "run", "Run", a, d)
+	v.Data = d
+	s.render(w, r, http.StatusOK, v)
 }
 
 // jobsData is the Jobs page's.
@@ -182,6 +193,7 @@ const jobsPage = 50
 
 func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	a := accessOf(r.Context())
+	page := view{Title: "Jobs", Page: "jobs", Access: a, Cursor: s.hub.cursor()}
 	v := r.URL.Query()
 	d := jobsData{State: v.Get("state"), Node: v.Get("node"), Q: v.Get("q"), Since: v.Get("since"), Until: v.Get("before"), Limit: jobsPage}
 	newest, failing := url.Values{}, url.Values{}
@@ -197,14 +209,15 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	d.Failing = template.URL("/jobs?" + failing.Encode())
 	if s.history == nil {
 		d.NoHist = true
-		s.render(w, r, "jobs", "Jobs", a, d)
+		page.Data = &d
+		s.render(w, r, http.StatusNotFound, page)
 		return
 	}
 	q, err := jobQuery(v, time.Now())
 	if err != nil {
 		d.Error = err.Error()
-		w.WriteHeader(http.StatusBadRequest)
-		s.render(w, r, "jobs", "Jobs", a, d)
+		page.Data = &d
+		s.render(w, r, http.StatusBadRequest, page)
 		return
 	}
 	if q.Limit == 0 {
@@ -218,8 +231,8 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	if err != nil {
 		d.Error = err.Error()
-		w.WriteHeader(http.StatusServiceUnavailable)
-		s.render(w, r, "jobs", "Jobs", a, d)
+		page.Data = &d
+		s.render(w, r, http.StatusServiceUnavailable, page)
 		return
 	}
 	d.Jobs = list.Jobs
@@ -231,7 +244,8 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 		older.Set("before", list.Jobs[n-1].ID)
 		d.Older = template.URL("/jobs?" + older.Encode())
 	}
-	s.render(w, r, "jobs", "Jobs", a, d)
+	page.Data = &d
+	s.render(w, r, http.StatusOK, page)
 }
 
 // jobData is the Job page's.
@@ -253,9 +267,10 @@ type outputView struct {
 
 func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	a := accessOf(r.Context())
+	v := view{Title: "Job", Page: "job", Access: a, Cursor: s.hub.cursor()}
 	if s.history == nil {
-		w.WriteHeader(http.StatusNotFound)
-		s.render(w, r, "job", "Job", a, jobData{Error: errNoHistory})
+		v.Data = jobData{Error: errNoHistory}
+		s.render(w, r, http.StatusNotFound, v)
 		return
 	}
 	id := strings.ToLower(r.PathValue("id"))
@@ -267,12 +282,12 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, history.ErrUnknownJob) {
 			code = http.StatusNotFound
 		}
-		w.WriteHeader(code)
-		s.render(w, r, "job", "Job "+id, a, jobData{Error: err.Error()})
+		v.Title, v.Data = "Job "+id, jobData{Error: err.Error()}
+		s.render(w, r, code, v)
 		return
 	}
-	d := jobData{Job: job, Output: views(job, s.cfg.OutputView)}
-	s.render(w, r, "job", "Job "+job.ID, a, d)
+	v.Title, v.Data = "Job "+job.ID, jobData{Job: job, Output: views(job, s.cfg.OutputView)}
+	s.render(w, r, http.StatusOK, v)
 }
 
 // views cuts a job's output to budget bytes, stdout and stderr together:

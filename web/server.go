@@ -118,6 +118,10 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/events", api(s.handleEvents))
 }
 
+// Protect lets requests through to h as the API's are: signed in (when
+// sign-in is on) and addressed to this machine (when it is off).
+func (s *Server) Protect(h http.Handler) http.Handler { return s.guard(true, h.ServeHTTP) }
+
 // Handler wraps the routes of a mux (Register's and any others) with the
 // check that refuses requests that would change something from another
 // site's page (their Origin, or Sec-Fetch-Site, names another site).

@@ -320,8 +320,19 @@ func TestAPI_Tokens(t *testing.T) {
 	if r := s.do("GET", "/api/status", "", "Authorization: Bearer "+tokens[auth.Watch]+"x"); r.code != http.StatusUnauthorized {
 		t.Errorf("GET /api/status with a wrong token: %d, want 401", r.code)
 	}
-	if r := s.do("GET", "/jobs?state=failed", ""); r.code != http.StatusSeeOther || r.header.Get("Location") != "/signin?next=/jobs?state=failed" {
-		t.Errorf("GET /jobs without a session: %d %v, want a redirect to sign in", r.code, r.header)
+	if r := s.do("GET", "/jobs?state=failed&node=alpha", ""); r.code != http.StatusSeeOther ||
+		r.header.Get("Location") != "/signin?next="+url.QueryEscape("/jobs?state=failed&node=alpha") {
+		t.Errorf("GET /jobs without a session: %d %v, want a redirect to sign in, then back with both filters", r.code, r.header)
+	}
+	// Monitoring names every client: it needs a token too, but for the
+	// health check.
+	for path, want := range map[string]int{"/healthz": 200, "/varz": 401, "/connz": 401, "/status": 401} {
+		if r := s.do("GET", path, ""); r.code != want {
+			t.Errorf("GET %s without a token: %d, want %d", path, r.code, want)
+		}
+	}
+	if r := s.do("GET", "/connz", "", "Authorization: Bearer "+s.watch); r.code != http.StatusOK {
+		t.Errorf("GET /connz with watch.token: %d, want 200", r.code)
 	}
 	// Without credentials the host name is no concern.
 	if r := s.do("GET", "/signin", "", "Host: baton.example"); r.code != http.StatusOK {
@@ -372,6 +383,13 @@ func TestAPI_Tokens(t *testing.T) {
 	}
 	if r := s.do("POST", "/api/exec", `{"cmd": "true"}`, session); r.code != http.StatusForbidden {
 		t.Errorf("POST /api/exec with a watch session: %d, want 403", r.code)
+	}
+	// A proxy's Basic authorization leaves the session be.
+	if r := s.do("GET", "/api/status", "", session, "Authorization: Basic dXNlcjpwYXNz"); r.code != http.StatusOK {
+		t.Errorf("GET /api/status with the session and a proxy's Basic authorization: %d", r.code)
+	}
+	if r := s.do("GET", "/api/status", "", "Authorization: bearer "+tokens[auth.Watch]); r.code != http.StatusOK {
+		t.Errorf("GET /api/status with scheme 'bearer' in lower case: %d", r.code)
 	}
 	forged := strings.Replace(session, "watch.", "admin.", 1)
 	if r := s.do("POST", "/api/exec", `{"cmd": "true"}`, forged); r.code != http.StatusUnauthorized {

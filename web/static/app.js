@@ -36,7 +36,8 @@ function refreshTimes() {
 		const seen = Number(td.dataset.seen);
 		const age = Number(td.dataset.age);
 		if (age < 0) { td.textContent = "-"; continue; }
-		td.textContent = ago(age + (now - seen)).replace("0s ago", "just now");
+		const since = age + (now - seen);
+		td.textContent = since < 1000 ? "just now" : ago(since);
 	}
 }
 
