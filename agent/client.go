@@ -486,6 +486,11 @@ type Job struct {
 	// Via says to the history how the command was submitted
 	// (messages.ViaPrompt, ViaExec, ViaWeb).
 	Via string
+	// Taken, when set, hears which master took the command and its job in
+	// the history, once the command has run a moment (a command that ends
+	// sooner has its result instead). It is called from the submitting
+	// goroutine, at most once per master.
+	Taken func(master, job string)
 }
 
 // ErrCancelled: the job was cancelled before any master took it; the
@@ -552,8 +557,19 @@ func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult,
 	return res, err
 }
 
+// jobNote names the job the master said it took, for an error that leaves
+// the command's outcome to the history.
+func (s *submission) jobNote() string {
+	if s.jobID == "" {
+		return ""
+	}
+	return " (job " + s.jobID + "; the history says how it ended)"
+}
+
 // submission is the state of one SubmitJob.
 type submission struct {
+	// jobID is the job the master said it took (its ack).
+	jobID      string
 	c          *Client
 	job        *Job
 	id         string
@@ -626,10 +642,16 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 				// The master says how long the command may wait and run.
 				wait = time.Duration(ev.ack.QueueTimeoutMs+ev.ack.TimeoutMs)*time.Millisecond + replyGrace
 				deadline.Reset(wait)
+				if ev.ack.Job != "" && ev.ack.Job != s.jobID {
+					s.jobID = ev.ack.Job
+					if s.job.Taken != nil {
+						s.job.Taken(ev.ack.Master, ev.ack.Job)
+					}
+				}
 			case ev.denied != nil:
 				return nil, ev.denied
 			case ev.lost != "":
-				return nil, fmt.Errorf("%w: %s", ErrMasterLost, ev.lost)
+				return nil, fmt.Errorf("%w: %s%s", ErrMasterLost, ev.lost, s.jobNote())
 			case ev.noResponders,
 				ev.result != nil && ev.result.ErrorKind == messages.ErrorKind_ERROR_KIND_STALE:
 				// Nobody received it, or the master refused it unrun.
@@ -681,7 +703,7 @@ func (s *submission) run(ctx context.Context) (*messages.ExecResult, error) {
 			if res, _ := s.ask(ctx); res != nil {
 				return res, nil
 			}
-			return nil, fmt.Errorf("%w within %v; the master may have been lost while running the command; it may or may not have run", ErrNoReply, wait)
+			return nil, fmt.Errorf("%w within %v; the master may have been lost while running the command; it may or may not have run%s", ErrNoReply, wait, s.jobNote())
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %w", ErrNoReply, ctx.Err())
 		}

@@ -146,7 +146,7 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	}
 	defer n.recordRunning(job, time.Now())()
 	timeout, queue := n.limits(req)
-	defer n.acknowledge(req, epoch, timeout, queue)()
+	defer n.acknowledge(req, job.Id, epoch, timeout, queue)()
 	res := n.run(runCtx, req, received, timeout, queue, epoch)
 	res.Master, res.Epoch, res.Job = n.cfg.Name, epoch, job.Id
 	n.recordEnd(job, res)
@@ -245,12 +245,12 @@ func sameInbox(reply, s string) bool {
 // comes first, and a master lost before acking is caught by the requester
 // anyway (it watches every master that could hold the request). So the
 // common short command costs one message less.
-func (n *Node) acknowledge(req *messages.ExecRequest, epoch uint64, timeout, queue time.Duration) (cancel func()) {
+func (n *Node) acknowledge(req *messages.ExecRequest, job string, epoch uint64, timeout, queue time.Duration) (cancel func()) {
 	if req.AckSubject == "" {
 		return func() {}
 	}
 	ack := &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID(),
-		TimeoutMs: uint32(timeout.Milliseconds()), QueueTimeoutMs: uint32(queue.Milliseconds())}
+		TimeoutMs: uint32(timeout.Milliseconds()), QueueTimeoutMs: uint32(queue.Milliseconds()), Job: job}
 	t := time.AfterFunc(ackDelay, func() { n.publish(req.AckSubject, ack) })
 	return func() { t.Stop() }
 }

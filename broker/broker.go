@@ -243,7 +243,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		if err := b.startWebClients(ctx); err != nil {
 			return err
 		}
-		b.web.Start(bctx)
+		b.web.Start()
 		if err := b.serveHTTP(ctx); err != nil {
 			return err
 		}
@@ -325,14 +325,17 @@ func (b *Broker) Close(ctx context.Context) error {
 
 func (b *Broker) close(ctx context.Context) error {
 	var errs []error
+	if b.web != nil {
+		// Commands run from the dashboard run on, unwaited for (the
+		// history records them): a planned restart fails none.
+		b.web.Close()
+	}
 	if b.http != nil {
-		// Event streams never go idle: they end first, and commands run
-		// from the dashboard are cancelled.
+		// Event streams never go idle: they end first.
 		b.stopWeb()
 		errs = append(errs, b.http.Shutdown(ctx))
 	}
 	if b.web != nil {
-		b.web.Close()
 		errs = append(errs, b.closeWebClients(ctx))
 	}
 	if b.election != nil {

@@ -181,14 +181,20 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// Run: echo hello, its output live, then its job.
-	run(t, ctx, 15*time.Second, "run echo hello",
+	var stopShown bool
+	run(t, ctx, 15*time.Second, "open the Run page",
 		chromedp.Navigate(base+"/run"),
 		chromedp.WaitVisible("#cmd", chromedp.ByQuery),
+		chromedp.Evaluate(`getComputedStyle(document.querySelector("#stop-button")).display !== "none"`, &stopShown))
+	if stopShown {
+		t.Error("the Run page shows Stop with nothing running")
+	}
+	run(t, ctx, 15*time.Second, "run echo hello",
 		// Two streams, in order: stderr a while after stdout.
 		chromedp.SendKeys("#cmd", "echo hello; sleep 0.3; echo from-stderr >&2", chromedp.ByQuery),
 		chromedp.Click("#run-button", chromedp.ByQuery),
 		chromedp.Poll(`document.querySelector("#output").textContent.includes("hello")`, nil),
-		chromedp.WaitVisible(`#result-summary a[href^="/jobs/"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#result-summary .badge:not(.st-running)`, chromedp.ByQuery),
 	)
 	if got := text(t, ctx, "#output"); got != "hello\nfrom-stderr" {
 		t.Errorf("Run page output %q, want hello and from-stderr", got)
@@ -198,6 +204,9 @@ func TestDashboard(t *testing.T) {
 	}
 	if s := text(t, ctx, "#result-summary"); !strings.Contains(s, "succeeded") || !strings.Contains(s, "beta") {
 		t.Errorf("Run page result %q, want succeeded on beta", s)
+	}
+	if !exists(t, ctx, `#result-summary a[href^="/jobs/"]`) {
+		t.Error("Run page result links to no job")
 	}
 	screenshot(t, ctx, "run")
 
@@ -247,10 +256,14 @@ func TestDashboard(t *testing.T) {
 		chromedp.Submit(`form[action="/run"] button`, chromedp.ByQuery),
 		chromedp.WaitVisible("#output", chromedp.ByQuery),
 		chromedp.Poll(`document.querySelector("#output").textContent.includes("about to fail")`, nil),
-		chromedp.WaitVisible(`#result-summary a[href^="/jobs/"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#result-summary .badge:not(.st-running)`, chromedp.ByQuery),
 	)
 	if s := text(t, ctx, "#result-summary"); !strings.Contains(s, "failed") || !strings.Contains(s, "3") {
 		t.Errorf("re-run's result %q, want failed with exit code 3", s)
+	}
+	run(t, ctx, 5*time.Second, "read the URL", chromedp.Location(&loc))
+	if loc != base+"/run?from="+failed.Job {
+		t.Errorf("after a re-run the page is at %s, want %s/run?from=%s (a reload runs nothing)", loc, base, failed.Job)
 	}
 	var prefilled string
 	run(t, ctx, 10*time.Second, "edit and run",

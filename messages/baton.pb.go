@@ -1252,8 +1252,11 @@ type ExecAck struct {
 	// knows how long to wait for the result.
 	TimeoutMs      uint32 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	QueueTimeoutMs uint32 `protobuf:"varint,6,opt,name=queue_timeout_ms,json=queueTimeoutMs,proto3" json:"queue_timeout_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Job is the command's job in the history: the requester can point at
+	// it while the command runs, and after, if the master is lost.
+	Job           string `protobuf:"bytes,7,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecAck) Reset() {
@@ -1326,6 +1329,13 @@ func (x *ExecAck) GetQueueTimeoutMs() uint32 {
 		return x.QueueTimeoutMs
 	}
 	return 0
+}
+
+func (x *ExecAck) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
 }
 
 // ExecResult is the outcome of one ExecRequest.
@@ -2088,7 +2098,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
 	"\x06master\x18\x05 \x01(\tR\x06master\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03box\x18\a \x01(\fR\x03box\"\xb1\x01\n" +
+	"\x03box\x18\a \x01(\fR\x03box\"\xc3\x01\n" +
 	"\aExecAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12\x14\n" +
@@ -2097,7 +2107,8 @@ const file_baton_proto_rawDesc = "" +
 	"instanceId\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12(\n" +
-	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\"\xf9\x03\n" +
+	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\x12\x10\n" +
+	"\x03job\x18\a \x01(\tR\x03job\"\xf9\x03\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +

@@ -121,14 +121,23 @@ func (s *Server) guard(api bool, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
 		if !s.hostAllowed(r) {
-			http.Error(w, "baton: this dashboard has no sign-in, so it answers only requests to an IP address, localhost or this machine's name", http.StatusMisdirectedRequest)
+			const why = "this dashboard has no sign-in, so it answers only requests to an IP address, localhost or this machine's name"
+			if api {
+				apiError(w, http.StatusMisdirectedRequest, why)
+			} else {
+				http.Error(w, "baton: "+why, http.StatusMisdirectedRequest)
+			}
 			return
 		}
 		a, ok := s.authenticate(r)
 		if !ok {
 			if api {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
-				apiError(w, http.StatusUnauthorized, "sign in: send Authorization: Bearer TOKEN (a token from the broker's DATA-DIR/credentials: admin.token, submit.token or watch.token)")
+				why := "sign in: send Authorization: Bearer TOKEN (a token from the broker's DATA-DIR/credentials: admin.token, submit.token or watch.token)"
+				if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+					why = "that bearer token is not one of this broker's (admin.token, submit.token or watch.token in its DATA-DIR/credentials)"
+				}
+				apiError(w, http.StatusUnauthorized, why)
 				return
 			}
 			http.Redirect(w, r, "/signin?next="+url.QueryEscape(localPath(r.URL.RequestURI())), http.StatusSeeOther)
@@ -199,7 +208,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
-	data := signInData{Next: next}
+	data := signInData{Next: next, TTL: fmt.Sprintf("%g hours", s.cfg.SessionTTL.Hours())}
 	if r.Method == http.MethodPost {
 		role, ok := s.cfg.Tokens.Role(strings.TrimSpace(r.PostFormValue("token")))
 		if ok {
@@ -222,6 +231,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request) {
 
 type signInData struct {
 	Next, Error string
+	TTL         string // how long a session lasts
 }
 
 // handleSignOut is POST /signout.

@@ -35,6 +35,30 @@ func apiError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
+// apiMethods are the API's endpoints' methods, by path pattern.
+var apiMethods = map[string]string{
+	"/api/status": "GET", "/api/jobs": "GET", "/api/events": "GET", "/api/exec": "POST",
+}
+
+// apiNotFound answers a request the API has no endpoint for: 405 for a
+// known path asked with another method, else 404.
+func apiNotFound(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if strings.HasPrefix(path, "/api/jobs/") {
+		path = "/api/jobs/ID"
+	}
+	method, ok := apiMethods[path]
+	if path == "/api/jobs/ID" {
+		method, ok = "GET", true
+	}
+	if ok {
+		w.Header().Set("Allow", method)
+		apiError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: this endpoint takes %s", r.Method, r.URL.Path, method))
+		return
+	}
+	apiError(w, http.StatusNotFound, fmt.Sprintf("%s: no such endpoint (the API: GET /api/status, /api/jobs, /api/jobs/ID, /api/events; POST /api/exec)", r.URL.Path))
+}
+
 // handleStatus is GET /api/status: what `node status --json` prints.
 func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.cluster.Status())
@@ -59,7 +83,7 @@ func historyError(w http.ResponseWriter, err error) {
 // duration before now such as 1h, or for before a job ID: the next page
 // after that job), limit.
 func jobQuery(v url.Values, now time.Time) (messages.JobQuery, error) {
-	q := messages.JobQuery{State: v.Get("state"), Node: strings.TrimSpace(v.Get("node")), Grep: v.Get("q")}
+	q := messages.JobQuery{State: strings.ToLower(strings.TrimSpace(v.Get("state"))), Node: strings.TrimSpace(v.Get("node")), Grep: v.Get("q")}
 	switch {
 	case q.State != "" && !slices.Contains(messages.JobStates(), q.State):
 		return q, fmt.Errorf("state %q: want one of %s", q.State, strings.Join(messages.JobStates(), ", "))
@@ -99,9 +123,16 @@ func jobQuery(v url.Values, now time.Time) (messages.JobQuery, error) {
 // 3339, and what a person types or a datetime-local field sends.
 var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02"}
 
-// parseTime reads a time, or a duration before now such as 90m.
+// parseTime reads a time, or a duration before now such as 90m or 2d.
 func parseTime(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil {
+	d, err := time.ParseDuration(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok && err != nil {
+		var n float64
+		if n, err = strconv.ParseFloat(days, 64); err == nil {
+			d = time.Duration(n * float64(24*time.Hour))
+		}
+	}
+	if err == nil {
 		if d < 0 {
 			return time.Time{}, fmt.Errorf("%q: a duration before now must be positive", s)
 		}
@@ -112,7 +143,8 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("%q is neither a time (2006-01-02T15:04:05Z, 2006-01-02 15:04 in UTC) nor a duration before now (1h, 30m)", s)
+	return time.Time{}, fmt.Errorf("%q is neither a time (such as %s, or %s in UTC) nor a duration before now (such as 30m, 1h or 2d)",
+		s, now.UTC().Format("2006-01-02T15:04:05Z"), now.UTC().Format("2006-01-02 15:04"))
 }
 
 // handleJobList is GET /api/jobs: {"jobs": [...]}, newest first, each as a
@@ -141,10 +173,15 @@ func (s *Server) handleJobList(w http.ResponseWriter, r *http.Request) {
 func jobID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := strings.ToLower(r.PathValue("id"))
 	if !messages.ValidJobID(id) {
-		apiError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a job ID (%d characters of 0-9 and a-z)", r.PathValue("id"), messages.JobIDLen))
+		apiError(w, http.StatusBadRequest, badJobID(r.PathValue("id")))
 		return "", false
 	}
 	return id, true
+}
+
+// badJobID says why id is no job ID.
+func badJobID(id string) string {
+	return fmt.Sprintf("%q is not a job ID (%d characters of 0-9 and a-z, as the Jobs page shows them)", id, messages.JobIDLen)
 }
 
 // getJob reads a job for a handler, answering the error itself.

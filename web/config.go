@@ -55,9 +55,10 @@ func DefaultConfig() Config {
 		// A master runs 64 commands at once by default; a few times that
 		// may queue behind it.
 		MaxRunning: 256,
-		// Often enough that a silent node stands out, rarely enough that a
-		// hundred idle tabs cost nothing.
-		StatusInterval: 5 * time.Second,
+		// Often enough that heartbeat ages read true (a beat is every
+		// 250 ms) and a silent node stands out within a second; one
+		// encoding a second, whatever the tabs, costs nothing.
+		StatusInterval: time.Second,
 		// Seconds of a busy cluster's job changes, and every cluster
 		// change of a long day.
 		JobEvents:     16384,

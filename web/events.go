@@ -67,11 +67,10 @@ func timelineOf(e election.Event) (TimelineEntry, bool) {
 		t.Text = fmt.Sprintf("%s lost: %s", e.Node, t.Cause)
 	case election.EventMasterChanged:
 		t.Kind, t.Master, t.Epoch, t.Reason = "master", e.Master, e.Epoch, e.Reason
-		master := e.Master
-		if master == "" {
-			master = "none"
+		t.Text = fmt.Sprintf("epoch %d: master %s (%s)", e.Epoch, e.Master, e.Reason)
+		if e.Master == "" {
+			t.Text = fmt.Sprintf("epoch %d: no master (%s)", e.Epoch, e.Reason)
 		}
-		t.Text = fmt.Sprintf("epoch %d: master %s (%s)", e.Epoch, master, e.Reason)
 	case election.EventRefused:
 		t.Kind, t.Reason = "refused", e.Reason
 		name := e.Node

@@ -37,8 +37,18 @@ func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, error) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formTimeout))
 	dec := json.NewDecoder(io.LimitReader(r.Body, maxExecBody+1))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf(`body is not JSON such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
+	err := dec.Decode(&req)
+	if err == nil && dec.More() {
+		err = errors.New("more follows the object")
+	}
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr):
+		return req, fmt.Errorf("%s: want a %s", typeErr.Field, map[string]string{"cmd": "string", "timeout_ms": "whole number of milliseconds"}[typeErr.Field])
+	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
+		return req, fmt.Errorf("%s (want cmd and timeout_ms)", strings.TrimPrefix(err.Error(), "json: "))
+	case err != nil:
+		return req, fmt.Errorf(`body is not one JSON object such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
 	}
 	switch {
 	case strings.TrimSpace(req.Cmd) == "":
@@ -85,39 +95,68 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
 	cancel := make(chan struct{})
 	job := &agent.Job{Cmd: req.Cmd, Timeout: timeout, Cancel: cancel, Via: messages.ViaWeb}
-	stream := r.URL.Query().Get("stream") == "1"
+	var taken struct{ master, job string }
+	job.Taken = func(master, id string) { taken.master, taken.job = master, id }
 	var out *ndjson
-	if stream {
+	if r.URL.Query().Get("stream") == "1" {
 		out = newNDJSON(w)
 		job.Output = out.output
+		job.Taken = func(master, id string) {
+			taken.master, taken.job = master, id
+			out.write(map[string]string{"job": id, "master": master})
+		}
 	}
-	// The browser going away cancels the command, and the result is still
-	// waited for, so that it is recorded: the submission's own context is
-	// detached from the request's.
-	// (The request's context ends when this handler returns, too: the
-	// command is over by then, and the cancel goes unheard.)
+	// The browser going away cancels the command; the broker stopping
+	// does not (the command runs on, and the history records how it ends),
+	// but stops waiting for it. (The request's context also ends when this
+	// handler returns: the command is over by then, the cancel unheard.)
 	go func() {
-		<-r.Context().Done()
-		close(cancel)
+		select {
+		case <-r.Context().Done():
+			if s.life.Err() == nil {
+				close(cancel)
+			}
+		case <-s.life.Done():
+		}
 	}()
-	ctx := context.WithoutCancel(r.Context())
+	ctx, stop := context.WithCancel(context.WithoutCancel(r.Context()))
+	defer stop()
+	defer context.AfterFunc(s.life, stop)()
 	res, err := sub.SubmitJob(ctx, job)
 	out.finish()
-	code, body := http.StatusOK, resultOf(job, res, err)
+	body := resultOf(job, res, err)
+	if res == nil && taken.job != "" {
+		// No result, but the master said which job it was.
+		body.Job, body.Master = taken.job, taken.master
+	}
+	code, state := http.StatusOK, ""
 	switch {
+	case res != nil:
+		st, _ := messages.StateOf(res)
+		state = st.Name()
 	case errors.Is(err, agent.ErrNoMaster), errors.Is(err, agent.ErrCancelled), errors.Is(err, agent.ErrDenied):
 		// The command did not run.
-		code = http.StatusServiceUnavailable
-	case err != nil:
+		code, state = http.StatusServiceUnavailable, stateNotRun
+	case errors.Is(err, agent.ErrMasterLost):
+		code, state = http.StatusBadGateway, messages.StateLost
+	default:
 		// It may or may not have run.
-		code = http.StatusBadGateway
+		code, state = http.StatusBadGateway, stateUnknown
 	}
-	if stream {
-		out.result(body)
+	if out != nil {
+		out.write(map[string]any{"result": body, "state": state})
 		return
 	}
 	writeJSON(w, code, body)
 }
+
+// The outcomes of a streamed exec besides the history's states.
+const (
+	// stateNotRun: no master took the command.
+	stateNotRun = "not_run"
+	// stateUnknown: no result came back; the history may know more.
+	stateUnknown = "unknown"
+)
 
 // resultOf is what /api/exec answers: the result, or why there is none.
 func resultOf(job *agent.Job, res *messages.ExecResult, err error) messages.ResultJSON {
@@ -209,8 +248,4 @@ func (n *ndjson) finish() {
 			n.write(map[string]string{key: string(c)})
 		}
 	}
-}
-
-func (n *ndjson) result(res messages.ResultJSON) {
-	n.write(map[string]any{"result": res})
 }

@@ -29,6 +29,11 @@ func staticFiles() http.Handler {
 	files := http.FileServerFS(staticFS)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w.Header())
+		if strings.HasSuffix(r.URL.Path, "/") {
+			// Files, no listings.
+			http.NotFound(w, r)
+			return
+		}
 		// The embedded files change only with the binary; a reload after
 		// an upgrade revalidates them (FileServerFS sends no Last-Modified
 		// for embedded files, so no-cache costs a full fetch: small).
@@ -55,11 +60,9 @@ var funcs = template.FuncMap{
 	},
 	"timeStamp": func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
 	"timeText":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
-	"duration": func(ms int64) string {
-		return (time.Duration(ms) * time.Millisecond).String()
-	},
-	"states": messages.JobStates,
-	"label":  func(state string) string { return strings.ReplaceAll(state, "_", " ") },
+	"duration":  duration,
+	"states":    messages.JobStates,
+	"label":     func(state string) string { return strings.ReplaceAll(state, "_", " ") },
 	"oneLine": func(s string) string {
 		if i := strings.IndexByte(s, '\n'); i >= 0 {
 			return s[:i] + " …"
@@ -152,7 +155,10 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := runData{Cmd: r.FormValue("cmd"), Timeout: r.FormValue("timeout"), Autostart: r.Method == http.MethodPost}
-	if from := r.FormValue("from"); from != "" && d.Cmd == "" && s.history != nil {
+	if from := strings.ToLower(r.FormValue("from")); messages.ValidJobID(from) && d.Cmd != "" {
+		// A re-run: a reload of the page should not run it again.
+		d.From = from
+	} else if from != "" && d.Cmd == "" && s.history != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
 		job, err := s.history.Get(ctx, strings.ToLower(from))
 		cancel()
@@ -224,9 +230,12 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 		q.Limit = jobsPage
 	}
 	d.Limit, d.Paged = q.Limit, q.Before != ""
+	// One more than the page shows says whether there is a next page.
+	probe := q
+	probe.Limit = min(q.Limit+1, messages.MaxJobLimit)
 	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
 	began := time.Now()
-	list, err := s.history.List(ctx, q)
+	list, err := s.history.List(ctx, probe)
 	d.Took = time.Since(began).Round(time.Millisecond)
 	cancel()
 	if err != nil {
@@ -235,17 +244,29 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusServiceUnavailable, page)
 		return
 	}
-	d.Jobs = list.Jobs
-	if n := len(list.Jobs); n > 0 && (n == q.Limit || list.More) {
+	more := list.More || len(list.Jobs) > q.Limit || len(list.Jobs) == messages.MaxJobLimit
+	d.Jobs = list.Jobs[:min(len(list.Jobs), q.Limit)]
+	if n := len(d.Jobs); n > 0 && more {
 		older := url.Values{}
 		for k, vs := range v {
 			older[k] = vs
 		}
-		older.Set("before", list.Jobs[n-1].ID)
+		older.Set("before", d.Jobs[n-1].ID)
 		d.Older = template.URL("/jobs?" + older.Encode())
 	}
 	page.Data = &d
 	s.render(w, r, http.StatusOK, page)
+}
+
+// handleNotFound is every page that is none.
+func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		apiNotFound(w, r)
+		return
+	}
+	v := view{Title: "Not found", Page: "job", Access: accessOf(r.Context()), Cursor: s.hub.cursor(),
+		Data: jobData{Error: fmt.Sprintf("There is no page %s here. The dashboard's pages are Cluster (/), Run (/run), Jobs (/jobs) and each job's.", r.URL.Path)}}
+	s.render(w, r, http.StatusNotFound, v)
 }
 
 // jobData is the Job page's.
@@ -274,6 +295,11 @@ func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := strings.ToLower(r.PathValue("id"))
+	if !messages.ValidJobID(id) {
+		v.Data = jobData{Error: badJobID(r.PathValue("id")) + "."}
+		s.render(w, r, http.StatusNotFound, v)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
 	job, err := s.history.Get(ctx, id)
 	cancel()
@@ -330,6 +356,20 @@ func runeCut(s string, n int) int {
 		n--
 	}
 	return n
+}
+
+// duration is ms for a person, as the pages' script shows it too: 4ms,
+// 2.03s, 12.5s, 3m12s.
+func duration(ms int64) string {
+	switch {
+	case ms < 1000:
+		return fmt.Sprintf("%dms", ms)
+	case ms < 10_000:
+		return fmt.Sprintf("%.2fs", float64(ms)/1000)
+	case ms < 60_000:
+		return fmt.Sprintf("%.1fs", float64(ms)/1000)
+	}
+	return fmt.Sprintf("%dm%ds", ms/60_000, (ms%60_000+500)/1000)
 }
 
 // byteSize is n bytes for a person: 512 B, 1.5 KiB, 5.0 MiB.

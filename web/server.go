@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 
 	"baton/agent"
@@ -41,6 +42,9 @@ type Server struct {
 	pages     pages
 	running   chan struct{} // a slot per command waiting for its result
 
+	// life ends at Close: the periodic status stops, and commands stop
+	// being waited for (not cancelled).
+	life   context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -60,26 +64,27 @@ func New(cfg Config, cluster Cluster, hist History, submitter func(auth.Role) Su
 	if err != nil {
 		return nil, err
 	}
+	life, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg: cfg, cluster: cluster, history: hist, submitter: submitter,
 		hub: newHub(cfg.ClusterEvents, cfg.JobEvents), pages: p,
 		running: make(chan struct{}, cfg.MaxRunning),
+		life:    life, cancel: cancel,
 	}, nil
 }
 
 // Start begins the periodic status for open dashboards; Close ends it.
-func (s *Server) Start(ctx context.Context) {
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.wg.Go(func() { s.ticks(ctx) })
+func (s *Server) Start() {
+	s.wg.Go(func() { s.ticks(s.life) })
 }
 
-// Close stops what Start began. Open event streams end with the HTTP
-// server that carries them. It is safe to call twice.
+// Close stops what Start began, and stops waiting for the commands run
+// from the dashboard, leaving them running: call it before the HTTP
+// server shuts down, whose requests then end. Open event streams end with
+// that server. It is safe to call twice.
 func (s *Server) Close() {
 	s.once.Do(func() {
-		if s.cancel != nil {
-			s.cancel()
-		}
+		s.cancel()
 		s.wg.Wait()
 	})
 }
@@ -116,6 +121,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/jobs/{id}/{stream}", api(s.handleJobOutput))
 	mux.HandleFunc("POST /api/exec", api(s.handleExec))
 	mux.HandleFunc("GET /api/events", api(s.handleEvents))
+	mux.HandleFunc("/api/", api(apiNotFound))
+	mux.HandleFunc("/", page(s.handleNotFound))
 }
 
 // Protect lets requests through to h as the API's are: signed in (when
@@ -126,5 +133,14 @@ func (s *Server) Protect(h http.Handler) http.Handler { return s.guard(true, h.S
 // check that refuses requests that would change something from another
 // site's page (their Origin, or Sec-Fetch-Site, names another site).
 func Handler(mux *http.ServeMux) http.Handler {
-	return http.NewCrossOriginProtection().Handler(mux)
+	p := http.NewCrossOriginProtection()
+	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		const why = "refused: this request comes from another site's page (its Origin or Sec-Fetch-Site says so)"
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			apiError(w, http.StatusForbidden, why)
+			return
+		}
+		http.Error(w, "baton: "+why, http.StatusForbidden)
+	}))
+	return p.Handler(mux)
 }

@@ -230,10 +230,34 @@ func TestAPI_Open(t *testing.T) {
 		t.Errorf("GET /api/jobs/ID/stdout: %d %q %v", out.code, out.body, out.header)
 	}
 
+	// Streamed: the output as it comes, the job once the master has it,
+	// then the result and the job's state.
 	stream := s.do("POST", "/api/exec?stream=1", `{"cmd": "echo one; sleep 0.2; echo two >&2"}`)
-	lines := strings.Split(strings.TrimSpace(stream.body), "\n")
-	if stream.code != http.StatusOK || len(lines) != 3 || lines[0] != `{"stdout":"one\n"}` || lines[1] != `{"stderr":"two\n"}` ||
-		!strings.HasPrefix(lines[2], `{"result":{"id":`) {
+	var stdout, errOut, jobLine string
+	var last struct {
+		Result messages.ResultJSON
+		State  string
+	}
+	for line := range strings.Lines(stream.body) {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stream line %q: %v", line, err)
+		}
+		var v string
+		switch {
+		case m["stdout"] != nil:
+			_ = json.Unmarshal(m["stdout"], &v)
+			stdout += v
+		case m["stderr"] != nil:
+			_ = json.Unmarshal(m["stderr"], &v)
+			errOut += v
+		case m["job"] != nil:
+			_ = json.Unmarshal(m["job"], &jobLine)
+		case m["result"] != nil:
+			_ = json.Unmarshal([]byte(line), &last)
+		}
+	}
+	if stream.code != http.StatusOK || stdout != "one\n" || errOut != "two\n" || jobLine == "" || last.Result.Job != jobLine || last.State != messages.StateSucceeded {
 		t.Errorf("POST /api/exec?stream=1: %d\n%s", stream.code, stream.body)
 	}
 
@@ -244,7 +268,9 @@ func TestAPI_Open(t *testing.T) {
 	}{
 		{"empty command", "POST", "/api/exec", `{"cmd": "  "}`, 400, "no command"},
 		{"unknown field", "POST", "/api/exec", `{"cmd": "ls", "shell": "bash"}`, 400, `unknown field "shell"`},
-		{"not JSON", "POST", "/api/exec", `ls`, 400, "not JSON"},
+		{"not JSON", "POST", "/api/exec", `ls`, 400, "not one JSON object"},
+		{"two objects", "POST", "/api/exec", `{"cmd": "true"} {"cmd": "reboot"}`, 400, "more follows"},
+		{"timeout as text", "POST", "/api/exec", `{"cmd": "ls", "timeout_ms": "5s"}`, 400, "timeout_ms: want a whole number"},
 		{"negative timeout", "POST", "/api/exec", `{"cmd": "ls", "timeout_ms": -1}`, 400, "timeout_ms -1"},
 		{"long command", "POST", "/api/exec", `{"cmd": "` + strings.Repeat("x", messages.MaxCommandBytes+1) + `"}`, 400, "longer than"},
 		{"unknown state", "GET", "/api/jobs?state=done", "", 400, `state "done"`},
@@ -253,7 +279,8 @@ func TestAPI_Open(t *testing.T) {
 		{"malformed ID", "GET", "/api/jobs/nope", "", 400, "not a job ID"},
 		{"unknown job", "GET", "/api/jobs/" + messages.NewJobID(time.Now()), "", 404, "no such job"},
 		{"unknown stream", "GET", "/api/jobs/" + res.Job + "/stdin", "", 404, "want stdout or stderr"},
-		{"GET exec", "GET", "/api/exec", "", 405, ""},
+		{"GET exec", "GET", "/api/exec", "", 405, "takes POST"},
+		{"unknown endpoint", "GET", "/api/nodes", "", 404, "no such endpoint"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := s.do(c.method, c.path, c.body)

@@ -68,8 +68,14 @@ function listen(handlers, withJobs) {
 	const q = new URLSearchParams({ after: document.body.dataset.cursor || "" });
 	if (!withJobs) q.set("jobs", "0");
 	const es = new EventSource("/api/events?" + q.toString());
-	es.onopen = () => setLive("on", "live");
-	es.onerror = () => setLive("off", es.readyState === EventSource.CLOSED ? "offline: reload the page" : "reconnecting…");
+	const liveText = live && live.dataset.text || "live";
+	es.onopen = () => setLive("on", liveText);
+	es.onerror = () => {
+		setLive("off", es.readyState === EventSource.CLOSED ? "offline: reload the page" : "reconnecting…");
+		// A session that ended (a new token, the broker's sign-in) is no
+		// reconnecting matter.
+		fetch("/api/status").then((r) => { if (r.status === 401) location.assign("/signin?next=" + encodeURIComponent(location.pathname + location.search)); }, () => {});
+	};
 	for (const [name, fn] of Object.entries(handlers)) {
 		es.addEventListener(name, (ev) => fn(JSON.parse(ev.data)));
 	}
@@ -82,7 +88,7 @@ function listen(handlers, withJobs) {
 
 function renderStatus(st) {
 	const master = document.getElementById("master");
-	master.replaceChildren(st.master ? el("span", { class: "badge master", text: st.master }) : el("span", { class: "muted", text: "none" }));
+	master.replaceChildren(el("span", { class: st.master ? "badge master" : "badge st-lost", text: st.master || "none" }));
 	document.getElementById("epoch").textContent = st.epoch;
 	document.getElementById("count").textContent = st.members.length;
 	document.getElementById("change").textContent = st.last_change;
@@ -93,13 +99,14 @@ function renderStatus(st) {
 	const now = Date.now();
 	const rows = st.members.map((m) => el("tr", { class: m.master ? "is-master" : null },
 		el("td", {}, el("strong", { text: m.name })),
-		el("td", { class: "num", text: m.priority }),
-		el("td", { class: "num", text: m.rank }),
+		el("td", { class: "num opt", text: m.priority }),
+		el("td", { class: "num opt", text: m.rank }),
 		el("td", {}, m.master ? el("span", { class: "badge master", text: "master" }) : el("span", { class: "muted", text: "standby" })),
 		el("td", { class: "heard", "data-age": m.heartbeat_age_ms, "data-seen": now }),
 		el("td", { class: "opt mono", text: m.version || "-" })));
 	if (rows.length === 0) {
-		rows.push(el("tr", { class: "empty" }, el("td", { colspan: 6, class: "muted", text: "No node is a member." })));
+		rows.push(el("tr", { class: "empty" }, el("td", { colspan: 6, class: "muted",
+			text: "No node is a member. Start one: bin/node --broker-addr=ADDR --priority=N (and --credentials node.creds when the broker requires them)." })));
 	}
 	body.replaceChildren(...rows);
 	refreshTimes();
@@ -130,7 +137,7 @@ function jobRow(j) {
 		el("td", { class: "mono opt" }, el("a", { href: "/jobs/" + j.id, text: j.id })),
 		el("td", {}, stateBadge(j.state)),
 		el("td", { class: "cmd mono", title: j.cmd }, el("a", { href: "/jobs/" + j.id, text: j.cmd.split("\n")[0] })),
-		el("td", { text: j.master || "-" }),
+		el("td", { class: "opt", text: j.master || "-" }),
 		el("td", { class: "opt" }, el("time", { class: "rel", datetime: j.submitted_at || "", text: j.submitted_at || "-" })),
 		el("td", { class: "num opt", text: done ? duration(j.duration_ms) : "-" }),
 		el("td", { class: "num", text: done ? j.exit_code : "-" }));
@@ -143,6 +150,8 @@ function jobsPage() {
 	// New jobs join the first page of a list filtered only by state and
 	// node; any list updates the jobs it shows.
 	const live = table.dataset.live === "1";
+	const indicator = document.getElementById("live");
+	if (indicator && !live) indicator.dataset.text = "live: rows shown update; new jobs need a reload";
 	const want = (j) => (!table.dataset.state || j.state === table.dataset.state) &&
 		(!table.dataset.node || j.master === table.dataset.node || j.submitter === table.dataset.node);
 	listen({
@@ -173,14 +182,26 @@ function jobPage() {
 
 // --- Run -----------------------------------------------------------------
 
-// parseTimeout reads 30s, 2m, 1500ms, 1h or a bare number of seconds.
+// parseTimeout reads a duration as Go writes them (30s, 2m30s, 1h30m,
+// 1500ms, 1.5s) or a bare number of seconds; 0 for none (the master's
+// default), NaN for anything else, or for less than a millisecond.
 function parseTimeout(s) {
-	s = s.trim();
+	s = s.trim().replace(/\s+/g, "");
 	if (!s) return 0;
-	const m = /^([0-9.]+)\s*(ms|s|m|h)?$/.exec(s);
-	if (!m) return NaN;
-	const unit = { ms: 1, s: 1000, m: 60000, h: 3600000 }[m[2] || "s"];
-	return Math.round(Number(m[1]) * unit);
+	if (/^[0-9]+(\.[0-9]+)?$/.test(s)) s += "s";
+	const units = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+	const part = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/y;
+	let ms = 0, m;
+	while (part.lastIndex < s.length && (m = part.exec(s))) ms += Number(m[1]) * units[m[2]];
+	if (part.lastIndex !== s.length || ms < 1) return NaN;
+	return Math.round(ms);
+}
+
+// size is n bytes (or characters) for a person.
+function size(n) {
+	if (n < 1024) return n + " B";
+	if (n < 1 << 20) return (n / 1024).toFixed(1) + " KiB";
+	return (n / (1 << 20)).toFixed(1) + " MiB";
 }
 
 // The most output the Run page holds; the job's page has the rest.
@@ -203,13 +224,16 @@ function runPage() {
 		if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); }
 	});
 	stopButton.addEventListener("click", () => abort && abort.abort());
+	timeout.addEventListener("input", () => timeout.setCustomValidity(""));
+	// Leaving the page kills a running command: ask first.
+	window.addEventListener("beforeunload", (ev) => { if (abort) ev.preventDefault(); });
 
 	const show = (items) => summary.replaceChildren(...items.map(([k, v]) =>
 		el("div", {}, el("span", { class: "label", text: k }), typeof v === "string" ? el("span", { class: "big", text: v }) : v)));
 
 	async function run() {
 		const ms = parseTimeout(timeout.value);
-		if (isNaN(ms)) { timeout.setCustomValidity("Such as 30s, 2m or 1500ms"); timeout.reportValidity(); return; }
+		if (isNaN(ms)) { timeout.setCustomValidity("A duration such as 30s, 2m30s or 1500ms (a bare number is seconds)"); timeout.reportValidity(); return; }
 		timeout.setCustomValidity("");
 		abort = new AbortController();
 		runButton.disabled = true;
@@ -219,7 +243,7 @@ function runPage() {
 		banner.hidden = true;
 		show([["State", stateBadge("running")]]);
 		const began = performance.now();
-		let shown = 0, hidden = 0, pending = [], result = null;
+		let shown = 0, hidden = 0, pending = [], result = null, state = null, job = null, refused = false;
 		const flush = () => {
 			if (pending.length) { output.append(...pending); pending = []; }
 		};
@@ -239,6 +263,7 @@ function runPage() {
 				signal: abort.signal,
 			});
 			if (!resp.ok && !(resp.headers.get("Content-Type") || "").includes("ndjson")) {
+				refused = true;
 				const body = await resp.json().catch(() => ({ error: resp.statusText }));
 				throw new Error(body.error || resp.statusText);
 			}
@@ -256,25 +281,31 @@ function runPage() {
 					const msg = JSON.parse(line);
 					if (msg.stdout !== undefined) append(msg.stdout, false);
 					else if (msg.stderr !== undefined) append(msg.stderr, true);
-					else if (msg.result) result = msg.result;
+					else if (msg.job && (job = msg.job)) show([["State", stateBadge("running")], ["Master", msg.master],
+						["Job", el("a", { class: "big mono", href: "/jobs/" + msg.job, target: "_blank", text: msg.job })]]);
+					else if (msg.result) { result = msg.result; state = msg.state; }
 				}
 			}
 			flush();
 			if (!result) throw new Error("the broker ended the answer without a result");
-			const state = result.error && !result.job ? "failed" : stateOf(result);
-			const items = [["State", stateBadge(state)], ["Exit code", String(result.exit_code)],
-				["Duration", duration(result.duration_ms)], ["Master", result.master || "-"]];
+			const items = [["State", stateBadge(state)]];
+			if (state !== "not_run" && state !== "unknown" && state !== "lost") {
+				items.push(["Exit code", String(result.exit_code)], ["Duration", duration(result.duration_ms)]);
+			}
+			items.push(["Master", result.master || "-"]);
 			if (result.job) items.push(["Job", el("a", { class: "big mono", href: "/jobs/" + result.job, text: result.job })]);
 			show(items);
 			if (result.error) summary.append(el("p", { class: "error-box", role: "alert", text: result.error }));
 			const notes = [];
-			if (hidden) notes.push(`${hidden} more characters are not shown here; the job's page has them.`);
-			if (result.stdout_dropped || result.stderr_dropped) notes.push(`The master dropped ${result.stdout_dropped} bytes of stdout and ${result.stderr_dropped} of stderr (its --max-output).`);
+			if (hidden) notes.push(`The page shows the first ${size(maxShown)} of the output; ${size(hidden)} more are on the job's page.`);
+			if (result.stdout_dropped || result.stderr_dropped) notes.push(`The master kept the first part and dropped ${size(result.stdout_dropped)} of stdout and ${size(result.stderr_dropped)} of stderr (its --max-output).`);
 			if (notes.length) { banner.textContent = notes.join(" "); banner.hidden = false; }
 		} catch (e) {
 			flush();
 			const stopped = e.name === "AbortError";
-			show([["State", stateBadge(stopped ? "cancelled" : "failed")], ["After", duration(Math.round(performance.now() - began))]]);
+			const items = [["State", stateBadge(stopped ? "cancelled" : refused ? "not_run" : "unknown")], ["After", duration(Math.round(performance.now() - began))]];
+			if (job) items.push(["Job", el("a", { class: "big mono", href: "/jobs/" + job, text: job })]);
+			show(items);
 			summary.append(el("p", { class: "error-box", role: "alert",
 				text: stopped ? "Stopped: the command was killed on the master. Its job in the history says how it ended." : String(e.message || e) }));
 		} finally {
@@ -286,14 +317,11 @@ function runPage() {
 	}
 
 	form.addEventListener("submit", (ev) => { ev.preventDefault(); if (!abort) run(); });
-	if (form.dataset.autostart) run();
-}
-
-// stateOf is the history's state of a result (messages.StateOf).
-function stateOf(r) {
-	if (r.timed_out) return "timed_out";
-	if (/cancel/i.test(r.error)) return "cancelled";
-	return r.exit_code === 0 && !r.error ? "succeeded" : "failed";
+	if (form.dataset.autostart) {
+		// A re-run, posted: a reload or Back shows the form, and runs nothing.
+		history.replaceState(null, "", form.dataset.from ? "/run?from=" + form.dataset.from : "/run");
+		run();
+	}
 }
 
 // --- start ---------------------------------------------------------------
