@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
@@ -41,6 +43,13 @@ type History struct {
 	JobsMs float64 `json:"jobs_ms"`
 	GrepMs float64 `json:"grep_ms"`
 	LoadMs float64 `json:"load_ms"`
+	// PageMs, DeepPageMs and FailedPageMs are the dashboard's Jobs page
+	// (50 jobs): the first, one half-way through the history, and "failed
+	// only" when no job failed (every job looked at); median of five,
+	// request to last byte.
+	PageMs       float64 `json:"page_ms"`
+	DeepPageMs   float64 `json:"deep_page_ms"`
+	FailedPageMs float64 `json:"failed_page_ms"`
 }
 
 // Targets of the history.
@@ -48,6 +57,7 @@ const (
 	targetHistoryCost = 0.05
 	targetJobsMs      = 200
 	targetGrepMs      = 2000
+	targetPageMs      = 200
 )
 
 // historyCost compares the same cluster with the history on and off,
@@ -89,7 +99,11 @@ func (c Config) historyJobs() int {
 // `node jobs --grep` that reads every record, and the index load of a
 // restarted broker.
 func historyQueries(ctx context.Context, cfg Config, r *Report) error {
-	c, err := newCluster(ctx, cfg)
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	c, err := newClusterWith(ctx, cfg, false, "--http="+httpAddr)
 	if err != nil {
 		return err
 	}
@@ -113,7 +127,8 @@ func historyQueries(ctx context.Context, cfg Config, r *Report) error {
 	defer m.Close(context.WithoutCancel(ctx))
 	total := cfg.historyJobs()
 	t0 := time.Now()
-	if err := storeJobs(ctx, nc, total); err != nil {
+	middle, err := storeJobs(ctx, nc, total)
+	if err != nil {
 		return err
 	}
 	h := &r.History
@@ -122,6 +137,16 @@ func historyQueries(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	if h.GrepMs, err = c.timeNode(ctx, "jobs", "--grep=text no job holds"); err != nil {
+		return err
+	}
+	base := "http://" + httpAddr
+	if h.PageMs, err = timeGet(ctx, base+"/jobs"); err != nil {
+		return err
+	}
+	if h.DeepPageMs, err = timeGet(ctx, base+"/jobs?before="+middle); err != nil {
+		return err
+	}
+	if h.FailedPageMs, err = timeGet(ctx, base+"/jobs?state=failed"); err != nil {
 		return err
 	}
 	// A restart: how long until the history answers again.
@@ -145,8 +170,8 @@ func historyQueries(ctx context.Context, cfg Config, r *Report) error {
 }
 
 // storeJobs sends n finished jobs' records to the history, each with a
-// few hundred bytes of output.
-func storeJobs(ctx context.Context, nc *nats.Conn, n int) error {
+// few hundred bytes of output, and returns the ID of the one half-way.
+func storeJobs(ctx context.Context, nc *nats.Conn, n int) (middle string, err error) {
 	const batch = 1000
 	now := time.Now()
 	out := strings.Repeat("some output of a command\n", 10)
@@ -154,26 +179,55 @@ func storeJobs(ctx context.Context, nc *nats.Conn, n int) error {
 		var recs messages.JobRecords
 		for j := i; j < min(i+batch, n); j++ {
 			at := timestamppb.New(now.Add(time.Duration(j-n) * time.Millisecond))
+			id := messages.NewJobID(at.AsTime())
+			if j == n/2 {
+				middle = id
+			}
 			recs.Records = append(recs.Records, &messages.JobRecord{
-				Id: messages.NewJobID(at.AsTime()), Cmd: fmt.Sprintf("echo job %d | tee /tmp/x", j),
+				Id: id, Cmd: fmt.Sprintf("echo job %d | tee /tmp/x", j),
 				State: messages.JobState_JOB_STATE_SUCCEEDED, SubmittedAt: at, StartedAt: at, FinishedAt: at,
 				Master: "master", Epoch: 2, Submitter: "bench", Via: messages.ViaExec, Stdout: out,
 			})
 		}
 		b, err := proto.Marshal(&recs)
 		if err != nil {
-			return err
+			return "", err
 		}
 		msg, err := nc.RequestWithContext(ctx, messages.SubjectJobRecord, b)
 		if err != nil {
-			return fmt.Errorf("store jobs: %w", err)
+			return "", fmt.Errorf("store jobs: %w", err)
 		}
 		var ack messages.JobRecordsAck
 		if err := proto.Unmarshal(msg.Data, &ack); err != nil || ack.Error != "" {
-			return fmt.Errorf("store jobs: %v %s", err, ack.Error)
+			return "", fmt.Errorf("store jobs: %v %s", err, ack.Error)
 		}
 	}
-	return nil
+	return middle, nil
+}
+
+// timeGet fetches url five times and returns the median time, request to
+// last byte, in milliseconds.
+func timeGet(ctx context.Context, url string) (float64, error) {
+	var times []time.Duration
+	for range 5 {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		if err != nil {
+			return 0, err
+		}
+		times = append(times, time.Since(t0))
+	}
+	slices.Sort(times)
+	return ms(times[len(times)/2]), nil
 }
 
 // timeNode runs `node ARGS…` against the cluster five times and returns

@@ -43,6 +43,7 @@ func (r *Report) judge() map[string]bool {
 	if hi.Jobs >= 100_000 {
 		t["node jobs with 100,000 jobs < 200 ms"] = hi.JobsMs < targetJobsMs
 		t["node jobs --grep with 100,000 jobs < 2 s"] = hi.GrepMs < targetGrepMs
+		t["Jobs page with 100,000 jobs < 200 ms (first, deep, failed only)"] = max(hi.PageMs, hi.DeepPageMs, hi.FailedPageMs) < targetPageMs
 	}
 	t[fmt.Sprintf("live output line at the requester ≤ %d ms", targetLineMs)] = r.Interactive.LineMaxMs <= targetLineMs
 	t[fmt.Sprintf("cancel to the process gone ≤ %d ms", targetCancelMs)] = r.Interactive.CancelMaxMs <= targetCancelMs
@@ -117,6 +118,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	row("`node jobs` (process start to exit)", fmt.Sprintf("%.0f ms", hi.JobsMs), fmt.Sprintf("< %d ms", targetJobsMs), judged(hi.JobsMs, targetJobsMs))
 	row("`node jobs --grep` matching none (every record read)", fmt.Sprintf("%.0f ms", hi.GrepMs), fmt.Sprintf("< %d ms", targetGrepMs), judged(hi.GrepMs, targetGrepMs))
+	row("dashboard Jobs page, first 50 (request to last byte)", fmt.Sprintf("%.0f ms", hi.PageMs), fmt.Sprintf("< %d ms", targetPageMs), judged(hi.PageMs, targetPageMs))
+	row("Jobs page half-way through the history (`?before=ID`)", fmt.Sprintf("%.0f ms", hi.DeepPageMs), fmt.Sprintf("< %d ms", targetPageMs), judged(hi.DeepPageMs, targetPageMs))
+	row("Jobs page, failed only, when none failed (every job looked at)", fmt.Sprintf("%.0f ms", hi.FailedPageMs), fmt.Sprintf("< %d ms", targetPageMs), judged(hi.FailedPageMs, targetPageMs))
 	row("broker restart → history answering again", fmt.Sprintf("%.0f ms", hi.LoadMs), "", "")
 	tw.Flush()
 	fmt.Fprintf(w, "\nStored through jobs.record in batches of 1,000 in %.1f s.\n\n", hi.StoreSeconds)

@@ -550,3 +550,39 @@ func TestEvents_ResumeAfterReconnect(t *testing.T) {
 		t.Errorf("after another start's id, first event %+v, want reset", e)
 	}
 }
+
+// A broker that stops leaves the commands run from its dashboard running
+// (a planned restart fails none), and stops waiting for them at once.
+func TestExec_BrokerStopLeavesCommandsRunning(t *testing.T) {
+	s := newSite(t, nil)
+	s.startNode("alpha", 10)
+	marker := filepath.Join(t.TempDir(), "ran")
+	answered := make(chan reply, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", s.base+"/api/exec?stream=1", strings.NewReader(`{"cmd": "echo started; sleep 1; touch `+marker+`"}`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- reply{body: err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- reply{code: resp.StatusCode, body: string(b)}
+	}()
+	s.eventually(5*time.Second, "the command running", func() bool {
+		var list messages.JobList
+		return s.getJSON("/api/jobs?state=running", "", &list) == http.StatusOK && len(list.Jobs) == 1
+	})
+	t0 := time.Now()
+	if err := s.b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(t0); took > 2*time.Second {
+		t.Errorf("broker took %v to stop with a dashboard command running, want it not to wait for the command", took)
+	}
+	<-answered
+	s.eventually(5*time.Second, "the command's file", func() bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	})
+}
