@@ -23,14 +23,9 @@ type Dashboards struct {
 	IdleCPUCost float64 `json:"idle_cpu_cost"`
 	// Events is how many events the open dashboards read in all while
 	// the round trips and throughput were measured.
-	Events         int64   `json:"events"`
-	Samples        int     `json:"samples"`
-	OffP50Ms       float64 `json:"off_p50_ms"`
-	OnP50Ms        float64 `json:"on_p50_ms"`
-	OffPerSecond   float64 `json:"off_per_second"`
-	OnPerSecond    float64 `json:"on_per_second"`
-	RoundTripCost  float64 `json:"round_trip_cost"`
-	ThroughputCost float64 `json:"throughput_cost"`
+	Events int64 `json:"events"`
+	// OffOn is exec with no dashboard against exec with Tabs open.
+	OffOn
 }
 
 // Targets of the dashboard: a hundred tabs left open cost an idle broker
@@ -51,28 +46,26 @@ func dashboards(ctx context.Context, cfg Config, r *Report) error {
 	if cfg.Quick {
 		window = 4 * time.Second
 	}
-	httpAddr := func() (string, error) { return freeAddr() }
-	aHTTP, err := httpAddr()
-	if err != nil {
-		return err
+	// Two like clusters, each with its dashboard.
+	var clusters [2]*cluster
+	var bHTTP string
+	for i := range clusters {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		c, err := servingClusterWith(ctx, cfg, "master", false, "--http="+addr)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		clusters[i], bHTTP = c, addr
 	}
-	a, err := servingClusterWith(ctx, cfg, "master", false, "--http="+aHTTP)
-	if err != nil {
-		return err
-	}
-	defer a.close()
-	bHTTP, err := httpAddr()
-	if err != nil {
-		return err
-	}
-	b, err := servingClusterWith(ctx, cfg, "master", false, "--http="+bHTTP)
-	if err != nil {
-		return err
-	}
-	defer b.close()
+	a, b := clusters[0], clusters[1]
 	ds := &r.Dashboards
 	ds.Tabs = dashboardTabs
 	pid := b.broker.cmd.Process.Pid
+	var err error
 	if ds.IdleCPU, err = cpuShare(pid, window); err != nil {
 		return err
 	}
@@ -91,8 +84,7 @@ func dashboards(ctx context.Context, cfg Config, r *Report) error {
 		return err
 	}
 	ds.Events = tabs.events() - before
-	ds.Samples, ds.OffP50Ms, ds.OnP50Ms, ds.OffPerSecond, ds.OnPerSecond = n, p.aP50Ms, p.bP50Ms, p.aPerSec, p.bPerSec
-	ds.RoundTripCost, ds.ThroughputCost = p.roundTripCost, p.throughputCost
+	ds.OffOn = offOn(n, p)
 	if err := tabs.err(); err != nil {
 		return fmt.Errorf("a dashboard's event stream: %w", err)
 	}

@@ -23,16 +23,8 @@ import (
 // History is what the job history costs on the hot path, and how fast it
 // answers with many jobs stored.
 type History struct {
-	Samples      int     `json:"samples"`
-	OffP50Ms     float64 `json:"off_p50_ms"`
-	OnP50Ms      float64 `json:"on_p50_ms"`
-	OffPerSecond float64 `json:"off_per_second"`
-	OnPerSecond  float64 `json:"on_per_second"`
-	// RoundTripCost and ThroughputCost are the fractions lost to the
-	// history: 0.05 is 5 % slower round trips, or 5 % fewer commands a
-	// second.
-	RoundTripCost  float64 `json:"round_trip_cost"`
-	ThroughputCost float64 `json:"throughput_cost"`
+	// OffOn is what the history costs: --no-history against the default.
+	OffOn
 	// Jobs is how many jobs were stored for the queries; StoreSeconds how
 	// long storing them took.
 	Jobs         int     `json:"jobs"`
@@ -80,9 +72,7 @@ func historyCost(ctx context.Context, cfg Config, r *Report) error {
 	if err != nil {
 		return err
 	}
-	h := &r.History
-	h.Samples, h.OffP50Ms, h.OnP50Ms, h.OffPerSecond, h.OnPerSecond = n, p.aP50Ms, p.bP50Ms, p.aPerSec, p.bPerSec
-	h.RoundTripCost, h.ThroughputCost = p.roundTripCost, p.throughputCost
+	r.History.OffOn = offOn(n, p)
 	return nil
 }
 

@@ -7,6 +7,27 @@ import (
 	"time"
 )
 
+// OffOn is a cost measured by versus: a cluster without a feature (off)
+// against one with it (on).
+type OffOn struct {
+	Samples      int     `json:"samples"`
+	OffP50Ms     float64 `json:"off_p50_ms"`
+	OnP50Ms      float64 `json:"on_p50_ms"`
+	OffPerSecond float64 `json:"off_per_second"`
+	OnPerSecond  float64 `json:"on_per_second"`
+	// RoundTripCost and ThroughputCost are the fractions lost to the
+	// feature: 0.05 is 5 % slower round trips, or 5 % fewer commands a
+	// second.
+	RoundTripCost  float64 `json:"round_trip_cost"`
+	ThroughputCost float64 `json:"throughput_cost"`
+}
+
+// offOn is p, of n round trips each, with a the cluster without.
+func offOn(n int, p pair) OffOn {
+	return OffOn{Samples: n, OffP50Ms: p.aP50Ms, OnP50Ms: p.bP50Ms, OffPerSecond: p.aPerSec, OnPerSecond: p.bPerSec,
+		RoundTripCost: p.roundTripCost, ThroughputCost: p.throughputCost}
+}
+
 // pair is the figures of two clusters measured together.
 type pair struct {
 	aP50Ms, bP50Ms   float64
