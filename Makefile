@@ -44,6 +44,7 @@ demo: image compose-plugin
 	build/rootfs/usr/local/bin/broker credentials --data-dir $(BATON_DEMO_DIR)
 	build/rootfs/usr/local/bin/broker certificate --data-dir $(BATON_DEMO_DIR) --hosts broker,localhost,127.0.0.1
 	docker compose up -d --wait
+	@echo "The dashboard: http://127.0.0.1:$${BATON_HTTP_PORT:-8222}/ (sign in with the token in $(BATON_DEMO_DIR)/credentials/admin.token)"
 
 demo-down: compose-plugin
 	docker compose down --remove-orphans --volumes --timeout 20
