@@ -264,6 +264,7 @@ func (n *Node) jobRecord(id string, req *messages.ExecRequest, reply string, rec
 	if req != nil {
 		// A command refused for its length is kept as long as one may be.
 		r.Cmd, r.Submitter = cut(req.Cmd, messages.MaxCommandBytes), cut(req.Requester, maxRequesterBytes)
+		r.TimeoutMs = req.TimeoutMs
 		if req.SubmittedAt.IsValid() && !req.SubmittedAt.AsTime().After(received) {
 			r.SubmittedAt = req.SubmittedAt
 		}
@@ -312,7 +313,7 @@ const runningDelay = ackDelay
 func (n *Node) recordRunning(r *messages.JobRecord, started time.Time) (cancel func()) {
 	rec := &messages.JobRecord{Id: r.Id, Cmd: r.Cmd, State: messages.JobState_JOB_STATE_RUNNING,
 		SubmittedAt: r.SubmittedAt, StartedAt: timestamppb.New(started), Master: r.Master, Epoch: r.Epoch,
-		Submitter: r.Submitter, Role: r.Role, Via: r.Via}
+		Submitter: r.Submitter, Role: r.Role, Via: r.Via, TimeoutMs: r.TimeoutMs}
 	t := time.AfterFunc(runningDelay, func() { n.outbox.put(rec) })
 	return func() { t.Stop() }
 }

@@ -1739,6 +1739,9 @@ type JobRecord struct {
 	Stderr        string `protobuf:"bytes,17,opt,name=stderr,proto3" json:"stderr,omitempty"`
 	StdoutDropped uint64 `protobuf:"varint,18,opt,name=stdout_dropped,json=stdoutDropped,proto3" json:"stdout_dropped,omitempty"`
 	StderrDropped uint64 `protobuf:"varint,19,opt,name=stderr_dropped,json=stderrDropped,proto3" json:"stderr_dropped,omitempty"`
+	// Timeout_ms is the run time the requester asked for, 0 for the
+	// master's default: what a re-run asks for again.
+	TimeoutMs     uint32 `protobuf:"varint,20,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1902,6 +1905,13 @@ func (x *JobRecord) GetStdoutDropped() uint64 {
 func (x *JobRecord) GetStderrDropped() uint64 {
 	if x != nil {
 		return x.StderrDropped
+	}
+	return 0
+}
+
+func (x *JobRecord) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
 	}
 	return 0
 }
@@ -2142,7 +2152,7 @@ const file_baton_proto_rawDesc = "" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
 	"\arunning\x18\x02 \x01(\bR\arunning\x12,\n" +
-	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\xef\x04\n" +
+	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\x8e\x05\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12(\n" +
@@ -2166,7 +2176,9 @@ const file_baton_proto_rawDesc = "" +
 	"\x06stdout\x18\x10 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x11 \x01(\tR\x06stderr\x12%\n" +
 	"\x0estdout_dropped\x18\x12 \x01(\x04R\rstdoutDropped\x12%\n" +
-	"\x0estderr_dropped\x18\x13 \x01(\x04R\rstderrDropped\";\n" +
+	"\x0estderr_dropped\x18\x13 \x01(\x04R\rstderrDropped\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x14 \x01(\rR\ttimeoutMs\";\n" +
 	"\n" +
 	"JobRecords\x12-\n" +
 	"\arecords\x18\x01 \x03(\v2\x13.baton.v1.JobRecordR\arecords\"%\n" +

@@ -107,12 +107,15 @@ const (
 // JobSummary is a job's record without its output: one line of `node jobs
 // --json`. Times are RFC 3339 in UTC, null when the job never got there.
 type JobSummary struct {
-	ID            string     `json:"id"`
-	Cmd           string     `json:"cmd"`
-	State         string     `json:"state"`
-	ExitCode      int32      `json:"exit_code"`
-	Error         string     `json:"error"`
-	TimedOut      bool       `json:"timed_out"`
+	ID       string `json:"id"`
+	Cmd      string `json:"cmd"`
+	State    string `json:"state"`
+	ExitCode int32  `json:"exit_code"`
+	Error    string `json:"error"`
+	TimedOut bool   `json:"timed_out"`
+	// TimeoutMs is the run time the requester asked for, 0 for the
+	// master's default.
+	TimeoutMs     uint32     `json:"timeout_ms"`
 	SubmittedAt   *time.Time `json:"submitted_at"`
 	StartedAt     *time.Time `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at"`
@@ -148,7 +151,7 @@ func JobOf(r *JobRecord) *Job {
 	}
 	return &Job{
 		JobSummary: JobSummary{
-			ID: r.Id, Cmd: r.Cmd, State: r.State.Name(), ExitCode: r.ExitCode, Error: r.Error, TimedOut: r.TimedOut,
+			ID: r.Id, Cmd: r.Cmd, State: r.State.Name(), ExitCode: r.ExitCode, Error: r.Error, TimedOut: r.TimedOut, TimeoutMs: r.TimeoutMs,
 			SubmittedAt: timeOf(r.SubmittedAt), StartedAt: timeOf(r.StartedAt), FinishedAt: timeOf(r.FinishedAt),
 			DurationMs: r.DurationMs, Master: r.Master, Epoch: r.Epoch,
 			Submitter: r.Submitter, Role: r.Role, Via: via,

@@ -55,8 +55,10 @@ func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, error) {
 		return req, errors.New("no command: cmd is empty")
 	case len(req.Cmd) > messages.MaxCommandBytes:
 		return req, fmt.Errorf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes)
-	case req.TimeoutMs < 0 || time.Duration(req.TimeoutMs)*time.Millisecond > maxTimeout:
-		return req, fmt.Errorf("timeout_ms %d: want 0 (the master's default) up to %d", req.TimeoutMs, maxTimeout.Milliseconds())
+	case req.TimeoutMs < 0:
+		return req, fmt.Errorf("timeout_ms %d: want 0 (the master's default) or more", req.TimeoutMs)
+	case time.Duration(req.TimeoutMs)*time.Millisecond > maxTimeout:
+		return req, fmt.Errorf("a timeout of %v is longer than the %v the dashboard allows", time.Duration(req.TimeoutMs)*time.Millisecond, maxTimeout)
 	}
 	return req, nil
 }
@@ -83,6 +85,12 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	req, err := readExec(w, r)
 	if err != nil {
 		apiError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if st := s.cluster.Status(); st.Master == "" && len(st.Members) == 0 {
+		// Nobody to wait for: say so now (a node that joins later takes
+		// the next try).
+		apiError(w, http.StatusServiceUnavailable, "no node is a member, so nothing can run it; start a node (the Cluster page says how); the command did not run")
 		return
 	}
 	select {
@@ -124,6 +132,9 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	defer context.AfterFunc(s.life, stop)()
 	res, err := sub.SubmitJob(ctx, job)
 	out.finish()
+	if err != nil && s.life.Err() != nil {
+		err = fmt.Errorf("the broker is stopping, so it no longer waits for this command; the command runs on, and its job says how it ended%s", jobNote(taken.job))
+	}
 	body := resultOf(job, res, err)
 	if res == nil && taken.job != "" {
 		// No result, but the master said which job it was.
@@ -148,6 +159,14 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, code, body)
+}
+
+// jobNote names a job in an error, if any.
+func jobNote(id string) string {
+	if id == "" {
+		return ""
+	}
+	return " (job " + id + ")"
 }
 
 // The outcomes of a streamed exec besides the history's states.

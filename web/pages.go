@@ -69,7 +69,26 @@ var funcs = template.FuncMap{
 		}
 		return s
 	},
-	"bytes": byteSize,
+	"bytes":   byteSize,
+	"timeout": timeoutText,
+	"plural": func(n int, word string) string {
+		if n == 1 {
+			return "1 " + word
+		}
+		return fmt.Sprintf("%d %ss", n, word)
+	},
+	// exitShown is whether a job's exit code means something: it ran to
+	// an end of its own (or was killed for its time).
+	"exitShown": func(j messages.JobSummary) bool { return j.FinishedAt != nil && j.ExitCode >= 0 },
+}
+
+// timeoutText is a run time asked for, as the Run page's field takes it;
+// empty for the master's default.
+func timeoutText(ms uint32) string {
+	if ms == 0 {
+		return ""
+	}
+	return (time.Duration(ms) * time.Millisecond).String()
 }
 
 func parsePages() (pages, error) {
@@ -165,7 +184,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			d.Error = err.Error()
 		} else {
-			d.Cmd, d.From = job.Cmd, job.ID
+			d.Cmd, d.From, d.Timeout = job.Cmd, job.ID, timeoutText(job.TimeoutMs)
 		}
 	}
 	if len(d.Cmd) > messages.MaxCommandBytes {

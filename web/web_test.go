@@ -586,3 +586,15 @@ func TestExec_BrokerStopLeavesCommandsRunning(t *testing.T) {
 		return err == nil
 	})
 }
+
+// With no node at all, a command is refused at once, saying why.
+func TestExec_NoMember(t *testing.T) {
+	s := newSite(t, nil)
+	t0 := time.Now()
+	r := s.do("POST", "/api/exec", `{"cmd": "true"}`)
+	var e struct{ Error string }
+	_ = json.Unmarshal([]byte(r.body), &e)
+	if r.code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "no node is a member") || time.Since(t0) > time.Second {
+		t.Errorf("POST /api/exec without nodes: %d %s after %v, want 503 at once", r.code, r.body, time.Since(t0))
+	}
+}

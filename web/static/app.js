@@ -133,14 +133,29 @@ function clusterPage() {
 
 function jobRow(j) {
 	const done = j.finished_at !== null;
+	const ran = done && j.started_at !== null;
 	return el("tr", { "data-id": j.id },
 		el("td", { class: "mono opt" }, el("a", { href: "/jobs/" + j.id, text: j.id })),
 		el("td", {}, stateBadge(j.state)),
 		el("td", { class: "cmd mono", title: j.cmd }, el("a", { href: "/jobs/" + j.id, text: j.cmd.split("\n")[0] })),
 		el("td", { class: "opt", text: j.master || "-" }),
 		el("td", { class: "opt" }, el("time", { class: "rel", datetime: j.submitted_at || "", text: j.submitted_at || "-" })),
-		el("td", { class: "num opt", text: done ? duration(j.duration_ms) : "-" }),
-		el("td", { class: "num", text: done ? j.exit_code : "-" }));
+		el("td", { class: "num opt", text: ran ? duration(j.duration_ms) : "-" }),
+		el("td", { class: "num", text: done && j.exit_code >= 0 ? j.exit_code : "-" }));
+}
+
+// olderFrom points "Older →" at the jobs before id, the last row shown
+// (rows pushed off the page by new ones stay on the next), making the link
+// if the page had none.
+function olderFrom(id) {
+	let older = document.querySelector('a[rel="next"]');
+	if (!older) {
+		older = el("a", { class: "button secondary", rel: "next", text: "Older →" });
+		document.querySelector(".pager .actions").append(older);
+	}
+	const q = new URLSearchParams(location.search);
+	q.set("before", id);
+	older.href = "/jobs?" + q.toString();
 }
 
 function jobsPage() {
@@ -164,7 +179,9 @@ function jobsPage() {
 				// Newest first: IDs sort by submission time.
 				const after = [...body.rows].find((r) => r.dataset.id < j.id);
 				body.insertBefore(jobRow(j), after || null);
-				while (body.rows.length > Number(table.dataset.limit)) body.lastElementChild.remove();
+				let cut = false;
+				while (body.rows.length > Number(table.dataset.limit)) { body.lastElementChild.remove(); cut = true; }
+				if (cut) olderFrom(body.lastElementChild.dataset.id);
 			}
 			refreshTimes();
 		},
@@ -193,7 +210,7 @@ function parseTimeout(s) {
 	const part = /([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)/y;
 	let ms = 0, m;
 	while (part.lastIndex < s.length && (m = part.exec(s))) ms += Number(m[1]) * units[m[2]];
-	if (part.lastIndex !== s.length || ms < 1) return NaN;
+	if (part.lastIndex !== s.length || (ms > 0 && ms < 1)) return NaN;
 	return Math.round(ms);
 }
 
@@ -303,11 +320,13 @@ function runPage() {
 		} catch (e) {
 			flush();
 			const stopped = e.name === "AbortError";
+			const stoppedText = job ? "Stopped: the command was killed on the master. Its job says how it ended."
+				: "Stopped before any master took it: nothing ran.";
 			const items = [["State", stateBadge(stopped ? "cancelled" : refused ? "not_run" : "unknown")], ["After", duration(Math.round(performance.now() - began))]];
 			if (job) items.push(["Job", el("a", { class: "big mono", href: "/jobs/" + job, text: job })]);
 			show(items);
 			summary.append(el("p", { class: "error-box", role: "alert",
-				text: stopped ? "Stopped: the command was killed on the master. Its job in the history says how it ended." : String(e.message || e) }));
+				text: stopped ? stoppedText : String(e.message || e) }));
 		} finally {
 			clearInterval(timer);
 			abort = null;
