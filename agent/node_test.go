@@ -17,6 +17,7 @@ import (
 
 	"baton/agent"
 	"baton/broker"
+	"baton/broker/brokertest"
 	"baton/bus/bustest"
 	"baton/internal/testlog"
 	"baton/messages"
@@ -26,19 +27,9 @@ import (
 // heartbeat timeout, and closes it when the test ends.
 func startCluster(t testing.TB) *broker.Broker {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Server.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
-	cfg.Election.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.Logger = testlog.Logger(t)
-	b, err := broker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	cfg := brokertest.Config(t)
+	cfg.HTTP = "" // no dashboard: its clients would be members' company
+	return brokertest.Start(t, cfg)
 }
 
 func startNode(t testing.TB, b *broker.Broker, name string, priority int32, mutate func(*agent.Config)) *agent.Node {

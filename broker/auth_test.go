@@ -14,6 +14,7 @@ import (
 
 	"baton/auth"
 	"baton/broker"
+	"baton/broker/brokertest"
 	"baton/bus"
 	"baton/internal/testlog"
 	"baton/messages"
@@ -23,9 +24,9 @@ import (
 // the directory of the credentials it made.
 func startAuth(t testing.TB) (*broker.Broker, string) {
 	t.Helper()
-	cfg := testConfig(t)
+	cfg := brokertest.Config(t)
 	cfg.Auth = broker.AuthRequired
-	return start(t, cfg), auth.Dir(cfg.DataDir)
+	return brokertest.Start(t, cfg), auth.Dir(cfg.DataDir)
 }
 
 func connAs(t testing.TB, b *broker.Broker, credential string) bus.ConnConfig {

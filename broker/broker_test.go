@@ -11,38 +11,18 @@ import (
 	"time"
 
 	"baton/broker"
+	"baton/broker/brokertest"
 	"baton/bus/bustest"
 	"baton/election"
 	"baton/internal/testlog"
 	"baton/messages"
 )
 
-func testConfig(t testing.TB) broker.Config {
-	cfg := broker.DefaultConfig()
-	cfg.Server.Addr, cfg.DataDir, cfg.HTTP = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-	cfg.Election.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.Logger = testlog.Logger(t)
-	return cfg
-}
-
-func start(t testing.TB, cfg broker.Config) *broker.Broker {
-	t.Helper()
-	b, err := broker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // A started broker takes NATS clients with the payload limit the largest
 // result needs, elects a master, serves /status, and closes (twice) in
 // order.
 func TestBroker_StartStatusClose(t *testing.T) {
-	b := start(t, testConfig(t))
+	b := brokertest.Start(t, brokertest.Config(t))
 	nc := bustest.Connect(t, b.Addr())
 	if got := nc.MaxPayload(); got != messages.MaxPayload {
 		t.Errorf("max payload %d, want %d", got, messages.MaxPayload)
@@ -97,9 +77,9 @@ func TestBroker_StartStatusClose(t *testing.T) {
 // why, and Close is safe after the failed Start; the directory's holder is
 // unaffected.
 func TestBroker_DataDirInUse(t *testing.T) {
-	held := testConfig(t)
-	first := start(t, held)
-	cfg := testConfig(t)
+	held := brokertest.Config(t)
+	first := brokertest.Start(t, held)
+	cfg := brokertest.Config(t)
 	cfg.DataDir = held.DataDir
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -129,7 +109,7 @@ func TestBroker_DataDirInUse(t *testing.T) {
 }
 
 func TestBroker_CloseWithoutStart(t *testing.T) {
-	b, err := broker.New(testConfig(t))
+	b, err := broker.New(brokertest.Config(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +127,7 @@ func TestNew_InvalidConfig(t *testing.T) {
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
-			cfg := testConfig(t)
+			cfg := brokertest.Config(t)
 			mutate(&cfg)
 			if _, err := broker.New(cfg); !errors.Is(err, broker.ErrInvalidConfig) {
 				t.Fatalf("got %v, want ErrInvalidConfig", err)

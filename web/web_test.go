@@ -17,6 +17,7 @@ import (
 	"baton/agent"
 	"baton/auth"
 	"baton/broker"
+	"baton/broker/brokertest"
 	"baton/bus/bustest"
 	"baton/election"
 	"baton/internal/testlog"
@@ -35,22 +36,12 @@ type site struct {
 
 func newSite(t testing.TB, mutate func(*broker.Config)) *site {
 	t.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Server.Addr, cfg.DataDir, cfg.HTTP = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-	cfg.Election.HeartbeatTimeout = 300 * time.Millisecond
-	cfg.Logger = testlog.Logger(t)
+	cfg := brokertest.Config(t)
 	cfg.Web.StatusInterval = 200 * time.Millisecond
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	b, err := broker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	b := brokertest.Start(t, cfg)
 	s := &site{t: t, b: b, base: "http://" + b.HTTPAddr(), cfg: cfg}
 	if cfg.Auth == broker.AuthRequired {
 		token, err := os.ReadFile(filepath.Join(auth.Dir(cfg.DataDir), auth.TokenFileName(auth.Watch)))
