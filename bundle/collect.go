@@ -1,0 +1,170 @@
+package bundle
+
+import (
+	"archive/zip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Collected is a file brought back from a work directory, with its
+// content's SHA-256 once packed.
+type Collected struct {
+	File
+	SHA256 string
+}
+
+// Collect finds the regular files under dir that globs match (path.Match
+// patterns relative to dir; a directory matched brings all its files),
+// sorted by name, each once. A pattern that is absolute or climbs out of
+// dir is refused; symbolic links are not followed, and nothing outside dir
+// is read (an os.Root at dir). Going past lim is refused before anything
+// is read.
+func Collect(dir string, globs []string, lim Limits) ([]File, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: work directory: %w", err)
+	}
+	defer root.Close()
+	fsys := root.FS()
+	found := make(map[string]File)
+	var size int64
+	add := func(name string, info fs.FileInfo) error {
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		if _, ok := found[name]; ok {
+			return nil
+		}
+		found[name] = File{Name: name, Size: info.Size(), Mode: info.Mode().Perm()}
+		size += info.Size()
+		switch {
+		case len(found) > lim.MaxFiles:
+			return fmt.Errorf("%w: more than %d files to bring back; the limit is --max-bundle-files", ErrUnsafe, lim.MaxFiles)
+		case size > lim.MaxBytes:
+			return fmt.Errorf("%w: more than %d bytes to bring back (at %s); the limit is --max-bundle-bytes", ErrUnsafe, lim.MaxBytes, name)
+		}
+		return nil
+	}
+	for _, g := range globs {
+		p, err := clean(g)
+		if err != nil {
+			return nil, fmt.Errorf("collect %q: %w", g, err)
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("bundle: collect %q: %w", g, err)
+		}
+		matches, err := fs.Glob(fsys, p)
+		if err != nil {
+			return nil, fmt.Errorf("bundle: collect %q: %w", g, err)
+		}
+		for _, m := range matches {
+			info, err := fs.Lstat(fsys, m)
+			if err != nil {
+				return nil, fmt.Errorf("bundle: collect %s: %w", m, err)
+			}
+			if !info.IsDir() {
+				if err := add(m, info); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			err = fs.WalkDir(fsys, m, func(name string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return err
+				}
+				if d.Type().IsRegular() {
+					info, err := d.Info()
+					if err != nil {
+						return err
+					}
+					return add(name, info)
+				}
+				return nil
+			})
+			if errors.Is(err, ErrUnsafe) {
+				return nil, err
+			}
+			if err != nil {
+				return nil, fmt.Errorf("bundle: collect %s: %w", m, err)
+			}
+		}
+	}
+	files := make([]File, 0, len(found))
+	for _, f := range found {
+		files = append(files, f)
+	}
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	return files, nil
+}
+
+// Extra is a file a packed bundle holds besides those collected, such as
+// a command's stdout.txt.
+type Extra struct {
+	Name string
+	Data []byte
+}
+
+// WriteZip packs files (as Collect found them under dir) and extras into
+// a zip on w, keeping each file's mode, and returns the files with their
+// SHA-256. A file that grew past its collected size is cut there: what
+// Collect's limits allowed is what is packed.
+func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]Collected, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: work directory: %w", err)
+	}
+	defer root.Close()
+	z := zip.NewWriter(w)
+	out := make([]Collected, 0, len(files))
+	for _, f := range files {
+		c, err := addFile(z, root, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	for _, e := range extras {
+		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate}
+		h.SetMode(0o644)
+		zw, err := z.CreateHeader(h)
+		if err == nil {
+			_, err = zw.Write(e.Data)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bundle: pack %s: %w", e.Name, err)
+		}
+	}
+	if err := z.Close(); err != nil {
+		return nil, fmt.Errorf("bundle: pack: %w", err)
+	}
+	return out, nil
+}
+
+func addFile(z *zip.Writer, root *os.Root, f File) (Collected, error) {
+	src, err := root.Open(f.Name)
+	if err != nil {
+		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+	}
+	defer src.Close()
+	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate}
+	h.SetMode(f.Mode.Perm())
+	zw, err := z.CreateHeader(h)
+	if err != nil {
+		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+	}
+	sum := sha256.New()
+	n, err := io.Copy(io.MultiWriter(zw, sum), io.LimitReader(src, f.Size))
+	if err != nil {
+		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+	}
+	f.Size = n
+	return Collected{File: f, SHA256: hex.EncodeToString(sum.Sum(nil))}, nil
+}
