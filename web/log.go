@@ -6,6 +6,5 @@ const (
 	keyErr       = "err"
 	keyRole      = "role"
 	keyRemote    = "remote"
-	keyJob       = "job"
 	keyPath      = "path"
 )
