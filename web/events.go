@@ -2,11 +2,13 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,10 +86,12 @@ func timelineOf(e election.Event) (TimelineEntry, bool) {
 	return t, true
 }
 
-// frame is one event, encoded once for every stream.
+// frame is one event, encoded once for every stream; a cluster event's
+// frame keeps its entry too, for the Cluster page's timeline.
 type frame struct {
-	seq  uint64
-	data []byte
+	seq   uint64
+	data  []byte
+	entry *TimelineEntry
 }
 
 // ring keeps the newest frames of one kind, at most max; dropped is the
@@ -108,17 +112,14 @@ func (r *ring) add(f frame) {
 	}
 }
 
-// since appends the frames after seq to out; false when some after seq
-// were dropped.
-func (r *ring) since(seq uint64, out []frame) ([]frame, bool) {
+// since is the frames after seq (the ring's own: not to be changed);
+// false when some after seq were dropped.
+func (r *ring) since(seq uint64) ([]frame, bool) {
 	if seq < r.dropped {
-		return out, false
+		return nil, false
 	}
-	i := len(r.frames)
-	for i > 0 && r.frames[i-1].seq > seq {
-		i--
-	}
-	return append(out, r.frames[i:]...), true
+	i, _ := slices.BinarySearchFunc(r.frames, seq+1, func(f frame, seq uint64) int { return cmp.Compare(f.seq, seq) })
+	return r.frames[i:len(r.frames):len(r.frames)], true
 }
 
 // hub fans the events out to every open stream. Publishing never blocks:
@@ -126,11 +127,10 @@ func (r *ring) since(seq uint64, out []frame) ([]frame, bool) {
 type hub struct {
 	run string // this broker start's id
 
-	mu       sync.Mutex
-	seq      uint64
-	cluster  ring
-	jobs     ring
-	timeline []TimelineEntry // newest last, at most cluster.max
+	mu      sync.Mutex
+	seq     uint64
+	cluster ring // the timeline's entries and the statuses after them
+	jobs    ring
 	// tick is the latest periodic status frame, tickGen its count, and
 	// tickSeq the newest event when it was read: it is newer than the
 	// events up to tickSeq, older than those after.
@@ -172,13 +172,11 @@ func (h *hub) parseCursor(id string) (uint64, bool) {
 	return n, err == nil
 }
 
-// encodeFrame is an event as the stream carries it; id 0 carries none.
-func (h *hub) encodeFrame(seq uint64, event string, v any) []byte {
+// payload is an event's data line, "data: JSON\n\n", encoded before the
+// hub is locked.
+func payload(v any) []byte {
 	var b bytes.Buffer
-	if seq != 0 {
-		fmt.Fprintf(&b, "id: %s\n", h.idOf(seq))
-	}
-	fmt.Fprintf(&b, "event: %s\ndata: ", event)
+	b.WriteString("data: ")
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v) // plain values: it cannot fail; it ends the line
@@ -186,33 +184,46 @@ func (h *hub) encodeFrame(seq uint64, event string, v any) []byte {
 	return b.Bytes()
 }
 
+// frameData is an event as the stream carries it, its id and name before
+// its payload; id 0 carries none.
+func (h *hub) frameData(seq uint64, event string, data []byte) []byte {
+	head := "event: " + event + "\n"
+	if seq != 0 {
+		head = "id: " + h.idOf(seq) + "\n" + head
+	}
+	return append([]byte(head), data...)
+}
+
 // publishCluster adds a timeline entry and the status after it.
 func (h *hub) publishCluster(t TimelineEntry, st election.Status) {
+	entry, status := payload(t), payload(st)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.timeline = append(h.timeline, t)
-	if len(h.timeline) > 2*h.cluster.max {
-		h.timeline = append(h.timeline[:0:0], h.timeline[len(h.timeline)-h.cluster.max:]...)
-	}
 	h.seq++
-	h.cluster.add(frame{h.seq, h.encodeFrame(h.seq, "cluster", t)})
+	h.cluster.add(frame{h.seq, h.frameData(h.seq, "cluster", entry), &t})
 	h.seq++
-	h.cluster.add(frame{h.seq, h.encodeFrame(h.seq, "status", st)})
+	h.cluster.add(frame{h.seq, h.frameData(h.seq, "status", status), nil})
 	h.wakeLocked()
 }
 
 // publishJob adds a job's new state.
 func (h *hub) publishJob(sum *messages.JobSummary) {
+	data := payload(sum)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seq++
-	h.jobs.add(frame{h.seq, h.encodeFrame(h.seq, "job", sum)})
+	h.jobs.add(frame{h.seq, h.frameData(h.seq, "job", data), nil})
 	h.wakeLocked()
+}
+
+// reset is a reset event at seq, saying why.
+func (h *hub) reset(seq uint64, why string) []byte {
+	return h.frameData(seq, "reset", payload(map[string]string{"reason": why}))
 }
 
 // publishTick replaces the periodic status.
 func (h *hub) publishTick(st election.Status) {
-	data := h.encodeFrame(0, "status", st)
+	data := h.frameData(0, "status", payload(st))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.tick, h.tickSeq = data, h.seq
@@ -233,14 +244,16 @@ func (h *hub) wakeLocked() {
 	h.wake = make(chan struct{})
 }
 
-// recent is the timeline's newest n entries, newest first, and the
-// cursor of the newest event then.
+// recent is the timeline's newest n entries still kept, newest first,
+// and the cursor of the newest event then.
 func (h *hub) recent(n int) ([]TimelineEntry, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]TimelineEntry, 0, min(n, len(h.timeline)))
-	for i := len(h.timeline) - 1; i >= 0 && len(out) < n; i-- {
-		out = append(out, h.timeline[i])
+	var out []TimelineEntry
+	for i := len(h.cluster.frames) - 1; i >= 0 && len(out) < n; i-- {
+		if e := h.cluster.frames[i].entry; e != nil {
+			out = append(out, *e)
+		}
 	}
 	return out, h.idOf(h.seq)
 }
@@ -288,19 +301,16 @@ func (h *hub) since(seq, tickGen uint64, jobs bool) catchUp {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c := catchUp{seq: h.seq, tickGen: h.tickGen, wake: h.wake}
-	var complete bool
-	c.frames, complete = h.cluster.since(seq, nil)
+	cluster, complete := h.cluster.since(seq)
+	var jobFrames []frame
 	if jobs && complete {
-		n := len(c.frames)
-		c.frames, complete = h.jobs.since(seq, c.frames)
-		if n > 0 && n < len(c.frames) {
-			// Two rings: merge into the order they were published in.
-			sortFrames(c.frames)
-		}
+		jobFrames, complete = h.jobs.since(seq)
 	}
-	if !complete {
-		c.frames = nil
-		c.reset = h.encodeFrame(h.seq, "reset", map[string]string{"reason": "events missed are no longer kept"})
+	if complete {
+		// Two rings: merged into the order they were published in.
+		c.frames = merge(cluster, jobFrames)
+	} else {
+		c.reset = h.reset(h.seq, "events missed are no longer kept")
 	}
 	if tickGen != h.tickGen && h.tickSeq >= seq {
 		c.tick, c.tickSeq = h.tick, h.tickSeq
@@ -308,13 +318,20 @@ func (h *hub) since(seq, tickGen uint64, jobs bool) catchUp {
 	return c
 }
 
-func sortFrames(fs []frame) {
-	// Two sorted runs: an insertion sort is linear for few inversions.
-	for i := 1; i < len(fs); i++ {
-		for j := i; j > 0 && fs[j-1].seq > fs[j].seq; j-- {
-			fs[j-1], fs[j] = fs[j], fs[j-1]
+// merge is two runs of frames, each in order, as one in order.
+func merge(a, b []frame) []frame {
+	if len(b) == 0 {
+		return a
+	}
+	out := make([]frame, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].seq < b[0].seq {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
 		}
 	}
+	return append(append(out, a...), b...)
 }
 
 // ticks publishes the status every StatusInterval while a stream is open,
@@ -367,7 +384,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		// start's id (or garbage) has nothing to resume, and is told.
 		seq, _ = s.hub.parseCursor(s.hub.cursor())
 		if last != "" {
-			buf.Write(s.hub.encodeFrame(seq, "reset", map[string]string{"reason": "the broker restarted"}))
+			buf.Write(s.hub.reset(seq, "the broker restarted"))
 		}
 	}
 	h := w.Header()

@@ -29,14 +29,31 @@ func TestHub_Since(t *testing.T) {
 	if c := h.since(start, 0, false); len(c.frames) != 2 {
 		t.Errorf("events since the start without jobs: %d, want the cluster's 2", len(c.frames))
 	}
+	if tl, cur := h.recent(10); len(tl) != 1 || tl[0].Text != "alpha joined" || cur != h.cursor() {
+		t.Errorf("timeline %+v at %s, want alpha's join at %s", tl, cur, h.cursor())
+	}
 	for range 10 {
 		h.publishJob(&messages.JobSummary{ID: "c"})
+		h.publishCluster(TimelineEntry{Kind: "left"}, election.Status{})
 	}
 	if c := h.since(start, 0, true); c.reset == nil || len(c.frames) != 0 {
 		t.Errorf("after the job ring overflowed: %d frames, reset %q; want a reset", len(c.frames), c.reset)
 	}
-	if c := h.since(start, 0, false); c.reset != nil {
-		t.Error("a stream without jobs was reset by the job ring's overflow")
+	if c := h.since(start, 0, false); c.reset == nil {
+		t.Error("a stream without jobs was not reset when the cluster ring overflowed")
+	}
+	mid, _ := h.parseCursor(h.cursor())
+	h.publishJob(&messages.JobSummary{ID: "d"})
+	h.publishCluster(TimelineEntry{Kind: "left"}, election.Status{})
+	h.publishJob(&messages.JobSummary{ID: "e"})
+	c = h.since(mid, 0, true)
+	for i := 1; i < len(c.frames); i++ {
+		if c.frames[i-1].seq >= c.frames[i].seq {
+			t.Fatalf("frames out of order: %d then %d", c.frames[i-1].seq, c.frames[i].seq)
+		}
+	}
+	if len(c.frames) != 4 {
+		t.Errorf("events since mid: %d, want 4", len(c.frames))
 	}
 	if _, ok := h.parseCursor("other-1"); ok {
 		t.Error("another run's cursor was taken")

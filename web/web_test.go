@@ -532,6 +532,9 @@ func TestEvents_ResumeAfterReconnect(t *testing.T) {
 	sawBeta, sawJob := false, false
 	for !sawBeta || !sawJob {
 		e := next(t, again, 5*time.Second, "cluster", "job")
+		if strings.Contains(e.data, "alpha joined") {
+			t.Errorf("after reconnecting at %s, an event from before it came again: %+v", last, e)
+		}
 		sawBeta = sawBeta || strings.Contains(e.data, "beta joined")
 		sawJob = sawJob || strings.Contains(e.data, `"id":"`+res.Job+`"`)
 	}
