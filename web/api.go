@@ -68,14 +68,35 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 // keeps none.
 const errNoHistory = "this broker keeps no job history (it runs with --no-history)"
 
-// historyError answers err of the history: 404 for an unknown job, 503
-// for a question it could not answer now (jobQuery checked the rest).
-func historyError(w http.ResponseWriter, err error) {
-	if errors.Is(err, history.ErrUnknownJob) {
-		apiError(w, http.StatusNotFound, err.Error())
-		return
+// lookupJob reads the job raw names (an ID in either case) for a page or
+// the API; when there is none, the status code and error say why: 404
+// without a history or for an unknown job, 400 for what is no job ID, 503
+// for a history that could not answer now.
+func (s *Server) lookupJob(ctx context.Context, raw string) (*messages.Job, int, error) {
+	if s.history == nil {
+		return nil, http.StatusNotFound, errors.New(errNoHistory)
 	}
-	apiError(w, http.StatusServiceUnavailable, err.Error())
+	id := strings.ToLower(raw)
+	if !messages.ValidJobID(id) {
+		return nil, http.StatusBadRequest, errors.New(badJobID(raw))
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	job, err := s.history.Get(ctx, id)
+	switch {
+	case errors.Is(err, history.ErrUnknownJob):
+		return nil, http.StatusNotFound, err
+	case err != nil:
+		return nil, http.StatusServiceUnavailable, err
+	}
+	return job, http.StatusOK, nil
+}
+
+// listJobs answers q for a page or the API, within historyTimeout.
+func (s *Server) listJobs(ctx context.Context, q messages.JobQuery) (*messages.JobList, error) {
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	return s.history.List(ctx, q)
 }
 
 // jobQuery reads the filters of /jobs and /api/jobs: state, node, q
@@ -159,24 +180,12 @@ func (s *Server) handleJobList(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
-	defer cancel()
-	list, err := s.history.List(ctx, q)
+	list, err := s.listJobs(r.Context(), q)
 	if err != nil {
-		historyError(w, err)
+		apiError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, list)
-}
-
-// jobID reads the {id} of a path: a job ID in either case.
-func jobID(w http.ResponseWriter, r *http.Request) (string, bool) {
-	id := strings.ToLower(r.PathValue("id"))
-	if !messages.ValidJobID(id) {
-		apiError(w, http.StatusBadRequest, badJobID(r.PathValue("id")))
-		return "", false
-	}
-	return id, true
 }
 
 // badJobID says why id is no job ID.
@@ -184,21 +193,12 @@ func badJobID(id string) string {
 	return fmt.Sprintf("%q is not a job ID (%d characters of 0-9 and a-z, as the Jobs page shows them)", id, messages.JobIDLen)
 }
 
-// getJob reads a job for a handler, answering the error itself.
+// getJob reads the job of the path's {id} for the API, answering the
+// error itself.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) (*messages.Job, bool) {
-	if s.history == nil {
-		apiError(w, http.StatusNotFound, errNoHistory)
-		return nil, false
-	}
-	id, ok := jobID(w, r)
-	if !ok {
-		return nil, false
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
-	defer cancel()
-	job, err := s.history.Get(ctx, id)
+	job, code, err := s.lookupJob(r.Context(), r.PathValue("id"))
 	if err != nil {
-		historyError(w, err)
+		apiError(w, code, err.Error())
 		return nil, false
 	}
 	return job, true

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -31,36 +30,39 @@ const maxExecBody = 6*messages.MaxCommandBytes + 1024
 const maxTimeout = 24 * time.Hour
 
 // readExec reads and checks a request's body; the error is a one-line
-// answer.
-func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, error) {
+// answer, 413 for a body too large and 400 for the rest.
+func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, int, error) {
 	var req ExecRequest
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(formTimeout))
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxExecBody+1))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxExecBody))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&req)
 	if err == nil && dec.More() {
 		err = errors.New("more follows the object")
 	}
 	var typeErr *json.UnmarshalTypeError
+	var tooBig *http.MaxBytesError
 	switch {
+	case errors.As(err, &tooBig):
+		return req, http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than the %d bytes a command takes", tooBig.Limit)
 	case errors.As(err, &typeErr):
-		return req, fmt.Errorf("%s: want a %s", typeErr.Field, map[string]string{"cmd": "string", "timeout_ms": "whole number of milliseconds"}[typeErr.Field])
+		return req, http.StatusBadRequest, fmt.Errorf("%s: want a %s", typeErr.Field, map[string]string{"cmd": "string", "timeout_ms": "whole number of milliseconds"}[typeErr.Field])
 	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
-		return req, fmt.Errorf("%s (want cmd and timeout_ms)", strings.TrimPrefix(err.Error(), "json: "))
+		return req, http.StatusBadRequest, fmt.Errorf("%s (want cmd and timeout_ms)", strings.TrimPrefix(err.Error(), "json: "))
 	case err != nil:
-		return req, fmt.Errorf(`body is not one JSON object such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
+		return req, http.StatusBadRequest, fmt.Errorf(`body is not one JSON object such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
 	}
 	switch {
 	case strings.TrimSpace(req.Cmd) == "":
-		return req, errors.New("no command: cmd is empty")
+		return req, http.StatusBadRequest, errors.New("no command: cmd is empty")
 	case len(req.Cmd) > messages.MaxCommandBytes:
-		return req, fmt.Errorf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes)
+		return req, http.StatusBadRequest, fmt.Errorf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes)
 	case req.TimeoutMs < 0:
-		return req, fmt.Errorf("timeout_ms %d: want 0 (the master's default) or more", req.TimeoutMs)
+		return req, http.StatusBadRequest, fmt.Errorf("timeout_ms %d: want 0 (the master's default) or more", req.TimeoutMs)
 	case time.Duration(req.TimeoutMs)*time.Millisecond > maxTimeout:
-		return req, fmt.Errorf("a timeout of %v is longer than the %v the dashboard allows", time.Duration(req.TimeoutMs)*time.Millisecond, maxTimeout)
+		return req, http.StatusBadRequest, fmt.Errorf("a timeout of %v is longer than the %v the dashboard allows", time.Duration(req.TimeoutMs)*time.Millisecond, maxTimeout)
 	}
-	return req, nil
+	return req, http.StatusOK, nil
 }
 
 // handleExec is POST /api/exec: it runs a command and answers what `node
@@ -82,9 +84,9 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "the broker is still starting; try again in a moment")
 		return
 	}
-	req, err := readExec(w, r)
+	req, code, err := readExec(w, r)
 	if err != nil {
-		apiError(w, http.StatusBadRequest, err.Error())
+		apiError(w, code, err.Error())
 		return
 	}
 	if st := s.cluster.Status(); st.Master == "" && len(st.Members) == 0 {
@@ -103,14 +105,15 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
 	cancel := make(chan struct{})
 	job := &agent.Job{Cmd: req.Cmd, Timeout: timeout, Cancel: cancel, Via: messages.ViaWeb}
-	var taken struct{ master, job string }
-	job.Taken = func(master, id string) { taken.master, taken.job = master, id }
 	var out *ndjson
 	if r.URL.Query().Get("stream") == "1" {
 		out = newNDJSON(w)
 		job.Output = out.output
-		job.Taken = func(master, id string) {
-			taken.master, taken.job = master, id
+	}
+	var taken struct{ master, job string }
+	job.Taken = func(master, id string) {
+		taken.master, taken.job = master, id
+		if out != nil {
 			out.write(map[string]string{"job": id, "master": master})
 		}
 	}

@@ -2,11 +2,10 @@ package web
 
 import (
 	"bytes"
-	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"baton/election"
-	"baton/history"
 	"baton/messages"
 )
 
@@ -177,11 +175,8 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	if from := strings.ToLower(r.FormValue("from")); messages.ValidJobID(from) && d.Cmd != "" {
 		// A re-run: a reload of the page should not run it again.
 		d.From = from
-	} else if from != "" && d.Cmd == "" && s.history != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
-		job, err := s.history.Get(ctx, strings.ToLower(from))
-		cancel()
-		if err != nil {
+	} else if from != "" && d.Cmd == "" {
+		if job, _, err := s.lookupJob(r.Context(), from); err != nil {
 			d.Error = err.Error()
 		} else {
 			d.Cmd, d.From, d.Timeout = job.Cmd, job.ID, timeoutText(job.TimeoutMs)
@@ -221,17 +216,8 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	page := view{Title: "Jobs", Page: "jobs", Access: a, Cursor: s.hub.cursor()}
 	v := r.URL.Query()
 	d := jobsData{State: v.Get("state"), Node: v.Get("node"), Q: v.Get("q"), Since: v.Get("since"), Until: v.Get("before"), Limit: jobsPage}
-	newest, failing := url.Values{}, url.Values{}
-	for k, vs := range v {
-		if k != "before" {
-			newest[k] = vs
-			failing[k] = vs
-		}
-	}
-	failing.Set("state", messages.StateFailed)
-	d.Newest = template.URL("/jobs?" + newest.Encode())
-	// Encoded here: the template would escape the query's = and &.
-	d.Failing = template.URL("/jobs?" + failing.Encode())
+	d.Newest = jobsLink(v, "before", "")
+	d.Failing = jobsLink(v, "before", "", "state", messages.StateFailed)
 	if s.history == nil {
 		d.NoHist = true
 		page.Data = &d
@@ -252,11 +238,9 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	// One more than the page shows says whether there is a next page.
 	probe := q
 	probe.Limit = min(q.Limit+1, messages.MaxJobLimit)
-	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
 	began := time.Now()
-	list, err := s.history.List(ctx, probe)
+	list, err := s.listJobs(r.Context(), probe)
 	d.Took = time.Since(began).Round(time.Millisecond)
-	cancel()
 	if err != nil {
 		d.Error = err.Error()
 		page.Data = &d
@@ -266,12 +250,7 @@ func (s *Server) handleJobs(w http.ResponseWriter, r *http.Request) {
 	more := list.More || len(list.Jobs) > q.Limit || len(list.Jobs) == messages.MaxJobLimit
 	d.Jobs = list.Jobs[:min(len(list.Jobs), q.Limit)]
 	if n := len(d.Jobs); n > 0 && more {
-		older := url.Values{}
-		for k, vs := range v {
-			older[k] = vs
-		}
-		older.Set("before", d.Jobs[n-1].ID)
-		d.Older = template.URL("/jobs?" + older.Encode())
+		d.Older = jobsLink(v, "before", d.Jobs[n-1].ID)
 	}
 	page.Data = &d
 	s.render(w, r, http.StatusOK, page)
@@ -286,6 +265,21 @@ func (s *Server) handleNotFound(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Not found", Page: "job", Access: accessOf(r.Context()), Cursor: s.hub.cursor(),
 		Data: jobData{Error: fmt.Sprintf("There is no page %s here. The dashboard's pages are Cluster (/), Run (/run), Jobs (/jobs) and each job's.", r.URL.Path)}}
 	s.render(w, r, http.StatusNotFound, v)
+}
+
+// jobsLink is the Jobs page with the filters of v, each key of kv set to
+// the value after it (removed when empty). It is encoded here: the
+// template would escape the query's = and &.
+func jobsLink(v url.Values, kv ...string) template.URL {
+	q := maps.Clone(v)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			q.Del(kv[i])
+		} else {
+			q.Set(kv[i], kv[i+1])
+		}
+	}
+	return template.URL("/jobs?" + q.Encode())
 }
 
 // jobData is the Job page's.
@@ -308,26 +302,9 @@ type outputView struct {
 func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	a := accessOf(r.Context())
 	v := view{Title: "Job", Page: "job", Access: a, Cursor: s.hub.cursor()}
-	if s.history == nil {
-		v.Data = jobData{Error: errNoHistory}
-		s.render(w, r, http.StatusNotFound, v)
-		return
-	}
-	id := strings.ToLower(r.PathValue("id"))
-	if !messages.ValidJobID(id) {
-		v.Data = jobData{Error: badJobID(r.PathValue("id")) + "."}
-		s.render(w, r, http.StatusNotFound, v)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), historyTimeout)
-	job, err := s.history.Get(ctx, id)
-	cancel()
+	job, code, err := s.lookupJob(r.Context(), r.PathValue("id"))
 	if err != nil {
-		code := http.StatusServiceUnavailable
-		if errors.Is(err, history.ErrUnknownJob) {
-			code = http.StatusNotFound
-		}
-		v.Title, v.Data = "Job "+id, jobData{Error: err.Error()}
+		v.Data = jobData{Error: err.Error()}
 		s.render(w, r, code, v)
 		return
 	}

@@ -264,6 +264,7 @@ func TestAPI_Open(t *testing.T) {
 		{"timeout as text", "POST", "/api/exec", `{"cmd": "ls", "timeout_ms": "5s"}`, 400, "timeout_ms: want a whole number"},
 		{"negative timeout", "POST", "/api/exec", `{"cmd": "ls", "timeout_ms": -1}`, 400, "timeout_ms -1"},
 		{"long command", "POST", "/api/exec", `{"cmd": "` + strings.Repeat("x", messages.MaxCommandBytes+1) + `"}`, 400, "longer than"},
+		{"huge body", "POST", "/api/exec", `{"cmd": "` + strings.Repeat("x", 1<<20) + `"}`, 413, "body larger than"},
 		{"unknown state", "GET", "/api/jobs?state=done", "", 400, `state "done"`},
 		{"bad limit", "GET", "/api/jobs?limit=0", "", 400, "limit"},
 		{"bad since", "GET", "/api/jobs?since=yesterday", "", 400, "since"},
