@@ -154,10 +154,22 @@ func Dial(ctx context.Context, conn bus.ConnConfig, cfg ClientConfig) (*Client, 
 	if err != nil {
 		return nil, err
 	}
+	c, err := Open(ctx, nc, cfg)
+	if err != nil {
+		return nil, err
+	}
+	client.Store(c)
+	nc.SetReconnectHandler(func(*nats.Conn) { c.Reconnected() })
+	return c, nil
+}
+
+// Open returns a started client on nc, with a view of its own, as Dial
+// does for a connection it makes: the client owns nc, and Close closes the
+// view and nc (as does a failed Open). It blocks as Dial does.
+func Open(ctx context.Context, nc *nats.Conn, cfg ClientConfig) (*Client, error) {
 	view := election.NewView(nc, cfg.Logger)
 	c, err := NewClient(nc, view, cfg)
 	if err == nil {
-		client.Store(c)
 		c.owned = nc
 		err = view.Start(ctx)
 	}
@@ -169,7 +181,6 @@ func Dial(ctx context.Context, conn bus.ConnConfig, cfg ClientConfig) (*Client, 
 		nc.Close()
 		return nil, err
 	}
-	nc.SetReconnectHandler(func(*nats.Conn) { c.Reconnected() })
 	return c, nil
 }
 

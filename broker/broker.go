@@ -119,7 +119,6 @@ type Broker struct {
 	web        *web.Server
 	tokens     auth.Tokens
 	webUsers   []webUser
-	webConns   []webConn
 	webClients webClients
 	// stopWeb ends the requests in flight (event streams) before the HTTP
 	// server shuts down.

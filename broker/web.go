@@ -12,7 +12,6 @@ import (
 	"baton/agent"
 	"baton/auth"
 	"baton/bus"
-	"baton/election"
 	"baton/web"
 )
 
@@ -54,7 +53,8 @@ type webClients struct {
 	clients map[auth.Role]*agent.Client
 }
 
-// submitter is the client of role, nil until they are made.
+// submitter is the client of role, nil until it is made and after it is
+// closed.
 func (w *webClients) submitter(role auth.Role) web.Submitter {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -67,7 +67,6 @@ func (w *webClients) submitter(role auth.Role) web.Submitter {
 // startWebClients connects the dashboard's clients: one per web user when
 // credentials are required, else one (role "") for everyone.
 func (b *Broker) startWebClients(ctx context.Context) error {
-	clients := make(map[auth.Role]*agent.Client)
 	start := func(role auth.Role, opts ...nats.Option) error {
 		nc, err := b.server.Conn("baton-web", opts...)
 		if err != nil {
@@ -75,20 +74,16 @@ func (b *Broker) startWebClients(ctx context.Context) error {
 		}
 		cfg := agent.DefaultClientConfig(webRequester)
 		cfg.Logger = b.cfg.Logger.With(keyComponent, "web")
-		view := election.NewView(nc, cfg.Logger)
-		c, err := agent.NewClient(nc, view, cfg)
-		if err == nil {
-			err = view.Start(ctx)
-		}
-		if err == nil {
-			err = c.Start(ctx)
-		}
+		c, err := agent.Open(ctx, nc, cfg)
 		if err != nil {
-			nc.Close()
 			return fmt.Errorf("dashboard's %s client: %w", role, err)
 		}
-		clients[role] = c
-		b.webConns = append(b.webConns, webConn{nc, view, c})
+		b.webClients.mu.Lock()
+		if b.webClients.clients == nil {
+			b.webClients.clients = make(map[auth.Role]*agent.Client)
+		}
+		b.webClients.clients[role] = c
+		b.webClients.mu.Unlock()
 		return nil
 	}
 	if len(b.webUsers) == 0 {
@@ -101,25 +96,20 @@ func (b *Broker) startWebClients(ctx context.Context) error {
 			return err
 		}
 	}
-	b.webClients.mu.Lock()
-	b.webClients.clients = clients
-	b.webClients.mu.Unlock()
 	return nil
 }
 
-// webConn is what startWebClients opened, for Close.
-type webConn struct {
-	nc     *nats.Conn
-	view   *election.View
-	client *agent.Client
-}
-
-// closeWebClients closes what startWebClients opened.
+// closeWebClients closes what startWebClients opened; commands from the
+// dashboard find no client then.
 func (b *Broker) closeWebClients(ctx context.Context) error {
+	w := &b.webClients
+	w.mu.Lock()
+	clients := w.clients
+	w.clients = nil
+	w.mu.Unlock()
 	var errs []error
-	for _, c := range b.webConns {
-		errs = append(errs, c.client.Close(ctx), c.view.Close(ctx))
-		c.nc.Close()
+	for _, c := range clients {
+		errs = append(errs, c.Close(ctx))
 	}
 	return errors.Join(errs...)
 }
