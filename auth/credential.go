@@ -107,19 +107,28 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-// Load reads the credential at path. It refuses a file that others may
-// read, or one that names no role.
-func Load(path string) (Credential, error) {
+// readPrivate reads a secret file, refusing one that others may read.
+func readPrivate(path string) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
-		return Credential{}, fmt.Errorf("%w: %w", ErrCredential, err)
+		return nil, fmt.Errorf("%w: %w", ErrCredential, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
-		return Credential{}, fmt.Errorf("%w: %s may be read by others (mode %#o); chmod 600 %s", ErrCredential, path, info.Mode().Perm(), path)
+		return nil, fmt.Errorf("%w: %s may be read by others (mode %#o); chmod 600 %s", ErrCredential, path, info.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return Credential{}, fmt.Errorf("%w: %w", ErrCredential, err)
+		return nil, fmt.Errorf("%w: %w", ErrCredential, err)
+	}
+	return b, nil
+}
+
+// Load reads the credential at path. It refuses a file that others may
+// read, or one that names no role.
+func Load(path string) (Credential, error) {
+	b, err := readPrivate(path)
+	if err != nil {
+		return Credential{}, err
 	}
 	kp, err := nkeys.ParseDecoratedNKey(b)
 	if err != nil {

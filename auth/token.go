@@ -63,16 +63,9 @@ const minTokenLen = 20
 
 // loadToken reads the token at path: its one line.
 func loadToken(path string) (string, error) {
-	info, err := os.Stat(path)
+	b, err := readPrivate(path)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrCredential, err)
-	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%w: %s may be read by others (mode %#o); chmod 600 %s", ErrCredential, path, info.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrCredential, err)
+		return "", err
 	}
 	token := string(bytes.TrimSpace(b))
 	switch {
