@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -100,3 +101,38 @@ func (t Tokens) Token(r Role) string { return t.byRole[r] }
 
 // Empty reports whether t knows no token: sign-in is off.
 func (t Tokens) Empty() bool { return len(t.byRole) == 0 }
+
+// FileKeyName is the file, in the credentials directory, of the key
+// that signs the file store's tickets: brokers that share the
+// credentials share it too.
+const FileKeyName = "files.key"
+
+// EnsureFileKey returns the file store's ticket key from dir, making it
+// (256 random bits, hex, mode 0600; the directory 0700) when it is
+// missing. It refuses a key file that others may read.
+func EnsureFileKey(dir string) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileKeyName)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := writeAtomic(path, []byte(hex.EncodeToString(randomKey())+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	b, err := readPrivate(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := hex.DecodeString(string(bytes.TrimSpace(b)))
+	if err != nil || len(key) < 32 {
+		return nil, fmt.Errorf("%w: %s holds no key of 64 hex digits or more", ErrCredential, path)
+	}
+	return key, nil
+}
+
+func randomKey() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}

@@ -14,13 +14,6 @@ import (
 	"strings"
 )
 
-// Collected is a file brought back from a work directory, with its
-// content's SHA-256 once packed.
-type Collected struct {
-	File
-	SHA256 string
-}
-
 // Collect finds the regular files under dir that globs match (path.Match
 // patterns relative to dir; a directory matched brings all its files),
 // sorted by name, each once. A pattern that is absolute or climbs out of
@@ -114,16 +107,16 @@ type Extra struct {
 
 // WriteZip packs files (as Collect found them under dir) and extras into
 // a zip on w, keeping each file's mode, and returns the files with their
-// SHA-256. A file that grew past its collected size is cut there: what
+// SHA-256 set. A file that grew past its collected size is cut there: what
 // Collect's limits allowed is what is packed.
-func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]Collected, error) {
+func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]File, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("bundle: work directory: %w", err)
 	}
 	defer root.Close()
 	z := zip.NewWriter(w)
-	out := make([]Collected, 0, len(files))
+	out := make([]File, 0, len(files))
 	for _, f := range files {
 		c, err := addFile(z, root, f)
 		if err != nil {
@@ -148,23 +141,23 @@ func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]Collect
 	return out, nil
 }
 
-func addFile(z *zip.Writer, root *os.Root, f File) (Collected, error) {
+func addFile(z *zip.Writer, root *os.Root, f File) (File, error) {
 	src, err := root.Open(f.Name)
 	if err != nil {
-		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+		return File{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
 	}
 	defer src.Close()
 	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate}
 	h.SetMode(f.Mode.Perm())
 	zw, err := z.CreateHeader(h)
 	if err != nil {
-		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+		return File{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
 	}
 	sum := sha256.New()
 	n, err := io.Copy(io.MultiWriter(zw, sum), io.LimitReader(src, f.Size))
 	if err != nil {
-		return Collected{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
+		return File{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
 	}
-	f.Size = n
-	return Collected{File: f, SHA256: hex.EncodeToString(sum.Sum(nil))}, nil
+	f.Size, f.SHA256 = n, hex.EncodeToString(sum.Sum(nil))
+	return f, nil
 }

@@ -1,6 +1,8 @@
 package bundle
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"archive/tar"
 	"archive/zip"
 	"compress/gzip"
@@ -35,6 +37,9 @@ type File struct {
 	// Mode is its permission bits (setuid, setgid and sticky are never
 	// kept), with fs.ModeDir or fs.ModeSymlink for those.
 	Mode fs.FileMode
+	// SHA256 is the hex SHA-256 of a regular file's content, once it has
+	// been read (unpacked or packed).
+	SHA256 string
 }
 
 // Format is how an archive is packed.
@@ -271,7 +276,8 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 		return fmt.Errorf("bundle: %s: %w", name, err)
 	}
 	room := u.lim.MaxBytes - u.bytes
-	n, err := io.Copy(f, io.LimitReader(r, room+1))
+	sum := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(r, room+1))
 	u.bytes += n
 	if err == nil && n > room {
 		err = fmt.Errorf("%w: more than %d bytes unpacked (at %s); the limit is --max-bundle-bytes", ErrUnsafe, u.lim.MaxBytes, name)
@@ -289,7 +295,7 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 		}
 		return fmt.Errorf("bundle: %s: %w", name, err)
 	}
-	u.files = append(u.files, File{Name: p, Size: n, Mode: mode.Perm()})
+	u.files = append(u.files, File{Name: p, Size: n, Mode: mode.Perm(), SHA256: hex.EncodeToString(sum.Sum(nil))})
 	return nil
 }
 
@@ -341,6 +347,12 @@ func (u *unpacker) hardLink(name, target string) error {
 	if err := u.root.Link(t, p); err != nil {
 		return fmt.Errorf("bundle: %s: %w", name, err)
 	}
-	u.files = append(u.files, File{Name: p, Size: info.Size(), Mode: info.Mode().Perm()})
+	f := File{Name: p, Size: info.Size(), Mode: info.Mode().Perm()}
+	for _, g := range u.files {
+		if g.Name == t {
+			f.SHA256 = g.SHA256
+		}
+	}
+	u.files = append(u.files, f)
 	return nil
 }

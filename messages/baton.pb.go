@@ -105,6 +105,10 @@ const (
 	// ERROR_KIND_STALE: the master's epoch is older than the request's; the
 	// command did not run and may be sent again.
 	ErrorKind_ERROR_KIND_STALE ErrorKind = 6
+	// ERROR_KIND_COLLECT_FAILED: the command ran (exit_code is its status),
+	// but the files it was to bring back could not be: over a limit, or not
+	// stored.
+	ErrorKind_ERROR_KIND_COLLECT_FAILED ErrorKind = 7
 )
 
 // Enum value maps for ErrorKind.
@@ -117,15 +121,17 @@ var (
 		4: "ERROR_KIND_BUSY",
 		5: "ERROR_KIND_CANCELED",
 		6: "ERROR_KIND_STALE",
+		7: "ERROR_KIND_COLLECT_FAILED",
 	}
 	ErrorKind_value = map[string]int32{
-		"ERROR_KIND_NONE":         0,
-		"ERROR_KIND_TIMEOUT":      1,
-		"ERROR_KIND_START_FAILED": 2,
-		"ERROR_KIND_REJECTED":     3,
-		"ERROR_KIND_BUSY":         4,
-		"ERROR_KIND_CANCELED":     5,
-		"ERROR_KIND_STALE":        6,
+		"ERROR_KIND_NONE":           0,
+		"ERROR_KIND_TIMEOUT":        1,
+		"ERROR_KIND_START_FAILED":   2,
+		"ERROR_KIND_REJECTED":       3,
+		"ERROR_KIND_BUSY":           4,
+		"ERROR_KIND_CANCELED":       5,
+		"ERROR_KIND_STALE":          6,
+		"ERROR_KIND_COLLECT_FAILED": 7,
 	}
 )
 
@@ -850,9 +856,15 @@ type Announcement struct {
 	ChangedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=changed_at,json=changedAt,proto3" json:"changed_at,omitempty"`
 	// History is set when the broker keeps a job history: masters then send
 	// it their jobs' records (jobs.record).
-	History       bool `protobuf:"varint,11,opt,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	History bool `protobuf:"varint,11,opt,name=history,proto3" json:"history,omitempty"`
+	// Max_bundle_bytes and max_bundle_files are the broker's limits on a
+	// command's files (its --max-bundle-bytes and --max-bundle-files), each
+	// way: a master unpacks and collects within them. Zero when the broker
+	// keeps no files.
+	MaxBundleBytes uint64 `protobuf:"varint,12,opt,name=max_bundle_bytes,json=maxBundleBytes,proto3" json:"max_bundle_bytes,omitempty"`
+	MaxBundleFiles uint32 `protobuf:"varint,13,opt,name=max_bundle_files,json=maxBundleFiles,proto3" json:"max_bundle_files,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
@@ -962,6 +974,20 @@ func (x *Announcement) GetHistory() bool {
 	return false
 }
 
+func (x *Announcement) GetMaxBundleBytes() uint64 {
+	if x != nil {
+		return x.MaxBundleBytes
+	}
+	return 0
+}
+
+func (x *Announcement) GetMaxBundleFiles() uint32 {
+	if x != nil {
+		return x.MaxBundleFiles
+	}
+	return 0
+}
+
 // ExecRequest asks the master to run one shell command (exec.request,
 // request-reply). The reply is an ExecResult.
 type ExecRequest struct {
@@ -1010,7 +1036,18 @@ type ExecRequest struct {
 	Via string `protobuf:"bytes,12,opt,name=via,proto3" json:"via,omitempty"`
 	// Submitted_at is when the requester submitted the command; the master
 	// takes the time it received the request when it is absent.
-	SubmittedAt   *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=submitted_at,json=submittedAt,proto3" json:"submitted_at,omitempty"`
+	SubmittedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=submitted_at,json=submittedAt,proto3" json:"submitted_at,omitempty"`
+	// Inputs are archives in the broker's file store, unpacked in order into
+	// a fresh work directory in which the command runs, and removed with it
+	// when the command ends.
+	Inputs []*Bundle `protobuf:"bytes,14,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	// Bundle is a zip carried in the request itself (base64 in JSON, within
+	// the message limit), unpacked after the inputs.
+	Bundle []byte `protobuf:"bytes,15,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Collect names the files to bring back when the command ends: globs
+	// relative to the work directory (a directory brings all its files).
+	// With it a command runs in a fresh work directory even without inputs.
+	Collect       []string `protobuf:"bytes,16,rep,name=collect,proto3" json:"collect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1136,6 +1173,496 @@ func (x *ExecRequest) GetSubmittedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ExecRequest) GetInputs() []*Bundle {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *ExecRequest) GetCollect() []string {
+	if x != nil {
+		return x.Collect
+	}
+	return nil
+}
+
+// Bundle names an archive in the broker's file store and grants reading
+// it.
+type Bundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sha256 is the hex SHA-256 of the archive's bytes: its name in the
+	// store, so that the same archive is stored once.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Format is "zip" or "tar.gz".
+	Format string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	// Ticket is the broker's grant to read it (files.get) until the expiry
+	// it carries; whoever holds it may read this archive and no other.
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bundle) Reset() {
+	*x = Bundle{}
+	mi := &file_baton_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bundle) ProtoMessage() {}
+
+func (x *Bundle) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
+func (*Bundle) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Bundle) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Bundle) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *Bundle) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *Bundle) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+// FileEntry is one file of a command's inputs or outputs.
+type FileEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is its slash-separated path in the work directory.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Size uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// Mode is its permission bits.
+	Mode          uint32 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Sha256        string `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileEntry) Reset() {
+	*x = FileEntry{}
+	mi := &file_baton_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileEntry) ProtoMessage() {}
+
+func (x *FileEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileEntry.ProtoReflect.Descriptor instead.
+func (*FileEntry) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FileEntry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileEntry) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileEntry) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *FileEntry) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+// FilePut stores an archive in the broker's file store (files.put,
+// request-reply; the reply is a FilePutReply). The first request names the
+// archive (sha256, size, format, files) and carries no data: the broker
+// refuses it over its limits, answers at once with the bundle when it
+// holds those bytes already, or gives an upload id. Under that id the
+// requester sends the bytes in order, one request per piece, the last
+// marked last; the broker checks them against sha256 and size before it
+// stores them.
+type FilePut struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Upload string                 `protobuf:"bytes,1,opt,name=upload,proto3" json:"upload,omitempty"`
+	Sha256 string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Format string                 `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	// Files is how many entries the archive holds, as its sender counted.
+	Files         uint32 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	Offset        uint64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	Last          bool   `protobuf:"varint,8,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePut) Reset() {
+	*x = FilePut{}
+	mi := &file_baton_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePut) ProtoMessage() {}
+
+func (x *FilePut) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePut.ProtoReflect.Descriptor instead.
+func (*FilePut) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *FilePut) GetUpload() string {
+	if x != nil {
+		return x.Upload
+	}
+	return ""
+}
+
+func (x *FilePut) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FilePut) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FilePut) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *FilePut) GetFiles() uint32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *FilePut) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FilePut) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *FilePut) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+// FilePutReply answers a FilePut. A non-empty error ends the upload.
+type FilePutReply struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Error  string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Upload string                 `protobuf:"bytes,2,opt,name=upload,proto3" json:"upload,omitempty"`
+	// Bundle is set once the archive is stored, with a ticket to read it.
+	Bundle        *Bundle `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilePutReply) Reset() {
+	*x = FilePutReply{}
+	mi := &file_baton_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilePutReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilePutReply) ProtoMessage() {}
+
+func (x *FilePutReply) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilePutReply.ProtoReflect.Descriptor instead.
+func (*FilePutReply) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FilePutReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FilePutReply) GetUpload() string {
+	if x != nil {
+		return x.Upload
+	}
+	return ""
+}
+
+func (x *FilePutReply) GetBundle() *Bundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+// FileGet reads an archive from the broker's file store (files.get,
+// request-reply; the reply is a FileChunk). The first request shows a
+// ticket; each answer carries a download id, under which the next piece
+// is asked for, at the offset where the last one ended.
+type FileGet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ticket        string                 `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Download      string                 `protobuf:"bytes,2,opt,name=download,proto3" json:"download,omitempty"`
+	Offset        uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileGet) Reset() {
+	*x = FileGet{}
+	mi := &file_baton_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileGet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileGet) ProtoMessage() {}
+
+func (x *FileGet) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileGet.ProtoReflect.Descriptor instead.
+func (*FileGet) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FileGet) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *FileGet) GetDownload() string {
+	if x != nil {
+		return x.Download
+	}
+	return ""
+}
+
+func (x *FileGet) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+// FileChunk is a piece of an archive read from the store. A non-empty
+// error ends the download.
+type FileChunk struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Error    string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Download string                 `protobuf:"bytes,2,opt,name=download,proto3" json:"download,omitempty"`
+	Offset   uint64                 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data     []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	// Last marks the archive's last piece.
+	Last bool `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	// Size is the archive's whole size.
+	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunk) Reset() {
+	*x = FileChunk{}
+	mi := &file_baton_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunk) ProtoMessage() {}
+
+func (x *FileChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunk.ProtoReflect.Descriptor instead.
+func (*FileChunk) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FileChunk) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *FileChunk) GetDownload() string {
+	if x != nil {
+		return x.Download
+	}
+	return ""
+}
+
+func (x *FileChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *FileChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *FileChunk) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // OutputChunk is a piece of a running command's output, published on the
 // request's output_subject as it is produced (at most the master's output
 // cap per stream in all). Offsets let the requester see a gap.
@@ -1161,7 +1688,7 @@ type OutputChunk struct {
 
 func (x *OutputChunk) Reset() {
 	*x = OutputChunk{}
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1700,7 @@ func (x *OutputChunk) String() string {
 func (*OutputChunk) ProtoMessage() {}
 
 func (x *OutputChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[9]
+	mi := &file_baton_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1713,7 @@ func (x *OutputChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutputChunk.ProtoReflect.Descriptor instead.
 func (*OutputChunk) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{9}
+	return file_baton_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OutputChunk) GetId() string {
@@ -1261,7 +1788,7 @@ type ExecAck struct {
 
 func (x *ExecAck) Reset() {
 	*x = ExecAck{}
-	mi := &file_baton_proto_msgTypes[10]
+	mi := &file_baton_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1800,7 @@ func (x *ExecAck) String() string {
 func (*ExecAck) ProtoMessage() {}
 
 func (x *ExecAck) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[10]
+	mi := &file_baton_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1813,7 @@ func (x *ExecAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAck.ProtoReflect.Descriptor instead.
 func (*ExecAck) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{10}
+	return file_baton_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExecAck) GetId() string {
@@ -1374,14 +1901,22 @@ type ExecResult struct {
 	// stderr are then empty. The mac covers the box.
 	Box []byte `protobuf:"bytes,16,opt,name=box,proto3" json:"box,omitempty"`
 	// Job is the ID of the command's job in the history (JobRecord.id).
-	Job           string `protobuf:"bytes,17,opt,name=job,proto3" json:"job,omitempty"`
+	Job string `protobuf:"bytes,17,opt,name=job,proto3" json:"job,omitempty"`
+	// Result_bundle, for a request that named files to collect, is the zip
+	// of those it found, in the broker's file store, and outputs lists them.
+	// Both travel in the box when the result is sealed.
+	ResultBundle *Bundle      `protobuf:"bytes,18,opt,name=result_bundle,json=resultBundle,proto3" json:"result_bundle,omitempty"`
+	Outputs      []*FileEntry `protobuf:"bytes,19,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	// Result_zip is the same files inline, with stdout.txt and stderr.txt,
+	// for a JSON request ("result_bundle" there); never sent in protobuf.
+	ResultZip     []byte `protobuf:"bytes,20,opt,name=result_zip,json=resultZip,proto3" json:"result_zip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecResult) Reset() {
 	*x = ExecResult{}
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1928,7 @@ func (x *ExecResult) String() string {
 func (*ExecResult) ProtoMessage() {}
 
 func (x *ExecResult) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[11]
+	mi := &file_baton_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1941,7 @@ func (x *ExecResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecResult.ProtoReflect.Descriptor instead.
 func (*ExecResult) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{11}
+	return file_baton_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecResult) GetId() string {
@@ -1528,18 +2063,41 @@ func (x *ExecResult) GetJob() string {
 	return ""
 }
 
+func (x *ExecResult) GetResultBundle() *Bundle {
+	if x != nil {
+		return x.ResultBundle
+	}
+	return nil
+}
+
+func (x *ExecResult) GetOutputs() []*FileEntry {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *ExecResult) GetResultZip() []byte {
+	if x != nil {
+		return x.ResultZip
+	}
+	return nil
+}
+
 // Output is what ExecResult.box holds.
 type Output struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stdout        string                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
 	Stderr        string                 `protobuf:"bytes,2,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	ResultBundle  *Bundle                `protobuf:"bytes,3,opt,name=result_bundle,json=resultBundle,proto3" json:"result_bundle,omitempty"`
+	Outputs       []*FileEntry           `protobuf:"bytes,4,rep,name=outputs,proto3" json:"outputs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +2109,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[12]
+	mi := &file_baton_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +2122,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{12}
+	return file_baton_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Output) GetStdout() string {
@@ -1579,6 +2137,20 @@ func (x *Output) GetStderr() string {
 		return x.Stderr
 	}
 	return ""
+}
+
+func (x *Output) GetResultBundle() *Bundle {
+	if x != nil {
+		return x.ResultBundle
+	}
+	return nil
+}
+
+func (x *Output) GetOutputs() []*FileEntry {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
 }
 
 // ExecStatusQuery asks one node (exec.status.<instance_id>, request-reply)
@@ -1600,7 +2172,7 @@ type ExecStatusQuery struct {
 
 func (x *ExecStatusQuery) Reset() {
 	*x = ExecStatusQuery{}
-	mi := &file_baton_proto_msgTypes[13]
+	mi := &file_baton_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2184,7 @@ func (x *ExecStatusQuery) String() string {
 func (*ExecStatusQuery) ProtoMessage() {}
 
 func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[13]
+	mi := &file_baton_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2197,7 @@ func (x *ExecStatusQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatusQuery.ProtoReflect.Descriptor instead.
 func (*ExecStatusQuery) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{13}
+	return file_baton_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecStatusQuery) GetId() string {
@@ -1663,7 +2235,7 @@ type ExecStatus struct {
 
 func (x *ExecStatus) Reset() {
 	*x = ExecStatus{}
-	mi := &file_baton_proto_msgTypes[14]
+	mi := &file_baton_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +2247,7 @@ func (x *ExecStatus) String() string {
 func (*ExecStatus) ProtoMessage() {}
 
 func (x *ExecStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[14]
+	mi := &file_baton_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +2260,7 @@ func (x *ExecStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStatus.ProtoReflect.Descriptor instead.
 func (*ExecStatus) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{14}
+	return file_baton_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecStatus) GetKnown() bool {
@@ -1741,14 +2313,23 @@ type JobRecord struct {
 	StderrDropped uint64 `protobuf:"varint,19,opt,name=stderr_dropped,json=stderrDropped,proto3" json:"stderr_dropped,omitempty"`
 	// Timeout_ms is the run time the requester asked for, 0 for the
 	// master's default: what a re-run asks for again.
-	TimeoutMs     uint32 `protobuf:"varint,20,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	TimeoutMs uint32 `protobuf:"varint,20,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Inputs and outputs are the files the command was given and brought
+	// back; bundles are the archives in the broker's file store that hold
+	// them (its inputs', then its result's), which live as long as a record
+	// names them; collect is what it asked to bring back (a re-run asks
+	// again).
+	Inputs        []*FileEntry `protobuf:"bytes,21,rep,name=inputs,proto3" json:"inputs,omitempty"`
+	Outputs       []*FileEntry `protobuf:"bytes,22,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Bundles       []string     `protobuf:"bytes,23,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	Collect       []string     `protobuf:"bytes,24,rep,name=collect,proto3" json:"collect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_baton_proto_msgTypes[15]
+	mi := &file_baton_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +2341,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[15]
+	mi := &file_baton_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +2354,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{15}
+	return file_baton_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JobRecord) GetId() string {
@@ -1916,6 +2497,34 @@ func (x *JobRecord) GetTimeoutMs() uint32 {
 	return 0
 }
 
+func (x *JobRecord) GetInputs() []*FileEntry {
+	if x != nil {
+		return x.Inputs
+	}
+	return nil
+}
+
+func (x *JobRecord) GetOutputs() []*FileEntry {
+	if x != nil {
+		return x.Outputs
+	}
+	return nil
+}
+
+func (x *JobRecord) GetBundles() []string {
+	if x != nil {
+		return x.Bundles
+	}
+	return nil
+}
+
+func (x *JobRecord) GetCollect() []string {
+	if x != nil {
+		return x.Collect
+	}
+	return nil
+}
+
 // JobRecords is a batch of job records from a master (jobs.record,
 // request-reply; the reply is a JobRecordsAck). A master keeps each record
 // until the broker has acknowledged it, and sends it again otherwise; the
@@ -1929,7 +2538,7 @@ type JobRecords struct {
 
 func (x *JobRecords) Reset() {
 	*x = JobRecords{}
-	mi := &file_baton_proto_msgTypes[16]
+	mi := &file_baton_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2550,7 @@ func (x *JobRecords) String() string {
 func (*JobRecords) ProtoMessage() {}
 
 func (x *JobRecords) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[16]
+	mi := &file_baton_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2563,7 @@ func (x *JobRecords) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecords.ProtoReflect.Descriptor instead.
 func (*JobRecords) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{16}
+	return file_baton_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobRecords) GetRecords() []*JobRecord {
@@ -1975,7 +2584,7 @@ type JobRecordsAck struct {
 
 func (x *JobRecordsAck) Reset() {
 	*x = JobRecordsAck{}
-	mi := &file_baton_proto_msgTypes[17]
+	mi := &file_baton_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2596,7 @@ func (x *JobRecordsAck) String() string {
 func (*JobRecordsAck) ProtoMessage() {}
 
 func (x *JobRecordsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_proto_msgTypes[17]
+	mi := &file_baton_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2609,7 @@ func (x *JobRecordsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecordsAck.ProtoReflect.Descriptor instead.
 func (*JobRecordsAck) Descriptor() ([]byte, []int) {
-	return file_baton_proto_rawDescGZIP(), []int{17}
+	return file_baton_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JobRecordsAck) GetError() string {
@@ -2067,7 +2676,7 @@ const file_baton_proto_rawDesc = "" +
 	"\bheard_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aheardAt\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\x94\x03\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xe8\x03\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -2081,7 +2690,9 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"changed_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x12\x18\n" +
-	"\ahistory\x18\v \x01(\bR\ahistory\"\xae\x03\n" +
+	"\ahistory\x18\v \x01(\bR\ahistory\x12(\n" +
+	"\x10max_bundle_bytes\x18\f \x01(\x04R\x0emaxBundleBytes\x12(\n" +
+	"\x10max_bundle_files\x18\r \x01(\rR\x0emaxBundleFiles\"\x8a\x04\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -2099,8 +2710,45 @@ const file_baton_proto_rawDesc = "" +
 	" \x01(\fH\x00R\x05stdin\x88\x01\x01\x12%\n" +
 	"\x0eoutput_subject\x18\v \x01(\tR\routputSubject\x12\x10\n" +
 	"\x03via\x18\f \x01(\tR\x03via\x12=\n" +
-	"\fsubmitted_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vsubmittedAtB\b\n" +
-	"\x06_stdin\"\xa1\x01\n" +
+	"\fsubmitted_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vsubmittedAt\x12(\n" +
+	"\x06inputs\x18\x0e \x03(\v2\x10.baton.v1.BundleR\x06inputs\x12\x16\n" +
+	"\x06bundle\x18\x0f \x01(\fR\x06bundle\x12\x18\n" +
+	"\acollect\x18\x10 \x03(\tR\acollectB\b\n" +
+	"\x06_stdin\"d\n" +
+	"\x06Bundle\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\"_\n" +
+	"\tFileEntry\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xbb\x01\n" +
+	"\aFilePut\x12\x16\n" +
+	"\x06upload\x18\x01 \x01(\tR\x06upload\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\rR\x05files\x12\x16\n" +
+	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\a \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\b \x01(\bR\x04last\"f\n" +
+	"\fFilePutReply\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12\x16\n" +
+	"\x06upload\x18\x02 \x01(\tR\x06upload\x12(\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x10.baton.v1.BundleR\x06bundle\"U\n" +
+	"\aFileGet\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x1a\n" +
+	"\bdownload\x18\x02 \x01(\tR\bdownload\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\x91\x01\n" +
+	"\tFileChunk\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12\x1a\n" +
+	"\bdownload\x18\x02 \x01(\tR\bdownload\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\"\xa1\x01\n" +
 	"\vOutputChunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x16\n" +
@@ -2118,7 +2766,7 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12(\n" +
 	"\x10queue_timeout_ms\x18\x06 \x01(\rR\x0equeueTimeoutMs\x12\x10\n" +
-	"\x03job\x18\a \x01(\tR\x03job\"\xf9\x03\n" +
+	"\x03job\x18\a \x01(\tR\x03job\"\xfe\x04\n" +
 	"\n" +
 	"ExecResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -2140,10 +2788,16 @@ const file_baton_proto_rawDesc = "" +
 	"\x0estderr_dropped\x18\x0e \x01(\x04R\rstderrDropped\x12\x10\n" +
 	"\x03mac\x18\x0f \x01(\fR\x03mac\x12\x10\n" +
 	"\x03box\x18\x10 \x01(\fR\x03box\x12\x10\n" +
-	"\x03job\x18\x11 \x01(\tR\x03job\"8\n" +
+	"\x03job\x18\x11 \x01(\tR\x03job\x125\n" +
+	"\rresult_bundle\x18\x12 \x01(\v2\x10.baton.v1.BundleR\fresultBundle\x12-\n" +
+	"\aoutputs\x18\x13 \x03(\v2\x13.baton.v1.FileEntryR\aoutputs\x12\x1d\n" +
+	"\n" +
+	"result_zip\x18\x14 \x01(\fR\tresultZip\"\x9e\x01\n" +
 	"\x06Output\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\tR\x06stdout\x12\x16\n" +
-	"\x06stderr\x18\x02 \x01(\tR\x06stderr\"O\n" +
+	"\x06stderr\x18\x02 \x01(\tR\x06stderr\x125\n" +
+	"\rresult_bundle\x18\x03 \x01(\v2\x10.baton.v1.BundleR\fresultBundle\x12-\n" +
+	"\aoutputs\x18\x04 \x03(\v2\x13.baton.v1.FileEntryR\aoutputs\"O\n" +
 	"\x0fExecStatusQuery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05claim\x18\x02 \x01(\tR\x05claim\x12\x16\n" +
@@ -2152,7 +2806,7 @@ const file_baton_proto_rawDesc = "" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
 	"\arunning\x18\x02 \x01(\bR\arunning\x12,\n" +
-	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\x8e\x05\n" +
+	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\x9e\x06\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12(\n" +
@@ -2178,7 +2832,11 @@ const file_baton_proto_rawDesc = "" +
 	"\x0estdout_dropped\x18\x12 \x01(\x04R\rstdoutDropped\x12%\n" +
 	"\x0estderr_dropped\x18\x13 \x01(\x04R\rstderrDropped\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x14 \x01(\rR\ttimeoutMs\";\n" +
+	"timeout_ms\x18\x14 \x01(\rR\ttimeoutMs\x12+\n" +
+	"\x06inputs\x18\x15 \x03(\v2\x13.baton.v1.FileEntryR\x06inputs\x12-\n" +
+	"\aoutputs\x18\x16 \x03(\v2\x13.baton.v1.FileEntryR\aoutputs\x12\x18\n" +
+	"\abundles\x18\x17 \x03(\tR\abundles\x12\x18\n" +
+	"\acollect\x18\x18 \x03(\tR\acollect\";\n" +
 	"\n" +
 	"JobRecords\x12-\n" +
 	"\arecords\x18\x01 \x03(\v2\x13.baton.v1.JobRecordR\arecords\"%\n" +
@@ -2189,7 +2847,7 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"CAUSE_LEFT\x10\x01\x12\x1b\n" +
 	"\x17CAUSE_CONNECTION_CLOSED\x10\x02\x12\x1b\n" +
-	"\x17CAUSE_HEARTBEAT_TIMEOUT\x10\x03*\xb2\x01\n" +
+	"\x17CAUSE_HEARTBEAT_TIMEOUT\x10\x03*\xd1\x01\n" +
 	"\tErrorKind\x12\x13\n" +
 	"\x0fERROR_KIND_NONE\x10\x00\x12\x16\n" +
 	"\x12ERROR_KIND_TIMEOUT\x10\x01\x12\x1b\n" +
@@ -2197,7 +2855,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x13ERROR_KIND_REJECTED\x10\x03\x12\x13\n" +
 	"\x0fERROR_KIND_BUSY\x10\x04\x12\x17\n" +
 	"\x13ERROR_KIND_CANCELED\x10\x05\x12\x14\n" +
-	"\x10ERROR_KIND_STALE\x10\x06*\xc9\x01\n" +
+	"\x10ERROR_KIND_STALE\x10\x06\x12\x1d\n" +
+	"\x19ERROR_KIND_COLLECT_FAILED\x10\a*\xc9\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n" +
@@ -2221,7 +2880,7 @@ func file_baton_proto_rawDescGZIP() []byte {
 }
 
 var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
@@ -2235,40 +2894,54 @@ var file_baton_proto_goTypes = []any{
 	(*Departure)(nil),             // 9: baton.v1.Departure
 	(*Announcement)(nil),          // 10: baton.v1.Announcement
 	(*ExecRequest)(nil),           // 11: baton.v1.ExecRequest
-	(*OutputChunk)(nil),           // 12: baton.v1.OutputChunk
-	(*ExecAck)(nil),               // 13: baton.v1.ExecAck
-	(*ExecResult)(nil),            // 14: baton.v1.ExecResult
-	(*Output)(nil),                // 15: baton.v1.Output
-	(*ExecStatusQuery)(nil),       // 16: baton.v1.ExecStatusQuery
-	(*ExecStatus)(nil),            // 17: baton.v1.ExecStatus
-	(*JobRecord)(nil),             // 18: baton.v1.JobRecord
-	(*JobRecords)(nil),            // 19: baton.v1.JobRecords
-	(*JobRecordsAck)(nil),         // 20: baton.v1.JobRecordsAck
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Bundle)(nil),                // 12: baton.v1.Bundle
+	(*FileEntry)(nil),             // 13: baton.v1.FileEntry
+	(*FilePut)(nil),               // 14: baton.v1.FilePut
+	(*FilePutReply)(nil),          // 15: baton.v1.FilePutReply
+	(*FileGet)(nil),               // 16: baton.v1.FileGet
+	(*FileChunk)(nil),             // 17: baton.v1.FileChunk
+	(*OutputChunk)(nil),           // 18: baton.v1.OutputChunk
+	(*ExecAck)(nil),               // 19: baton.v1.ExecAck
+	(*ExecResult)(nil),            // 20: baton.v1.ExecResult
+	(*Output)(nil),                // 21: baton.v1.Output
+	(*ExecStatusQuery)(nil),       // 22: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 23: baton.v1.ExecStatus
+	(*JobRecord)(nil),             // 24: baton.v1.JobRecord
+	(*JobRecords)(nil),            // 25: baton.v1.JobRecords
+	(*JobRecordsAck)(nil),         // 26: baton.v1.JobRecordsAck
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	21, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	27, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
 	10, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	21, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
-	21, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
+	27, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	27, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: baton.v1.Departure.cause:type_name -> baton.v1.Cause
 	8,  // 5: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	21, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	27, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
 	9,  // 7: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	21, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
-	21, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
-	1,  // 10: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	14, // 11: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
-	2,  // 12: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
-	21, // 13: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
-	21, // 14: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
-	21, // 15: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
-	18, // 16: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	27, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	27, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
+	12, // 10: baton.v1.ExecRequest.inputs:type_name -> baton.v1.Bundle
+	12, // 11: baton.v1.FilePutReply.bundle:type_name -> baton.v1.Bundle
+	1,  // 12: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
+	12, // 13: baton.v1.ExecResult.result_bundle:type_name -> baton.v1.Bundle
+	13, // 14: baton.v1.ExecResult.outputs:type_name -> baton.v1.FileEntry
+	12, // 15: baton.v1.Output.result_bundle:type_name -> baton.v1.Bundle
+	13, // 16: baton.v1.Output.outputs:type_name -> baton.v1.FileEntry
+	20, // 17: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	2,  // 18: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
+	27, // 19: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
+	27, // 20: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
+	27, // 21: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
+	13, // 22: baton.v1.JobRecord.inputs:type_name -> baton.v1.FileEntry
+	13, // 23: baton.v1.JobRecord.outputs:type_name -> baton.v1.FileEntry
+	24, // 24: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }
@@ -2283,7 +2956,7 @@ func file_baton_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
