@@ -497,6 +497,12 @@ type Job struct {
 	// Via says to the history how the command was submitted
 	// (messages.ViaPrompt, ViaExec, ViaWeb).
 	Via string
+	// Inputs are archives in the broker's file store (SendFiles,
+	// SendArchive), unpacked into the fresh work directory the command
+	// runs in; Collect names the files to bring back from it (the
+	// result's ResultBundle, for Save).
+	Inputs  []*messages.Bundle
+	Collect []string
 	// Taken, when set, hears which master took the command and its job in
 	// the history, once the command has run a moment (a command that ends
 	// sooner has its result instead). It is called from the submitting
@@ -545,6 +551,8 @@ func (c *Client) SubmitJob(ctx context.Context, job *Job) (*messages.ExecResult,
 		Stdin:          job.Stdin,
 		Via:            job.Via,
 		SubmittedAt:    timestamppb.Now(),
+		Inputs:         job.Inputs,
+		Collect:        job.Collect,
 	}
 	if job.Output != nil {
 		// Only a job that shows its output has a queue for it (and a nil

@@ -51,6 +51,10 @@ type Config struct {
 	// SubmitRetry is how long a submission that finds no master (mid
 	// election) keeps retrying before it reports "no master available".
 	SubmitRetry time.Duration
+	// WorkRoot holds the work directories of the commands nodes run as
+	// master with files, a directory per node (see DefaultWorkRoot); what
+	// killed nodes left there is removed when a node starts.
+	WorkRoot string
 	// Reaper makes the commands this node runs as master die with it,
 	// even when it is killed (see executor.Config.Reaper).
 	Reaper bool
@@ -79,6 +83,7 @@ func DefaultConfig(name string) Config {
 		MaxOutput:         exe.MaxOutput,
 		HeartbeatInterval: member.HeartbeatInterval,
 		SubmitRetry:       client.SubmitRetry,
+		WorkRoot:          DefaultWorkRoot(),
 		Logger:            slog.Default().With(keyComponent, "node"),
 	}
 }
@@ -87,6 +92,8 @@ func (c Config) validate() error {
 	switch {
 	case c.Name == "":
 		return fmt.Errorf("%w: empty name", ErrInvalidConfig)
+	case c.WorkRoot == "":
+		return fmt.Errorf("%w: empty work directory root", ErrInvalidConfig)
 	case c.Priority < election.MinPriority:
 		return fmt.Errorf("%w: priority %d is outside the range %d to %d", ErrInvalidConfig, c.Priority, election.MinPriority, election.MaxPriority)
 	case c.MaxParallel <= 0:

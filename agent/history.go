@@ -265,6 +265,14 @@ func (n *Node) jobRecord(id string, req *messages.ExecRequest, reply string, rec
 		// A command refused for its length is kept as long as one may be.
 		r.Cmd, r.Submitter = cut(req.Cmd, messages.MaxCommandBytes), cut(req.Requester, maxRequesterBytes)
 		r.TimeoutMs = req.TimeoutMs
+		for _, in := range req.Inputs[:min(len(req.Inputs), maxInputs)] {
+			if messages.ValidSHA256(in.Sha256) {
+				r.InputBundles = append(r.InputBundles, in.Sha256)
+			}
+		}
+		for _, g := range req.Collect[:min(len(req.Collect), maxInputs)] {
+			r.Collect = append(r.Collect, cut(g, maxRequesterBytes))
+		}
 		if req.SubmittedAt.IsValid() && !req.SubmittedAt.AsTime().After(received) {
 			r.SubmittedAt = req.SubmittedAt
 		}
@@ -313,7 +321,8 @@ const runningDelay = ackDelay
 func (n *Node) recordRunning(r *messages.JobRecord, started time.Time) (cancel func()) {
 	rec := &messages.JobRecord{Id: r.Id, Cmd: r.Cmd, State: messages.JobState_JOB_STATE_RUNNING,
 		SubmittedAt: r.SubmittedAt, StartedAt: timestamppb.New(started), Master: r.Master, Epoch: r.Epoch,
-		Submitter: r.Submitter, Role: r.Role, Via: r.Via, TimeoutMs: r.TimeoutMs}
+		Submitter: r.Submitter, Role: r.Role, Via: r.Via, TimeoutMs: r.TimeoutMs,
+		InputBundles: r.InputBundles, Collect: r.Collect}
 	t := time.AfterFunc(runningDelay, func() { n.outbox.put(rec) })
 	return func() { t.Stop() }
 }

@@ -16,6 +16,7 @@ const (
 	keyExitCode   = "exit_code"
 	keyError      = "error"
 	keyErr        = "err"
+	keyPath       = "path"
 	keyCount      = "count"
 	keyRetryIn    = "retry_in"
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,9 @@ type Node struct {
 	serving   *servingConn
 	announced string // the master last announced
 	followed  bool   // an announcement was followed
+	// workDir holds the node's work directories, under the lock workLock.
+	workDir  string
+	workLock *os.File
 	// stdinHeld is the input of the requests taken and not yet done.
 	stdinHeld atomic.Int64
 	connLost  chan struct{}
@@ -116,6 +120,9 @@ func New(cfg Config) (*Node, error) {
 // it. It blocks until the broker admitted the node. After a failed Start,
 // Close releases what it took.
 func (n *Node) Start(ctx context.Context) error {
+	if err := n.takeWorkDir(); err != nil {
+		return err
+	}
 	nc, err := bus.Connect(ctx, n.connConfig(""), nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 		if !nc.IsClosed() {
 			n.cfg.Logger.Warn("disconnected from broker; reconnecting", keyErr, err)
@@ -254,6 +261,7 @@ func (n *Node) close(ctx context.Context) error {
 	if err := n.exe.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	n.releaseWorkDir()
 	if n.outbox != nil {
 		// The records of the last commands, while the broker may still
 		// be there to store them.

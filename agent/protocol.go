@@ -118,7 +118,7 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	if refusal := n.admit(req, reply, epoch); refusal != nil {
 		return answer(refusal)
 	}
-	if size := int64(len(req.Stdin)); size > 0 {
+	if size := int64(len(req.Stdin) + len(req.Bundle)); size > 0 {
 		// What a flood of requests with input holds is bounded too.
 		if n.stdinHeld.Add(size) > maxStdinHeld {
 			n.stdinHeld.Add(-size)
@@ -147,7 +147,12 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 	defer n.recordRunning(job, time.Now())()
 	timeout, queue := n.limits(req)
 	defer n.acknowledge(req, job.Id, epoch, timeout, queue)()
-	res := n.run(runCtx, req, received, timeout, queue, epoch)
+	var res *messages.ExecResult
+	if wantsWork(req) {
+		res = n.runInWork(runCtx, req, job, asJSON, received, timeout, queue, epoch)
+	} else {
+		res = n.run(runCtx, req, received, timeout, queue, epoch, "")
+	}
 	res.Master, res.Epoch, res.Job = n.cfg.Name, epoch, job.Id
 	n.recordEnd(job, res)
 	for _, r := range n.ledger.finish(req.Id, res) {
@@ -199,6 +204,10 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 		return rejected(req.Id, fmt.Sprintf("command of %d bytes is longer than the %d allowed", len(req.Cmd), messages.MaxCommandBytes))
 	case len(req.Stdin) > messages.MaxStdinBytes:
 		return rejected(req.Id, fmt.Sprintf("input of %d bytes is longer than the %d allowed", len(req.Stdin), messages.MaxStdinBytes))
+	case len(req.Inputs) > maxInputs:
+		return rejected(req.Id, fmt.Sprintf("%d input bundles, more than the %d allowed", len(req.Inputs), maxInputs))
+	case len(req.Collect) > maxInputs:
+		return rejected(req.Id, fmt.Sprintf("%d collect patterns, more than the %d allowed", len(req.Collect), maxInputs))
 	case time.Duration(req.TimeoutMs)*time.Millisecond > n.cfg.MaxExecTimeout:
 		return rejected(req.Id, fmt.Sprintf("timeout %v is longer than this master's --max-exec-timeout of %v",
 			time.Duration(req.TimeoutMs)*time.Millisecond, n.cfg.MaxExecTimeout))
@@ -216,6 +225,10 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 	}
 	return nil
 }
+
+// maxInputs bounds a request's input bundles and its collect patterns
+// (as the history does a record's).
+const maxInputs = 256
 
 // maxSubjectBytes bounds the subjects a request names for its answers:
 // far more than an inbox takes, far less than the server's control-line
@@ -305,6 +318,11 @@ func (n *Node) handleStatus(msg *nats.Msg) {
 
 func (n *Node) reply(to replyTo, res *messages.ExecResult) {
 	if !to.json {
+		if res.ResultZip != nil {
+			// For JSON requesters only.
+			res = proto.CloneOf(res)
+			res.ResultZip = nil
+		}
 		n.publish(to.subject, n.seal(res, to.peer))
 		return
 	}
@@ -338,9 +356,9 @@ func (n *Node) publish(subject string, m proto.Message) {
 // the node's Close cancelled it), streaming its output to the requester if
 // it asked; the stream is flushed before run returns, so that the result
 // follows the last chunk.
-func (n *Node) run(ctx context.Context, req *messages.ExecRequest, received time.Time, timeout, queue time.Duration, epoch uint64) *messages.ExecResult {
+func (n *Node) run(ctx context.Context, req *messages.ExecRequest, received time.Time, timeout, queue time.Duration, epoch uint64, dir string) *messages.ExecResult {
 	n.cfg.Logger.Debug("running", keyID, req.Id, keyCmd, req.Cmd, keyRequester, req.Requester)
-	c := executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue)}
+	c := executor.Command{Line: req.Cmd, Timeout: timeout, StartBy: received.Add(queue), Dir: dir}
 	if req.Stdin != nil {
 		c.Stdin = bytes.NewReader(req.Stdin)
 	}

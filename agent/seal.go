@@ -135,7 +135,7 @@ func resultMAC(key []byte, r *messages.ExecResult) []byte {
 // its mac, under keys.
 func sealResult(keys pairKeys, r *messages.ExecResult) (*messages.ExecResult, error) {
 	out := proto.CloneOf(r)
-	plain, err := proto.Marshal(&messages.Output{Stdout: r.Stdout, Stderr: r.Stderr})
+	plain, err := proto.Marshal(&messages.Output{Stdout: r.Stdout, Stderr: r.Stderr, ResultBundle: r.ResultBundle, Outputs: r.Outputs})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func sealResult(keys pairKeys, r *messages.ExecResult) (*messages.ExecResult, er
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	out.Stdout, out.Stderr = "", ""
+	out.Stdout, out.Stderr, out.ResultBundle, out.Outputs = "", "", nil, nil
 	out.Box = keys.box.Seal(nonce, nonce, plain, nil)
 	out.Mac = resultMAC(keys.mac, out)
 	return out, nil
@@ -169,7 +169,7 @@ func openResult(keys pairKeys, r *messages.ExecResult) error {
 	if err := proto.Unmarshal(plain, &o); err != nil {
 		return fmt.Errorf("%w: its box holds no output: %w", errUnsealed, err)
 	}
-	r.Stdout, r.Stderr, r.Box = o.Stdout, o.Stderr, nil
+	r.Stdout, r.Stderr, r.ResultBundle, r.Outputs, r.Box = o.Stdout, o.Stderr, o.ResultBundle, o.Outputs, nil
 	return nil
 }
 

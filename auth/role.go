@@ -59,7 +59,9 @@ func (r Role) Permissions() *server.Permissions {
 	sub := []string{messages.SubjectMaster, inbox}
 	var resp *server.ResponsePermission
 	if r == Submit || r == Node || r == Admin {
-		pub = append(pub, messages.SubjectExec, messages.SubjectExecStatus+".*")
+		// Files go with commands and come back from them: the broker's
+		// file store, through its tickets (no JetStream rights).
+		pub = append(pub, messages.SubjectExec, messages.SubjectExecStatus+".*", messages.SubjectFilePut, messages.SubjectFileGet)
 	}
 	deny := forbidden
 	if r == Admin {

@@ -60,6 +60,7 @@ type Report struct {
 	Scale       []Scale         `json:"scale"`
 	Idle        Idle            `json:"idle"`
 	Dashboards  Dashboards      `json:"dashboards"`
+	Files       Files           `json:"files"`
 	Targets     map[string]bool `json:"targets_met"`
 }
 
@@ -131,6 +132,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"scale", scale},
 		{"idle", idle},
 		{"dashboards", dashboards},
+		{"files", files},
 	}
 	for _, s := range steps {
 		if len(cfg.Parts) > 0 && !slices.Contains(cfg.Parts, s.name) {
@@ -242,7 +244,8 @@ func (c *cluster) startBroker() error {
 }
 
 func (c *cluster) startNode(name string, priority int) error {
-	args := []string{"--broker-addr=" + c.addr, "--name=" + name, "--priority=" + strconv.Itoa(priority), "--serve"}
+	args := []string{"--broker-addr=" + c.addr, "--name=" + name, "--priority=" + strconv.Itoa(priority), "--serve",
+		"--work-dir=" + filepath.Join(filepath.Dir(c.dataDir), "work")}
 	if c.secure != nil {
 		args = append(args, "--credentials="+c.secure.node, "--tls-ca="+c.secure.certs.CA)
 	}

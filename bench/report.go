@@ -189,5 +189,14 @@ func (r *Report) WriteTable(w io.Writer) {
 	row("cost", fmt.Sprintf("%+.1f %%", 100*ds.RoundTripCost), fmt.Sprintf("%+.1f %%", -100*ds.ThroughputCost),
 		fmt.Sprintf("round trip ≤ %.0f %%", 100*targetDashboardRTCost), mark(ds.RoundTripCost <= targetDashboardRTCost))
 	tw.Flush()
-	fmt.Fprintf(w, "\nTwo like clusters, %d round trips each, interleaved; the dashboards read %d events meanwhile.\n", ds.Samples, ds.Events)
+	fmt.Fprintf(w, "\nTwo like clusters, %d round trips each, interleaved; the dashboards read %d events meanwhile.\n\n", ds.Samples, ds.Events)
+
+	fl := r.Files
+	row(fmt.Sprintf("files, %d MiB of random data", fl.Bytes>>20), "MB/s", "target", "")
+	rule(4)
+	row("local copy (same disk, no sync)", fmt.Sprintf("%.0f", fl.LocalMBs), "floor", "")
+	row("input sent (`--file`, until the master ran `true` with it)", fmt.Sprintf("%.0f", fl.SendMBs), "", "")
+	row("output returned (`--collect`, until saved on the requester)", fmt.Sprintf("%.0f", fl.ReturnMBs), "", "")
+	tw.Flush()
+	fmt.Fprintf(w, "\nMedian of %d; each through the broker's object store (pack, SHA-256, 1 MiB pieces, unpack).\n", fl.Trials)
 }

@@ -14,6 +14,7 @@ import (
 	"baton/auth"
 	"baton/bus"
 	"baton/election"
+	"baton/files"
 	"baton/history"
 	"baton/messages"
 	"baton/web"
@@ -51,6 +52,11 @@ type Config struct {
 	// account, storing under DataDir.
 	KeepHistory bool
 	History     history.Config
+	// Files keeps the archives sent with commands and brought back, in
+	// the same JetStream as the history (so only with KeepHistory); its
+	// ticket key is made in the credentials directory (Files.Key is
+	// ignored).
+	Files files.Config
 	// Election tunes the election service; Election.Events, when set, hears
 	// what happens to the election.
 	Election election.ServiceConfig
@@ -73,8 +79,9 @@ func DefaultConfig() Config {
 	el := election.DefaultServiceConfig()
 	hist := history.DefaultConfig()
 	dash := web.DefaultConfig()
+	fcfg := files.DefaultConfig()
 	// The parts log through Logger, each under its component's name.
-	srv.Logger, el.Logger, hist.Logger, dash.Logger = nil, nil, nil, nil
+	srv.Logger, el.Logger, hist.Logger, dash.Logger, fcfg.Logger = nil, nil, nil, nil, nil
 	return Config{
 		// Safe wherever the broker is reachable from another host, and no
 		// flags for a try on one machine.
@@ -86,6 +93,7 @@ func DefaultConfig() Config {
 		// Operators ask first who ran what, where and when.
 		KeepHistory: true,
 		History:     hist,
+		Files:       fcfg,
 		Web:         dash,
 		Logger:      slog.Default(),
 	}
@@ -110,6 +118,7 @@ type Broker struct {
 	server   *bus.Server
 	election *election.Service
 	history  *history.Store // nil without KeepHistory
+	files    *files.Store   // likewise
 	// lost queues the departures whose jobs the history marks lost.
 	lost     chan election.Event
 	http     *http.Server
@@ -147,6 +156,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.History.Logger == nil {
 		cfg.History.Logger = cfg.Logger.With(keyComponent, "history")
 	}
+	if cfg.Files.Logger == nil {
+		cfg.Files.Logger = cfg.Logger.With(keyComponent, "files")
+	}
 	if cfg.Web.Logger == nil {
 		cfg.Web.Logger = cfg.Logger.With(keyComponent, "web")
 	}
@@ -157,8 +169,9 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{cfg: cfg, lost: make(chan election.Event, maxLostQueued)}
 	if cfg.KeepHistory {
 		b.cfg.Server.JetStreamDir = cfg.DataDir
-		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), messages.JobReadSubjects())
+		b.cfg.Server.Services = slices.Concat(b.cfg.Server.Services, history.ServiceSubjects(), messages.JobReadSubjects(), files.ServiceSubjects())
 		b.cfg.Election.History = true
+		b.cfg.Election.MaxBundleBytes, b.cfg.Election.MaxBundleFiles = cfg.Files.MaxBytes, cfg.Files.MaxFiles
 	}
 	if cfg.KeepHistory || cfg.HTTP != "" {
 		user := cfg.Election.Events
@@ -201,12 +214,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	if b.cfg.KeepHistory {
-		hcfg := b.cfg.History
-		hcfg.Sender = b.election.ConnectionOf
-		if b.cfg.HTTP != "" {
-			hcfg.Changed = func(sum *messages.JobSummary) { b.web.JobChanged(sum) }
-		}
-		if b.history, err = history.New(b.server, hcfg); err != nil {
+		if err := b.newHistory(); err != nil {
 			store.Close()
 			return err
 		}
@@ -230,6 +238,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	// Before the first announcement, which tells masters to send records.
 	if b.history != nil {
 		if err := b.history.Start(ctx); err != nil {
+			return err
+		}
+		if err := b.files.Start(ctx); err != nil {
 			return err
 		}
 	}
@@ -256,6 +267,37 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.cfg.Logger.Info("broker ready", keyAddr, b.Addr(), keyDataDir, b.cfg.DataDir, keyHTTP, b.HTTPAddr())
 	return nil
+}
+
+// newHistory prepares the job history and the file store, which keeps
+// what the history's records name.
+func (b *Broker) newHistory() error {
+	key, err := auth.EnsureFileKey(auth.Dir(b.cfg.DataDir))
+	if err != nil {
+		return err
+	}
+	hcfg, fcfg := b.cfg.History, b.cfg.Files
+	fcfg.Key = key
+	hcfg.Sender = b.election.ConnectionOf
+	hcfg.Ticket = func(sha string) string { return b.files.Ticket(sha) }
+	hcfg.Changed = func(sum *messages.JobSummary) {
+		// The tickets granted until the record no longer keep its
+		// archives: the record does.
+		at := time.Now()
+		if sum.FinishedAt != nil {
+			at = *sum.FinishedAt
+		}
+		b.files.Used(sum.Bundles(), at)
+		if b.web != nil {
+			b.web.JobChanged(sum)
+		}
+	}
+	if b.history, err = history.New(b.server, hcfg); err != nil {
+		return err
+	}
+	fcfg.Referenced, fcfg.Ready = b.history.Referenced, b.history.Loaded()
+	b.files, err = files.New(b.server, fcfg)
+	return err
 }
 
 // serveHTTP listens on cfg.HTTP and serves the monitoring endpoints.
@@ -339,6 +381,9 @@ func (b *Broker) close(ctx context.Context) error {
 	}
 	if b.election != nil {
 		errs = append(errs, b.election.Close(ctx))
+	}
+	if b.files != nil {
+		b.files.Close()
 	}
 	if b.history != nil {
 		b.history.Close()

@@ -40,9 +40,9 @@ func Collect(dir string, globs []string, lim Limits) ([]File, error) {
 		size += info.Size()
 		switch {
 		case len(found) > lim.MaxFiles:
-			return fmt.Errorf("%w: more than %d files to bring back; the limit is --max-bundle-files", ErrUnsafe, lim.MaxFiles)
+			return fmt.Errorf("%w: more than %d files to bring back, over the broker's --max-bundle-files of %d", ErrTooMuch, lim.MaxFiles, lim.MaxFiles)
 		case size > lim.MaxBytes:
-			return fmt.Errorf("%w: more than %d bytes to bring back (at %s); the limit is --max-bundle-bytes", ErrUnsafe, lim.MaxBytes, name)
+			return fmt.Errorf("%w: more than %s to bring back (at %s), over the broker's --max-bundle-bytes of %s", ErrTooMuch, Size(lim.MaxBytes), name, Size(lim.MaxBytes))
 		}
 		return nil
 	}
@@ -82,7 +82,7 @@ func Collect(dir string, globs []string, lim Limits) ([]File, error) {
 				}
 				return nil
 			})
-			if errors.Is(err, ErrUnsafe) {
+			if errors.Is(err, ErrTooMuch) {
 				return nil, err
 			}
 			if err != nil {
@@ -115,7 +115,7 @@ func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]File, e
 		return nil, fmt.Errorf("bundle: work directory: %w", err)
 	}
 	defer root.Close()
-	z := zip.NewWriter(w)
+	z := newZipWriter(w)
 	out := make([]File, 0, len(files))
 	for _, f := range files {
 		c, err := addFile(z, root, f)

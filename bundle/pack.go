@@ -3,7 +3,6 @@ package bundle
 import (
 	"archive/tar"
 	"archive/zip"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,7 +13,12 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/klauspost/compress/gzip"
 )
+
+// ErrTooMuch is why files are not sent: they are over a limit.
+var ErrTooMuch = errors.New("bundle: the files are over a limit")
 
 // Pack zips the files and directories at paths onto w, each under its
 // base name (a directory with everything in it), and returns what it
@@ -45,11 +49,8 @@ func Pack(w io.Writer, paths []string, lim Limits) ([]File, error) {
 		}
 		entries = append(entries, entry{f, src})
 		size += f.Size
-		switch {
-		case len(entries) > lim.MaxFiles:
-			return fmt.Errorf("bundle: more than %d files to send; the broker's limit is --max-bundle-files", lim.MaxFiles)
-		case size > lim.MaxBytes:
-			return fmt.Errorf("bundle: more than %d bytes to send (at %s); the broker's limit is --max-bundle-bytes", lim.MaxBytes, src)
+		if len(entries) > lim.MaxFiles {
+			return fmt.Errorf("%w: more than %d files, over the broker's --max-bundle-files of %d", ErrTooMuch, lim.MaxFiles, lim.MaxFiles)
 		}
 		return nil
 	}
@@ -86,11 +87,17 @@ func Pack(w io.Writer, paths []string, lim Limits) ([]File, error) {
 			}
 			return add(path.Join(base, filepath.ToSlash(rel)), src, info)
 		})
+		if errors.Is(err, ErrTooMuch) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bundle: %w", err)
 		}
 	}
-	z := zip.NewWriter(w)
+	if size > lim.MaxBytes {
+		return nil, fmt.Errorf("%w: %s, over the broker's --max-bundle-bytes of %s", ErrTooMuch, Size(size), Size(lim.MaxBytes))
+	}
+	z := newZipWriter(w)
 	out := make([]File, 0, len(entries))
 	for _, e := range entries {
 		f, err := packLocal(z, e.File, e.src)
@@ -152,7 +159,7 @@ func packLocal(z *zip.Writer, f File, src string) (File, error) {
 func Inspect(src string, f Format) (files int, size int64, err error) {
 	switch f {
 	case Zip:
-		z, err := zip.OpenReader(src)
+		z, err := openZip(src)
 		if err != nil {
 			return 0, 0, fmt.Errorf("bundle: read %s: %w", src, err)
 		}
@@ -209,4 +216,59 @@ func ParseFormat(s string) (Format, error) {
 		return TarGz, nil
 	}
 	return 0, fmt.Errorf("bundle: format %q is neither zip nor tar.gz", s)
+}
+
+// Extend writes to w the zip at src with extras added after its entries,
+// which it copies as they are (not decompressed); an extra named as an
+// entry of src is refused.
+func Extend(w io.Writer, src string, extras ...Extra) error {
+	r, err := openZip(src)
+	if err != nil {
+		return fmt.Errorf("bundle: read %s: %w", src, err)
+	}
+	defer r.Close()
+	z := newZipWriter(w)
+	names := make(map[string]bool)
+	for _, f := range r.File {
+		names[f.Name] = true
+		if err := z.Copy(f); err != nil {
+			return fmt.Errorf("bundle: copy %s: %w", f.Name, err)
+		}
+	}
+	for _, e := range extras {
+		if names[e.Name] {
+			return fmt.Errorf("bundle: the files brought back hold a %s of their own; fetch them into a directory instead", e.Name)
+		}
+		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate}
+		h.SetMode(0o644)
+		zw, err := z.CreateHeader(h)
+		if err == nil {
+			_, err = zw.Write(e.Data)
+		}
+		if err != nil {
+			return fmt.Errorf("bundle: pack %s: %w", e.Name, err)
+		}
+	}
+	if err := z.Close(); err != nil {
+		return fmt.Errorf("bundle: pack: %w", err)
+	}
+	return nil
+}
+
+// Size is n bytes as people read it: "64 MiB", "1.5 KiB", "12 bytes".
+func Size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 3 {
+		v /= unit
+		i++
+	}
+	s := fmt.Sprintf("%.1f %ciB", v, "KMGT"[i])
+	if v == float64(int64(v)) {
+		s = fmt.Sprintf("%d %ciB", int64(v), "KMGT"[i])
+	}
+	return s
 }

@@ -1,11 +1,10 @@
 package bundle
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"archive/tar"
 	"archive/zip"
-	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"os"
 	"path"
 	"strings"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // ErrUnsafe is wrapped by every refusal of an archive's entry: a path or
@@ -115,7 +116,7 @@ type unpacker struct {
 }
 
 func (u *unpacker) zip(src string) error {
-	z, err := zip.OpenReader(src)
+	z, err := openZip(src)
 	if err != nil {
 		return fmt.Errorf("bundle: read %s: %w", src, err)
 	}
@@ -145,7 +146,22 @@ func (u *unpacker) zipFile(e *zip.File) error {
 		return fmt.Errorf("bundle: %s: %w", e.Name, err)
 	}
 	defer r.Close()
-	return u.file(e.Name, e.Mode(), r)
+	return u.file(e.Name, e.Mode(), &honest{r: r, f: e})
+}
+
+// honest reads a zip entry, and says so when the entry holds more than
+// its headers claim: a zip bomb that lies, which archive/zip stops at.
+type honest struct {
+	r io.Reader
+	f *zip.File
+}
+
+func (h *honest) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if errors.Is(err, zip.ErrFormat) || errors.Is(err, zip.ErrChecksum) {
+		err = fmt.Errorf("%w: %s holds other than the %d bytes its headers say (a zip bomb, or a damaged archive)", ErrUnsafe, h.f.Name, h.f.UncompressedSize64)
+	}
+	return n, err
 }
 
 // zipLink reads a link's target: a zip holds it as the entry's content.

@@ -231,7 +231,7 @@ func (c *cluster) node(name string, priority int, o procOpts, args ...string) *p
 	if o.dir == "" {
 		o.dir = c.t.TempDir()
 	}
-	o.env = append(o.env, "BATON_E2E_NODE="+name)
+	o.env = append(o.env, "BATON_E2E_NODE="+name, "BATON_WORK_DIR="+filepath.Join(o.dir, "work"))
 	return start(c.t, name, c.nodeBin, o, append([]string{
 		"--broker-addr=" + c.addr, "--name=" + name, fmt.Sprintf("--priority=%d", priority),
 	}, args...)...)

@@ -89,7 +89,12 @@ type ServiceConfig struct {
 	// History is announced (Announcement.history): masters send the
 	// broker their jobs' records only when it keeps a history.
 	History bool
-	Logger  *slog.Logger
+	// MaxBundleBytes and MaxBundleFiles are announced
+	// (Announcement.max_bundle_bytes, max_bundle_files): the file store's
+	// limits, which masters unpack and collect within; zero without one.
+	MaxBundleBytes int64
+	MaxBundleFiles int
+	Logger         *slog.Logger
 }
 
 // DefaultServiceConfig returns the broker's defaults.
@@ -589,6 +594,8 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		Departed:       s.departed,
 		BrokerStopping: s.stopping,
 		History:        s.cfg.History,
+		MaxBundleBytes: uint64(s.cfg.MaxBundleBytes),
+		MaxBundleFiles: uint32(s.cfg.MaxBundleFiles),
 	}
 }
 

@@ -30,6 +30,9 @@ type Command struct {
 	// from one goroutine; the call must not block for long, or the command
 	// blocks on its full pipe.
 	Output func(stream Stream, p []byte)
+	// Dir, when set, is the command's working directory in place of
+	// Config.Dir.
+	Dir string
 }
 
 // Stream names an output stream.
@@ -163,6 +166,9 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 		cmd.Stdin = c.Stdin
 	}
 	cmd.Dir, cmd.Env = e.cfg.Dir, e.cfg.Env
+	if c.Dir != "" {
+		cmd.Dir = c.Dir
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var killed atomic.Bool
 	cmd.Cancel = func() error {

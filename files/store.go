@@ -310,7 +310,7 @@ func (s *Store) begin(req *messages.FilePut) (*messages.FilePutReply, error) {
 	case err != nil:
 		return nil, err
 	case req.Size > uint64(s.cfg.MaxBytes):
-		return nil, fmt.Errorf("files: an archive of %s is over the broker's --max-bundle-bytes of %s", Size(int64(req.Size)), Size(s.cfg.MaxBytes))
+		return nil, fmt.Errorf("files: an archive of %s is over the broker's --max-bundle-bytes of %s", bundle.Size(int64(req.Size)), bundle.Size(s.cfg.MaxBytes))
 	case req.Files > uint32(s.cfg.MaxFiles):
 		return nil, fmt.Errorf("files: an archive of %d files is over the broker's --max-bundle-files of %d", req.Files, s.cfg.MaxFiles)
 	}
@@ -403,7 +403,7 @@ func (s *Store) piece(req *messages.FilePut) (*messages.FilePutReply, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: store %s: %w", u.sha, err)
 	}
-	s.cfg.Logger.Debug("archive stored", keySHA, u.sha, keyBytes, u.size)
+	s.cfg.Logger.Info("archive stored", keySHA, u.sha, keyBytes, u.size)
 	return s.stored(u.sha, u.size, u.format), nil
 }
 
@@ -606,27 +606,9 @@ func (s *Store) deleteUnused(now time.Time) {
 			return
 		}
 		delete(s.objects, sha)
-		s.cfg.Logger.Debug("archive deleted: no job names it", keySHA, sha)
+		s.cfg.Logger.Info("archive deleted: no job names it", keySHA, sha)
 		if deleted++; deleted == maxDeletes {
 			return
 		}
 	}
-}
-
-// Size is n bytes as people read it: "64 MiB", "1.5 KiB", "12 bytes".
-func Size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	v, i := float64(n), -1
-	for v >= unit && i < 3 {
-		v /= unit
-		i++
-	}
-	s := fmt.Sprintf("%.1f %ciB", v, "KMGT"[i])
-	if v == float64(int64(v)) {
-		s = fmt.Sprintf("%d %ciB", int64(v), "KMGT"[i])
-	}
-	return s
 }

@@ -30,7 +30,10 @@ type Config struct {
 	// stored, its command cut as the index keeps it. It is never called
 	// concurrently, and must return quickly: writes wait for it.
 	Changed func(*messages.JobSummary)
-	Logger  *slog.Logger
+	// Ticket, when set, grants reading an archive of the file store: an
+	// answer to jobs.get carries one for the job's outputs.
+	Ticket func(sha string) string
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns the history's defaults.

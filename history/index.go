@@ -49,9 +49,20 @@ type index struct {
 	order   []*entry // by ID
 	bytes   int64    // the entries' sizes, summed
 	running int      // the entries of jobs running
+	// refs counts the entries that name each archive of the file store.
+	refs map[string]int
 }
 
-func newIndex() *index { return &index{byID: make(map[string]*entry)} }
+func newIndex() *index { return &index{byID: make(map[string]*entry), refs: make(map[string]int)} }
+
+// count adds d to the count of each archive e names.
+func (x *index) count(e *entry, d int) {
+	for _, sha := range e.sum.Bundles() {
+		if x.refs[sha] += d; x.refs[sha] <= 0 {
+			delete(x.refs, sha)
+		}
+	}
+}
 
 func (x *index) get(id string) *entry { return x.byID[id] }
 
@@ -61,7 +72,9 @@ func (x *index) put(e *entry) {
 	if !e.sum.Finished() {
 		x.running++
 	}
+	x.count(e, 1)
 	if old, ok := x.byID[id]; ok {
+		x.count(old, -1)
 		x.bytes -= old.size
 		if !old.sum.Finished() {
 			x.running--
@@ -91,6 +104,7 @@ func (x *index) remove(ids map[string]bool) {
 	x.order = slices.DeleteFunc(x.order, func(e *entry) bool { return ids[e.sum.ID] })
 	for id := range ids {
 		if e, ok := x.byID[id]; ok {
+			x.count(e, -1)
 			x.bytes -= e.size
 			if !e.sum.Finished() {
 				x.running--

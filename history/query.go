@@ -206,6 +206,10 @@ func (s *Store) handleGet(msg *nats.Msg) {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		ans.Job, err = s.Get(ctx, q.ID)
 		cancel()
+		if err == nil && ans.Job.OutputBundle != "" && s.cfg.Ticket != nil {
+			// Whoever may read the record may fetch what it brought back.
+			ans.Job.OutputTicket = s.cfg.Ticket(ans.Job.OutputBundle)
+		}
 	}
 	if err != nil {
 		ans.Error = strings.TrimPrefix(err.Error(), "history: ")

@@ -387,8 +387,29 @@ func invalid(r *messages.JobRecord) string {
 		return fmt.Sprintf("state %v is not a master's to report", r.State)
 	case len(r.Cmd) > messages.MaxCommandBytes:
 		return "command too long"
+	case r.OutputBundle != "" && !messages.ValidSHA256(r.OutputBundle):
+		return "malformed output bundle"
+	case len(r.InputBundles) > maxBundles || len(r.Collect) > maxBundles:
+		return "too many bundles or collect patterns"
+	}
+	for _, sha := range r.InputBundles {
+		if !messages.ValidSHA256(sha) {
+			return "malformed input bundle"
+		}
 	}
 	return ""
+}
+
+// maxBundles bounds the input archives and the collect patterns of a
+// record: far more than a command line can name.
+const maxBundles = 256
+
+// Referenced reports whether a record names the archive sha of the file
+// store (see files.Config.Referenced).
+func (s *Store) Referenced(sha string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idx.refs[sha] > 0
 }
 
 // MasterLost marks the running jobs of the named master lost, at at,

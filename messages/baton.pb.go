@@ -1206,7 +1206,9 @@ type Bundle struct {
 	Format string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
 	// Ticket is the broker's grant to read it (files.get) until the expiry
 	// it carries; whoever holds it may read this archive and no other.
-	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Ticket string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// Name is what its sender calls it (such as task.zip), for messages.
+	Name          string `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1265,6 +1267,13 @@ func (x *Bundle) GetFormat() string {
 func (x *Bundle) GetTicket() string {
 	if x != nil {
 		return x.Ticket
+	}
+	return ""
+}
+
+func (x *Bundle) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
@@ -2315,14 +2324,15 @@ type JobRecord struct {
 	// master's default: what a re-run asks for again.
 	TimeoutMs uint32 `protobuf:"varint,20,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// Inputs and outputs are the files the command was given and brought
-	// back; bundles are the archives in the broker's file store that hold
-	// them (its inputs', then its result's), which live as long as a record
-	// names them; collect is what it asked to bring back (a re-run asks
-	// again).
+	// back; input_bundles and output_bundle are the SHA-256s of the
+	// archives in the broker's file store that hold them, which live as
+	// long as a record names them; collect is what it asked to bring back
+	// (a re-run asks again).
 	Inputs        []*FileEntry `protobuf:"bytes,21,rep,name=inputs,proto3" json:"inputs,omitempty"`
 	Outputs       []*FileEntry `protobuf:"bytes,22,rep,name=outputs,proto3" json:"outputs,omitempty"`
-	Bundles       []string     `protobuf:"bytes,23,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	InputBundles  []string     `protobuf:"bytes,23,rep,name=input_bundles,json=inputBundles,proto3" json:"input_bundles,omitempty"`
 	Collect       []string     `protobuf:"bytes,24,rep,name=collect,proto3" json:"collect,omitempty"`
+	OutputBundle  string       `protobuf:"bytes,25,opt,name=output_bundle,json=outputBundle,proto3" json:"output_bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2511,9 +2521,9 @@ func (x *JobRecord) GetOutputs() []*FileEntry {
 	return nil
 }
 
-func (x *JobRecord) GetBundles() []string {
+func (x *JobRecord) GetInputBundles() []string {
 	if x != nil {
-		return x.Bundles
+		return x.InputBundles
 	}
 	return nil
 }
@@ -2523,6 +2533,13 @@ func (x *JobRecord) GetCollect() []string {
 		return x.Collect
 	}
 	return nil
+}
+
+func (x *JobRecord) GetOutputBundle() string {
+	if x != nil {
+		return x.OutputBundle
+	}
+	return ""
 }
 
 // JobRecords is a batch of job records from a master (jobs.record,
@@ -2714,12 +2731,13 @@ const file_baton_proto_rawDesc = "" +
 	"\x06inputs\x18\x0e \x03(\v2\x10.baton.v1.BundleR\x06inputs\x12\x16\n" +
 	"\x06bundle\x18\x0f \x01(\fR\x06bundle\x12\x18\n" +
 	"\acollect\x18\x10 \x03(\tR\acollectB\b\n" +
-	"\x06_stdin\"d\n" +
+	"\x06_stdin\"x\n" +
 	"\x06Bundle\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
 	"\x06format\x18\x03 \x01(\tR\x06format\x12\x16\n" +
-	"\x06ticket\x18\x04 \x01(\tR\x06ticket\"_\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\"_\n" +
 	"\tFileEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
@@ -2806,7 +2824,7 @@ const file_baton_proto_rawDesc = "" +
 	"ExecStatus\x12\x14\n" +
 	"\x05known\x18\x01 \x01(\bR\x05known\x12\x18\n" +
 	"\arunning\x18\x02 \x01(\bR\arunning\x12,\n" +
-	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\x9e\x06\n" +
+	"\x06result\x18\x03 \x01(\v2\x14.baton.v1.ExecResultR\x06result\"\xce\x06\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12(\n" +
@@ -2834,9 +2852,10 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x14 \x01(\rR\ttimeoutMs\x12+\n" +
 	"\x06inputs\x18\x15 \x03(\v2\x13.baton.v1.FileEntryR\x06inputs\x12-\n" +
-	"\aoutputs\x18\x16 \x03(\v2\x13.baton.v1.FileEntryR\aoutputs\x12\x18\n" +
-	"\abundles\x18\x17 \x03(\tR\abundles\x12\x18\n" +
-	"\acollect\x18\x18 \x03(\tR\acollect\";\n" +
+	"\aoutputs\x18\x16 \x03(\v2\x13.baton.v1.FileEntryR\aoutputs\x12#\n" +
+	"\rinput_bundles\x18\x17 \x03(\tR\finputBundles\x12\x18\n" +
+	"\acollect\x18\x18 \x03(\tR\acollect\x12#\n" +
+	"\routput_bundle\x18\x19 \x01(\tR\foutputBundle\";\n" +
 	"\n" +
 	"JobRecords\x12-\n" +
 	"\arecords\x18\x01 \x03(\v2\x13.baton.v1.JobRecordR\arecords\"%\n" +

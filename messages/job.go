@@ -3,6 +3,7 @@ package messages
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +131,20 @@ type JobSummary struct {
 	// Note says what else the history knows, such as that the job's
 	// master was lost before it reported this outcome.
 	Note string `json:"note"`
+	// InputBundles and OutputBundle are the SHA-256s of the archives in
+	// the broker's file store that hold the files the job was given and
+	// brought back; Collect is what it asked to bring back.
+	InputBundles []string `json:"input_bundles,omitempty"`
+	OutputBundle string   `json:"output_bundle,omitempty"`
+	Collect      []string `json:"collect,omitempty"`
+}
+
+// Bundles are the archives j's files are in.
+func (j *JobSummary) Bundles() []string {
+	if j.OutputBundle == "" {
+		return j.InputBundles
+	}
+	return append(slices.Clip(j.InputBundles), j.OutputBundle)
 }
 
 // Job is a job's whole record: what the history stores (as JSON, on
@@ -138,6 +153,13 @@ type Job struct {
 	JobSummary
 	Stdout string `json:"stdout"`
 	Stderr string `json:"stderr"`
+	// Inputs and Outputs list the files the job was given and brought
+	// back.
+	Inputs  []FileJSON `json:"inputs,omitempty"`
+	Outputs []FileJSON `json:"outputs,omitempty"`
+	// OutputTicket, in an answer to jobs.get, grants reading the archive
+	// of the outputs (files.get) for a while; it is never stored.
+	OutputTicket string `json:"output_ticket,omitempty"`
 }
 
 // Finished reports whether the job has reached a state that ends it.
@@ -156,8 +178,10 @@ func JobOf(r *JobRecord) *Job {
 			DurationMs: r.DurationMs, Master: r.Master, Epoch: r.Epoch,
 			Submitter: r.Submitter, Role: r.Role, Via: via,
 			StdoutDropped: r.StdoutDropped, StderrDropped: r.StderrDropped,
+			InputBundles: r.InputBundles, OutputBundle: r.OutputBundle, Collect: r.Collect,
 		},
 		Stdout: r.Stdout, Stderr: r.Stderr,
+		Inputs: FilesJSON(r.Inputs), Outputs: FilesJSON(r.Outputs),
 	}
 }
 

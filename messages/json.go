@@ -20,6 +20,11 @@ type ResultJSON struct {
 	// Job is the ID of the command's job in the history, empty when the
 	// command ran nowhere.
 	Job string `json:"job"`
+	// ResultBundle, for a request that named files to collect, is a zip
+	// of them with stdout.txt and stderr.txt (base64), and Outputs lists
+	// them.
+	ResultBundle []byte     `json:"result_bundle,omitempty"`
+	Outputs      []FileJSON `json:"outputs,omitempty"`
 }
 
 // NewResultJSON is the JSON of r, the result of request id running cmd.
@@ -28,5 +33,6 @@ func NewResultJSON(id, cmd string, r *ExecResult) ResultJSON {
 		ID: id, Cmd: cmd, ExitCode: r.ExitCode, Stdout: r.Stdout, Stderr: r.Stderr,
 		StdoutDropped: r.StdoutDropped, StderrDropped: r.StderrDropped,
 		Error: r.Error, TimedOut: r.TimedOut, Master: r.Master, Epoch: r.Epoch, DurationMs: r.DurationMs, Job: r.Job,
+		ResultBundle: r.ResultZip, Outputs: FilesJSON(r.Outputs),
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -34,6 +35,8 @@ type CLI struct {
 	History         bool          `default:"true" negatable:"" env:"BATON_HISTORY" help:"Keep a history of every job (JetStream stream ${job_stream} under DATA-DIR; read it with 'node jobs'). --no-history keeps none."`
 	HistoryMaxAge   time.Duration `default:"${history_max_age}" env:"BATON_HISTORY_MAX_AGE" help:"How long a finished job stays in the history after it finished (720h: 30 days). Running jobs stay however old."`
 	HistoryMaxBytes cli.ByteSize  `default:"${history_max_bytes}" env:"BATON_HISTORY_MAX_BYTES" help:"About how much the finished jobs' records may take (such as 1GiB or 500MB); the oldest go first. Running jobs stay."`
+	MaxBundleBytes  cli.ByteSize  `default:"${max_bundle_bytes}" env:"BATON_MAX_BUNDLE_BYTES" help:"Largest archive of files a command may be sent or bring back (node exec --file, --bundle, --collect), and most its files may unpack to, each way. Kept with the history (JetStream object store ${file_bucket}) as long as a job names them."`
+	MaxBundleFiles  int           `default:"${max_bundle_files}" env:"BATON_MAX_BUNDLE_FILES" help:"Most files (directories and links included) a command may be sent or bring back."`
 
 	TLSCert string `name:"tls-cert" env:"BATON_TLS_CERT" placeholder:"FILE" help:"PEM certificate of the broker: with --tls-key, every client must connect over TLS (and trust the certificate's authority: node --tls-ca). 'broker certificate' makes one."`
 	TLSKey  string `name:"tls-key" env:"BATON_TLS_KEY" placeholder:"FILE" help:"PEM private key of --tls-cert."`
@@ -52,6 +55,10 @@ func (c *CLI) Validate() error {
 		return fmt.Errorf("--history-max-age=%v: must be positive", c.HistoryMaxAge)
 	case c.HistoryMaxBytes <= 0:
 		return fmt.Errorf("--history-max-bytes=%v: must be positive", c.HistoryMaxBytes)
+	case c.MaxBundleBytes <= 0:
+		return fmt.Errorf("--max-bundle-bytes=%v: must be positive", c.MaxBundleBytes)
+	case c.MaxBundleFiles <= 0:
+		return fmt.Errorf("--max-bundle-files=%d: must be positive", c.MaxBundleFiles)
 	}
 	return nil
 }
@@ -83,6 +90,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
+	cfg.Files.MaxBytes, cfg.Files.MaxFiles = int64(c.MaxBundleBytes), c.MaxBundleFiles
 	cfg.Web.Version = cli.Version
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
@@ -163,6 +171,9 @@ func main() {
 			"history_max_age":   d.History.MaxAge.String(),
 			"history_max_bytes": cli.ByteSize(d.History.MaxBytes).String(),
 			"job_stream":        messages.JobStream,
+			"max_bundle_bytes":  cli.ByteSize(d.Files.MaxBytes).String(),
+			"max_bundle_files":  strconv.Itoa(d.Files.MaxFiles),
+			"file_bucket":       messages.FileBucket,
 		})...)
 	ctx.FatalIfErrorf(ctx.Run(&c))
 }

@@ -20,11 +20,13 @@ import (
 
 	"baton/agent"
 	"baton/auth"
+	"baton/bundle"
 	"baton/bus"
 	"baton/cmd/internal/cli"
 	"baton/cmd/internal/console"
 	"baton/election"
 	"baton/executor"
+	"baton/files"
 	"baton/history"
 	"baton/messages"
 )
@@ -85,6 +87,7 @@ type JoinCmd struct {
 	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
 	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, stdout_dropped, stderr_dropped, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
 	Serve             bool          `env:"BATON_SERVE" help:"Read no commands: stay a member (and master candidate) until SIGINT or SIGTERM."`
+	WorkDir           string        `name:"work-dir" type:"path" default:"${work_dir}" env:"BATON_WORK_DIR" placeholder:"DIR" help:"As master: where commands sent with files run, each in a fresh directory under DIR removed when it ends; a node that starts removes what killed nodes left there (default ${work_dir})."`
 }
 
 // Validate rejects flag values no node can run with, as usage errors.
@@ -130,7 +133,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 	cfg.Priority = j.Priority
 	cfg.ExecTimeout, cfg.MaxExecTimeout, cfg.SubmitTimeout = j.ExecTimeout, j.MaxExecTimeout, j.Timeout
 	cfg.MaxOutput, cfg.MaxParallel, cfg.HeartbeatInterval = j.MaxOutput, j.MaxParallel, j.HeartbeatInterval
-	cfg.Version, cfg.Reaper = cli.Version, true
+	cfg.Version, cfg.Reaper, cfg.WorkRoot = cli.Version, true, j.WorkDir
 	// On a terminal, the line editor prints logs above the prompt.
 	var p *console.Prompt
 	logs := io.Writer(os.Stderr)
@@ -195,6 +198,10 @@ type ExecCmd struct {
 	Timeout time.Duration `env:"BATON_TIMEOUT" help:"Run time to ask the master for, such as 2m (0 or unset: the master's --exec-timeout; at most its --max-exec-timeout)."`
 	Stdin   bool          `name:"stdin" help:"Give the command this process's standard input (at most 1 MiB, read before anything is sent); without it the command's reads wait until its timeout."`
 	JSON    bool          `name:"json" env:"BATON_JSON" help:"Print the result as one JSON object (keys as 'node --json') instead of the command's output as it comes."`
+	File    []string      `name:"file" type:"path" placeholder:"PATH" help:"Send a file or a directory with the command (repeatable): the command then runs in a fresh work directory on the master that holds exactly its inputs, each under its base name, modes kept."`
+	Bundle  []string      `name:"bundle" type:"existingfile" placeholder:"ARCHIVE" help:"Send a .zip or .tar.gz, unpacked into the work directory (repeatable). Paths out of it, links out of it and going over the broker's --max-bundle-bytes or --max-bundle-files are refused."`
+	Collect []string      `name:"collect" placeholder:"GLOB" help:"Bring back the files the glob matches, relative to the work directory, when the command ends (repeatable; a directory brings all its files), such as 'out/*'."`
+	Out     string        `name:"out" type:"path" placeholder:"PATH" help:"Where the files --collect brings back go: a directory (default ./JOB-ID/), or a .zip file that also holds stdout.txt and stderr.txt. Nothing is overwritten."`
 	Cmd     []string      `arg:"" passthrough:"partial" name:"cmd" help:"The command, after the flags (and after --, when it starts with a dash). One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
 }
 
@@ -217,6 +224,13 @@ func (e *ExecCmd) Validate() error {
 		return fmt.Errorf("command of %d bytes is longer than the %d allowed", len(cmd), messages.MaxCommandBytes)
 	case e.Timeout < 0:
 		return fmt.Errorf("--timeout=%v must not be negative (0 asks for the master's default)", e.Timeout)
+	case e.Out != "" && len(e.Collect) == 0:
+		return errors.New("--out says where the files --collect brings back go; name them with --collect GLOB")
+	}
+	for _, b := range e.Bundle {
+		if _, err := bundle.FormatOf(b); err != nil {
+			return fmt.Errorf("--bundle %s: neither a .zip nor a .tar.gz", b)
+		}
 	}
 	return nil
 }
@@ -226,7 +240,7 @@ func (e *ExecCmd) Validate() error {
 // waiting for its result.
 func (e *ExecCmd) Run(g *Globals) error {
 	cmd := e.command()
-	opts := console.ExecOptions{Timeout: e.Timeout, JSON: e.JSON}
+	opts := console.ExecOptions{Timeout: e.Timeout, JSON: e.JSON, Files: e.File, Bundles: e.Bundle, Collect: e.Collect, Out: e.Out}
 	if e.Stdin {
 		in, err := io.ReadAll(io.LimitReader(os.Stdin, messages.MaxStdinBytes+1))
 		switch {
@@ -349,8 +363,9 @@ func (j *JobsCmd) Run(g *Globals) error {
 
 // JobCmd is `node job ID`.
 type JobCmd struct {
-	ID   string `arg:"" help:"The job's ID, as 'node jobs' and every result show it."`
-	JSON bool   `name:"json" env:"BATON_JSON" help:"Print the whole record, stdout and stderr included, as one JSON object."`
+	ID       string `arg:"" help:"The job's ID, as 'node jobs' and every result show it."`
+	JSON     bool   `name:"json" env:"BATON_JSON" help:"Print the whole record, stdout and stderr included, as one JSON object."`
+	Download string `name:"download" type:"path" placeholder:"PATH" help:"Also fetch the files the job brought back (node exec --collect) to PATH: a directory, or a .zip that also holds stdout.txt and stderr.txt. Nothing is overwritten."`
 }
 
 // Validate refuses what cannot be a job ID, as a usage error; IDs are
@@ -365,15 +380,40 @@ func (j *JobCmd) Validate() error {
 
 // Run shows the job.
 func (j *JobCmd) Run(g *Globals) error {
+	if j.Download != "" {
+		if err := files.CheckOut(j.Download); err != nil {
+			return err
+		}
+	}
 	var job *messages.Job
+	saved := -1
 	err := g.askHistory("job", func(ctx context.Context, nc *nats.Conn) (err error) {
-		job, err = history.Get(ctx, nc, j.ID)
+		if job, err = history.Get(ctx, nc, j.ID); err != nil || j.Download == "" {
+			return err
+		}
+		if job.OutputTicket == "" {
+			return fmt.Errorf("job %s brought back no files (it ran without --collect, or found none)", j.ID)
+		}
+		// Within the broker's limits: unpacking is as careful as on a
+		// master.
+		a, err := election.Get(ctx, nc)
+		if err != nil {
+			return err
+		}
+		lim := bundle.Limits{MaxBytes: int64(a.MaxBundleBytes), MaxFiles: int(a.MaxBundleFiles)}
+		saved, err = files.Save(ctx, nc, job.OutputTicket, j.Download, lim, job.Stdout, job.Stderr)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return console.WriteJob(os.Stdout, os.Stderr, job, j.JSON)
+	if err := console.WriteJob(os.Stdout, os.Stderr, job, j.JSON); err != nil {
+		return err
+	}
+	if saved >= 0 {
+		console.WriteSaved(os.Stderr, saved, j.Download)
+	}
+	return nil
 }
 
 // historyTimeout bounds a question to the history: a --grep through a
@@ -486,6 +526,7 @@ func main() {
 			"job_states":         strings.Join(messages.JobStates(), ","),
 			"job_limit":          strconv.Itoa(messages.DefaultJobLimit),
 			"max_job_limit":      strconv.Itoa(messages.MaxJobLimit),
+			"work_dir":           d.WorkRoot,
 		})...)
 	err := ctx.Run(&c.Globals)
 	if code, ok := console.IsQuietExit(err); ok {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"baton/agent"
+	"baton/files"
 	"baton/messages"
 )
 
@@ -57,6 +58,87 @@ type ExecOptions struct {
 	JSON bool
 	// Cancel, when it closes, cancels the command.
 	Cancel <-chan struct{}
+	// Files and Bundles are sent with the command (node exec --file,
+	// --bundle); Collect names the files to bring back, to Out (a
+	// directory, or a .zip), which is ./<job id>/ when empty.
+	Files   []string
+	Bundles []string
+	Collect []string
+	Out     string
+}
+
+// FileSubmitter also sends files with commands and saves those brought
+// back (agent.Client does).
+type FileSubmitter interface {
+	Submitter
+	SendFiles(ctx context.Context, paths []string) (*messages.Bundle, error)
+	SendArchive(ctx context.Context, path string) (*messages.Bundle, error)
+	Save(ctx context.Context, res *messages.ExecResult, out string) (int, error)
+}
+
+// sendFiles stores o's files and bundles in the broker's file store, as
+// job's inputs, before anything runs.
+func sendFiles(ctx context.Context, sub Submitter, job *agent.Job, o ExecOptions) error {
+	if len(o.Files) == 0 && len(o.Bundles) == 0 && len(o.Collect) == 0 {
+		return nil
+	}
+	fs, ok := sub.(FileSubmitter)
+	if !ok {
+		return errors.New("files cannot be sent from here")
+	}
+	if o.Out != "" {
+		if err := files.CheckOut(o.Out); err != nil {
+			return err
+		}
+	}
+	if len(o.Files) > 0 {
+		b, err := fs.SendFiles(ctx, o.Files)
+		if err != nil {
+			return err
+		}
+		job.Inputs = append(job.Inputs, b)
+	}
+	for _, path := range o.Bundles {
+		b, err := fs.SendArchive(ctx, path)
+		if err != nil {
+			return err
+		}
+		job.Inputs = append(job.Inputs, b)
+	}
+	job.Collect = o.Collect
+	return nil
+}
+
+// saveFiles puts the files res brought back where o says, and tells
+// errOut (unless the result is printed as JSON).
+func saveFiles(ctx context.Context, sub Submitter, res *messages.ExecResult, o ExecOptions, errOut io.Writer) error {
+	if len(o.Collect) == 0 || res == nil || res.ResultBundle == nil {
+		return nil
+	}
+	out := o.Out
+	if out == "" {
+		out = "./" + res.Job
+	}
+	n, err := sub.(FileSubmitter).Save(ctx, res, out)
+	if err != nil {
+		return err
+	}
+	if !o.JSON {
+		WriteSaved(errOut, n, out)
+	}
+	return nil
+}
+
+// WriteSaved tells w that n files brought back are at out.
+func WriteSaved(w io.Writer, n int, out string) {
+	fmt.Fprintf(w, "baton: %d %s brought back to %s\n", n, plural(n, "file", "files"), out)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // Exec runs cmd on the master. It copies the command's stdout and stderr
@@ -65,6 +147,9 @@ type ExecOptions struct {
 // unless the command exited 0.
 func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, errOut io.Writer) error {
 	job := &agent.Job{Cmd: cmd, Timeout: o.Timeout, Stdin: o.Stdin, Cancel: o.Cancel, Via: messages.ViaExec}
+	if err := sendFiles(ctx, sub, job, o); err != nil {
+		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec: %w; the command did not run", err)}
+	}
 	if !o.JSON {
 		job.Output = func(stream int, data []byte) {
 			w := out
@@ -75,6 +160,10 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 		}
 	}
 	res, err := sub.SubmitJob(ctx, job)
+	var saveErr error
+	if err == nil {
+		saveErr = saveFiles(ctx, sub, res, o, errOut)
+	}
 	if o.JSON {
 		r := res
 		if r == nil {
@@ -96,6 +185,9 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 	}
 	if !o.JSON {
 		_, _ = io.WriteString(errOut, truncationNotes("", res))
+	}
+	if saveErr != nil {
+		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec (job %s): %w", res.Job, saveErr)}
 	}
 	where := ""
 	if res.Master != "" {

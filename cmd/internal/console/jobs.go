@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"baton/bundle"
 	"baton/messages"
 )
 
@@ -62,6 +63,23 @@ func WriteJobs(w io.Writer, jobs []messages.JobSummary, asJSON bool, width int, 
 	return tw.Flush()
 }
 
+// fileList says what files are: "3 files, 1.2 KiB: main.py, input.csv,
+// out/" with at most a few names.
+func fileList(list []messages.FileJSON) string {
+	var size uint64
+	names := make([]string, 0, 4)
+	for i, f := range list {
+		size += f.Size
+		if i < 4 {
+			names = append(names, f.Name)
+		}
+	}
+	if len(list) > len(names) {
+		names = append(names, "…")
+	}
+	return fmt.Sprintf("%d %s, %s: %s", len(list), plural(len(list), "file", "files"), bundle.Size(int64(size)), strings.Join(names, ", "))
+}
+
 // WriteJob prints job: with asJSON the whole record as one object on out;
 // otherwise a header on errOut, then its stdout on out and its stderr on
 // errOut.
@@ -107,6 +125,15 @@ func WriteJob(out, errOut io.Writer, job *messages.Job, asJSON bool) error {
 	}
 	if job.Note != "" {
 		fmt.Fprintf(&h, "  note:      %s\n", job.Note)
+	}
+	if len(job.Inputs) > 0 {
+		fmt.Fprintf(&h, "  inputs:    %s\n", fileList(job.Inputs))
+	}
+	if len(job.Collect) > 0 {
+		fmt.Fprintf(&h, "  collect:   %s\n", strings.Join(job.Collect, " "))
+	}
+	if len(job.Outputs) > 0 {
+		fmt.Fprintf(&h, "  outputs:   %s (node job %s --download PATH)\n", fileList(job.Outputs), job.ID)
 	}
 	// The job's own stderr follows on the same stream: a blank line
 	// ends the header.

@@ -1,0 +1,108 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"baton/bundle"
+)
+
+// CheckOut refuses, before anything runs, an --out path that files
+// brought back would overwrite: an existing .zip file, or a directory
+// that is not empty.
+func CheckOut(out string) error {
+	info, err := os.Stat(out)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("--out %s: %w", out, err)
+	case isZip(out):
+		return fmt.Errorf("--out %s: the file exists; nothing is overwritten", out)
+	case !info.IsDir():
+		return fmt.Errorf("--out %s: exists and is not a directory (a .zip name makes a zip)", out)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		return fmt.Errorf("--out %s: %w", out, err)
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("--out %s: the directory is not empty; nothing is overwritten", out)
+	}
+	return nil
+}
+
+func isZip(name string) bool { return strings.HasSuffix(strings.ToLower(name), ".zip") }
+
+// Save fetches the archive of files brought back that ticket grants, and
+// puts it at out: a .zip name gets a zip of the files plus stdout.txt and
+// stderr.txt (as the P2P peers return them), anything else is a
+// directory the files are unpacked into, within lim (the archive is
+// unpacked as safely as a command's inputs). It returns how many files
+// were brought back.
+func Save(ctx context.Context, nc *nats.Conn, ticket, out string, lim bundle.Limits, stdout, stderr string) (int, error) {
+	if err := CheckOut(out); err != nil {
+		return 0, err
+	}
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, ".baton-out-*.zip")
+	if err != nil {
+		return 0, fmt.Errorf("--out %s: %w", out, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = Get(ctx, nc, ticket, tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("fetch the files brought back: %w", err)
+	}
+	if isZip(out) {
+		return saveZip(tmp.Name(), out, lim, stdout, stderr)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return 0, fmt.Errorf("--out %s: %w", out, err)
+	}
+	got, err := bundle.Unpack(tmp.Name(), bundle.Zip, out, lim)
+	if err != nil {
+		return 0, fmt.Errorf("--out %s: %w", out, err)
+	}
+	n := 0
+	for _, f := range got {
+		if f.Mode.IsRegular() {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// saveZip writes the zip at src, with stdout.txt and stderr.txt, to out.
+func saveZip(src, out string, lim bundle.Limits, stdout, stderr string) (int, error) {
+	n, size, err := bundle.Inspect(src, bundle.Zip)
+	if err != nil {
+		return 0, err
+	}
+	if n > lim.MaxFiles || size > lim.MaxBytes {
+		return 0, fmt.Errorf("--out %s: the files brought back say they hold %d files of %s, over the broker's limits", out, n, bundle.Size(size))
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("--out %s: %w", out, err)
+	}
+	err = bundle.Extend(f, src, bundle.Extra{Name: "stdout.txt", Data: []byte(stdout)}, bundle.Extra{Name: "stderr.txt", Data: []byte(stderr)})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return 0, fmt.Errorf("--out %s: %w", out, err)
+	}
+	return n, nil
+}
