@@ -36,7 +36,7 @@ func (c *Client) SendFiles(ctx context.Context, paths []string) (*messages.Bundl
 	}
 	tmp, err := os.CreateTemp("", "baton-files-*.zip")
 	if err != nil {
-		return nil, fmt.Errorf("pack --file: %w", err)
+		return nil, fmt.Errorf("pack the files: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	packed, err := bundle.Pack(tmp, paths, lim)
@@ -44,13 +44,13 @@ func (c *Client) SendFiles(ctx context.Context, paths []string) (*messages.Bundl
 		err = cerr
 	}
 	if errors.Is(err, bundle.ErrTooMuch) {
-		return nil, fmt.Errorf("--file: %w; nothing was sent", err)
+		return nil, fmt.Errorf("%w; nothing was sent", err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("--file: %w", err)
+		return nil, err
 	}
 	if info, err := os.Stat(tmp.Name()); err == nil && info.Size() > lim.MaxBytes {
-		return nil, fmt.Errorf("--file: the files pack to %s, over the broker's --max-bundle-bytes of %s; nothing was sent",
+		return nil, fmt.Errorf("%w: they pack to %s, over the broker's --max-bundle-bytes of %s; nothing was sent", bundle.ErrTooMuch,
 			bundle.Size(info.Size()), bundle.Size(lim.MaxBytes))
 	}
 	b, err := files.Put(ctx, c.nc, tmp.Name(), bundle.Zip, len(packed))
@@ -61,7 +61,7 @@ func (c *Client) SendFiles(ctx context.Context, paths []string) (*messages.Bundl
 	for i, p := range paths {
 		names[i] = filepath.Base(p)
 	}
-	b.Name = "--file " + strings.Join(names, ", ")
+	b.Name = strings.Join(names, ", ")
 	return b, nil
 }
 
@@ -76,22 +76,22 @@ func (c *Client) SendArchive(ctx context.Context, path string) (*messages.Bundle
 	}
 	f, err := bundle.FormatOf(path)
 	if err != nil {
-		return nil, fmt.Errorf("--bundle: %w", err)
+		return nil, err
 	}
 	n, size, err := bundle.Inspect(path, f)
 	if err != nil {
-		return nil, fmt.Errorf("--bundle: %w", err)
+		return nil, err
 	}
 	info, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("--bundle: %w", err)
+		return nil, err
 	}
 	switch {
 	case n > lim.MaxFiles:
-		return nil, fmt.Errorf("--bundle %s: %d files, over the broker's --max-bundle-files of %d; nothing was sent", path, n, lim.MaxFiles)
+		return nil, fmt.Errorf("%w: %d files, over the broker's --max-bundle-files of %d; nothing was sent", bundle.ErrTooMuch, n, lim.MaxFiles)
 	case size > lim.MaxBytes || info.Size() > lim.MaxBytes:
-		return nil, fmt.Errorf("--bundle %s: %s, over the broker's --max-bundle-bytes of %s; nothing was sent",
-			path, bundle.Size(max(size, info.Size())), bundle.Size(lim.MaxBytes))
+		return nil, fmt.Errorf("%w: %s, over the broker's --max-bundle-bytes of %s; nothing was sent",
+			bundle.ErrTooMuch, bundle.Size(max(size, info.Size())), bundle.Size(lim.MaxBytes))
 	}
 	b, err := files.Put(ctx, c.nc, path, f, n)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -38,6 +40,7 @@ func startNode(t testing.TB, b *broker.Broker, name string, priority int32, muta
 	cfg.Conn = bustest.ConnConfig(t, b.Addr())
 	cfg.Priority = priority
 	cfg.HeartbeatInterval = 75 * time.Millisecond
+	cfg.WorkRoot = t.TempDir()
 	cfg.Logger = testlog.Logger(t).With("node", name)
 	if mutate != nil {
 		mutate(&cfg)
@@ -287,6 +290,7 @@ func TestNode_CloseAfterFailedStart(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	cfg := agent.DefaultConfig("lonely")
+	cfg.WorkRoot = t.TempDir()
 	cfg.Conn = bustest.ConnConfig(t, addr)
 	cfg.Conn.ConnectTimeout = 200 * time.Millisecond
 	cfg.Logger = testlog.Logger(t)
@@ -325,5 +329,46 @@ func TestNew_InvalidConfig(t *testing.T) {
 	}
 	if _, err := agent.New(agent.DefaultConfig("n")); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+}
+
+// A node that starts removes the work directories that dead nodes left
+// (their locks held by no one), and nothing of a live node's or of what
+// is not a node's.
+func TestNode_RemovesLeftWorkDirectories(t *testing.T) {
+	b := startCluster(t)
+	root := t.TempDir()
+	startNode(t, b, "live", 1, func(c *agent.Config) { c.WorkRoot = root })
+	dead := filepath.Join(root, "dead.abc123")
+	job := filepath.Join(dead, messages.NewJobID(time.Now()))
+	other := filepath.Join(root, "not-a-node")
+	for _, d := range []string{filepath.Join(job, "sub"), other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dead, ".lock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Read-only, as a command may leave it.
+	if err := os.Chmod(filepath.Join(job, "sub"), 0o500); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, b, "next", 0, func(c *agent.Config) { c.WorkRoot = root })
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("the dead node's directory: %v, want it removed", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("a directory that is no node's: %v, want it kept", err)
+	}
+	entries, _ := os.ReadDir(root)
+	nodes := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "live.") || strings.HasPrefix(e.Name(), "next.") {
+			nodes++
+		}
+	}
+	if nodes != 2 {
+		t.Errorf("got %d live nodes' directories in %v, want 2", nodes, entries)
 	}
 }

@@ -224,10 +224,12 @@ func (b *Broker) Start(ctx context.Context) error {
 		wcfg := b.cfg.Web
 		wcfg.Tokens = b.tokens
 		var hist web.History
+		var fs web.Files
 		if b.history != nil {
-			hist = b.history
+			hist, fs = b.history, b.files
+			wcfg.MaxUpload = b.cfg.Files.MaxBytes
 		}
-		if b.web, err = web.New(wcfg, b, hist, b.webClients.submitter); err != nil {
+		if b.web, err = web.New(wcfg, b, hist, fs, b.webClients.submitter); err != nil {
 			store.Close()
 			return err
 		}

@@ -275,6 +275,46 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("edit and run: the form holds %q (or it ran), want the job's command, not run", prefilled)
 	}
 
+	// Files: two sent with a command, what it makes brought back, both
+	// listed on its job's page.
+	dir := t.TempDir()
+	in, script := filepath.Join(dir, "in.csv"), filepath.Join(dir, "count.sh")
+	if err := os.WriteFile(in, []byte("a,1\nb,2\nc,3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nwc -l < \"$1\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run(t, ctx, 20*time.Second, "run with files",
+		chromedp.Navigate(base+"/run"),
+		chromedp.WaitVisible("#cmd", chromedp.ByQuery),
+		chromedp.Click(".files-box summary", chromedp.ByQuery),
+		chromedp.SetUploadFiles("#files", []string{in, script}, chromedp.ByQuery),
+		chromedp.SendKeys("#collect", "out/*", chromedp.ByQuery),
+		// Browsers send no modes: the script runs through sh.
+		chromedp.SendKeys("#cmd", "mkdir out && sh count.sh in.csv > out/count.txt && cat out/count.txt", chromedp.ByQuery),
+		chromedp.Click("#run-button", chromedp.ByQuery),
+		chromedp.WaitVisible("#outputs-link", chromedp.ByQuery),
+	)
+	if got, s := text(t, ctx, "#output"), text(t, ctx, "#result-summary"); got != "3" || !strings.Contains(s, "succeeded") || !strings.Contains(s, "1 file (zip)") {
+		t.Errorf("run with files: output %q, result %q; want 3, succeeded, 1 file brought back", got, s)
+	}
+	screenshot(t, ctx, "run-files")
+	var filesJob string
+	run(t, ctx, 15*time.Second, "open the job with files",
+		chromedp.AttributeValue(`#result-summary a[href^="/jobs/"]`, "href", &filesJob, nil, chromedp.ByQuery),
+		chromedp.Navigate(base+"/api/jobs/0"), // away, then to the job
+	)
+	run(t, ctx, 15*time.Second, "see its files",
+		chromedp.Navigate(base+filesJob),
+		chromedp.WaitVisible("#files", chromedp.ByQuery),
+	)
+	if f := text(t, ctx, "#files"); !strings.Contains(f, "in.csv") || !strings.Contains(f, "count.sh") || !strings.Contains(f, "-rw-r--r--") ||
+		!strings.Contains(f, "out/count.txt") || !exists(t, ctx, `#files a[href$="/outputs.zip"]`) {
+		t.Errorf("the job's files panel says %q, want in.csv, count.sh, out/count.txt and a download", f)
+	}
+	screenshot(t, ctx, "job-files")
+
 	// Dark mode follows the browser.
 	run(t, ctx, 10*time.Second, "dark mode",
 		emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}),

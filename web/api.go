@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -213,14 +214,44 @@ func (s *Server) handleJobGet(w http.ResponseWriter, r *http.Request) {
 
 // handleJobOutput is GET /api/jobs/{id}/stdout and /stderr: the whole
 // stored stream, as a file to download.
+// outputsZip names the archive of the files a job brought back.
+const outputsZip = "outputs.zip"
+
+// sendOutputs answers with the zip of the files job brought back, as the
+// file store holds it.
+func (s *Server) sendOutputs(w http.ResponseWriter, r *http.Request, job *messages.Job) {
+	if job.OutputBundle == "" || s.files == nil {
+		apiError(w, http.StatusNotFound, fmt.Sprintf("job %s brought back no files", job.ID))
+		return
+	}
+	rc, size, err := s.files.Open(r.Context(), job.OutputBundle)
+	if err != nil {
+		apiError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	defer rc.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/zip")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-outputs.zip"`, job.ID))
+	h.Set("Content-Length", strconv.FormatUint(size, 10))
+	if _, err := io.Copy(w, rc); err != nil {
+		s.cfg.Logger.Warn("outputs not sent whole", keyJob, job.ID, keyErr, err)
+	}
+}
+
 func (s *Server) handleJobOutput(w http.ResponseWriter, r *http.Request) {
 	stream := r.PathValue("stream")
-	if stream != "stdout" && stream != "stderr" {
-		apiError(w, http.StatusNotFound, fmt.Sprintf("no %q for a job: want stdout or stderr", stream))
+	if stream != "stdout" && stream != "stderr" && stream != outputsZip {
+		apiError(w, http.StatusNotFound, fmt.Sprintf("no %q for a job: want stdout, stderr or %s", stream, outputsZip))
 		return
 	}
 	job, ok := s.getJob(w, r)
 	if !ok {
+		return
+	}
+	if stream == outputsZip {
+		s.sendOutputs(w, r, job)
 		return
 	}
 	out := job.Stdout

@@ -37,6 +37,10 @@ type Config struct {
 	// JobEvents and ClusterEvents are how many job and cluster changes are
 	// kept for a reconnecting dashboard to catch up on.
 	JobEvents, ClusterEvents int
+	// MaxUpload bounds the files a command run from the dashboard takes
+	// with it (the broker's --max-bundle-bytes); 0 when the broker keeps
+	// no files, and the Run page takes none.
+	MaxUpload int64
 	// Version is the build, shown in each page's footer.
 	Version string
 	Logger  *slog.Logger

@@ -6,20 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"baton/agent"
+	"baton/bundle"
 	"baton/messages"
 )
 
-// ExecRequest is the body of POST /api/exec.
+// ExecRequest is the body of POST /api/exec: JSON, or a multipart form
+// with the same fields, a "collect" field per pattern, and the files to
+// send as "file" parts.
 type ExecRequest struct {
 	Cmd string `json:"cmd"`
 	// TimeoutMs asks the master for a run time; 0 takes its default.
 	TimeoutMs int64 `json:"timeout_ms"`
+	// Collect names the files to bring back (globs relative to the work
+	// directory); the result lists them, and the job's outputs.zip holds
+	// them.
+	Collect []string `json:"collect,omitempty"`
+	// files are the uploaded files, in a temporary directory.
+	files []string
 }
+
+// maxCollect bounds a request's collect patterns, as masters do.
+const maxCollect = 256
 
 // maxExecBody bounds a request's body: the longest command, every byte
 // escaped, and room for the rest.
@@ -46,13 +59,20 @@ func readExec(w http.ResponseWriter, r *http.Request) (ExecRequest, int, error) 
 	case errors.As(err, &tooBig):
 		return req, http.StatusRequestEntityTooLarge, fmt.Errorf("body larger than the %d bytes a command takes", tooBig.Limit)
 	case errors.As(err, &typeErr):
-		return req, http.StatusBadRequest, fmt.Errorf("%s: want a %s", typeErr.Field, map[string]string{"cmd": "string", "timeout_ms": "whole number of milliseconds"}[typeErr.Field])
+		return req, http.StatusBadRequest, fmt.Errorf("%s: want a %s", typeErr.Field, map[string]string{"cmd": "string", "timeout_ms": "whole number of milliseconds", "collect": "list of strings"}[typeErr.Field])
 	case err != nil && strings.HasPrefix(err.Error(), "json: unknown field "):
-		return req, http.StatusBadRequest, fmt.Errorf("%s (want cmd and timeout_ms)", strings.TrimPrefix(err.Error(), "json: "))
+		return req, http.StatusBadRequest, fmt.Errorf("%s (want cmd, timeout_ms and collect)", strings.TrimPrefix(err.Error(), "json: "))
 	case err != nil:
 		return req, http.StatusBadRequest, fmt.Errorf(`body is not one JSON object such as {"cmd": "uname -a", "timeout_ms": 5000}: %v`, err)
 	}
+	return checkExec(req)
+}
+
+// checkExec checks a request's fields.
+func checkExec(req ExecRequest) (ExecRequest, int, error) {
 	switch {
+	case len(req.Collect) > maxCollect:
+		return req, http.StatusBadRequest, fmt.Errorf("%d collect patterns, more than the %d allowed", len(req.Collect), maxCollect)
 	case strings.TrimSpace(req.Cmd) == "":
 		return req, http.StatusBadRequest, errors.New("no command: cmd is empty")
 	case len(req.Cmd) > messages.MaxCommandBytes:
@@ -84,7 +104,23 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusServiceUnavailable, "the broker is still starting; try again in a moment")
 		return
 	}
-	req, code, err := readExec(w, r)
+	var req ExecRequest
+	var code int
+	var err error
+	if isMultipart(r) {
+		dir, derr := os.MkdirTemp("", "baton-upload-*")
+		if derr != nil {
+			apiError(w, http.StatusInternalServerError, fmt.Sprintf("no room for the files: %v", derr))
+			return
+		}
+		defer os.RemoveAll(dir)
+		req, code, err = s.readExecForm(w, r, dir)
+	} else {
+		req, code, err = readExec(w, r)
+	}
+	if err == nil && len(req.Collect) > 0 && s.files == nil {
+		code, err = http.StatusBadRequest, errors.New("this broker keeps no files (it runs with --no-history): it cannot bring any back")
+	}
 	if err != nil {
 		apiError(w, code, err.Error())
 		return
@@ -104,7 +140,21 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 	}
 	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
 	cancel := make(chan struct{})
-	job := &agent.Job{Cmd: req.Cmd, Timeout: timeout, Cancel: cancel, Via: messages.ViaWeb}
+	job := &agent.Job{Cmd: req.Cmd, Timeout: timeout, Cancel: cancel, Via: messages.ViaWeb, Collect: req.Collect}
+	if len(req.files) > 0 {
+		// Stored before anything runs; over the limits, refused before
+		// it is stored.
+		b, err := sub.SendFiles(r.Context(), req.files)
+		switch {
+		case errors.Is(err, bundle.ErrTooMuch):
+			apiError(w, http.StatusRequestEntityTooLarge, err.Error()+"; the command did not run")
+			return
+		case err != nil:
+			apiError(w, http.StatusBadGateway, fmt.Sprintf("the files were not stored: %v; the command did not run", err))
+			return
+		}
+		job.Inputs = []*messages.Bundle{b}
+	}
 	var out *ndjson
 	if r.URL.Query().Get("stream") == "1" {
 		out = newNDJSON(w)

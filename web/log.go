@@ -4,6 +4,7 @@ package web
 const (
 	keyComponent = "component"
 	keyErr       = "err"
+	keyJob       = "job"
 	keyRole      = "role"
 	keyRemote    = "remote"
 	keyPath      = "path"

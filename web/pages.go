@@ -154,8 +154,12 @@ func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
 // at once (a re-run, posted from a job's page).
 type runData struct {
 	Cmd, Timeout, From string
-	Autostart          bool
-	Error              string
+	// Collect is the patterns to bring back, one per line; Files the most
+	// the files sent may take, 0 when the broker keeps none.
+	Collect   string
+	Files     int64
+	Autostart bool
+	Error     string
 }
 
 // handleRun is GET /run[?cmd=&timeout=|?from=ID] (a form, filled in) and
@@ -171,7 +175,11 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 	if !readForm(w, r) {
 		return
 	}
-	d := runData{Cmd: r.FormValue("cmd"), Timeout: r.FormValue("timeout"), Autostart: r.Method == http.MethodPost}
+	d := runData{Cmd: r.FormValue("cmd"), Timeout: r.FormValue("timeout"), Collect: strings.Join(r.Form["collect"], "\n"),
+		Autostart: r.Method == http.MethodPost}
+	if s.files != nil {
+		d.Files = s.cfg.MaxUpload
+	}
 	if from := strings.ToLower(r.FormValue("from")); messages.ValidJobID(from) && d.Cmd != "" {
 		// A re-run: a reload of the page should not run it again.
 		d.From = from
@@ -180,6 +188,7 @@ func (s *Server) handleRun(w http.ResponseWriter, r *http.Request) {
 			d.Error = err.Error()
 		} else {
 			d.Cmd, d.From, d.Timeout = job.Cmd, job.ID, timeoutText(job.TimeoutMs)
+			d.Collect = strings.Join(job.Collect, "\n")
 		}
 	}
 	if len(d.Cmd) > messages.MaxCommandBytes {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,9 +25,16 @@ type History interface {
 	Get(ctx context.Context, id string) (*messages.Job, error)
 }
 
-// Submitter runs commands on the master (agent.Client).
+// Submitter runs commands on the master (agent.Client), and stores the
+// files they take with them.
 type Submitter interface {
 	SubmitJob(ctx context.Context, job *agent.Job) (*messages.ExecResult, error)
+	SendFiles(ctx context.Context, paths []string) (*messages.Bundle, error)
+}
+
+// Files reads the archives of the broker's file store (files.Store).
+type Files interface {
+	Open(ctx context.Context, sha string) (io.ReadCloser, uint64, error)
 }
 
 // Server is the dashboard: pages, their JSON API and the event stream. It
@@ -35,6 +43,7 @@ type Server struct {
 	cfg     Config
 	cluster Cluster
 	history History // nil: the broker keeps none
+	files   Files   // likewise
 	// submitter runs commands for a role that may (nil while it cannot);
 	// role "" serves everyone when sign-in is off.
 	submitter func(auth.Role) Submitter
@@ -53,7 +62,7 @@ type Server struct {
 // New prepares a dashboard. hist may be nil (no history); submitter gives
 // the Submitter that runs the commands of a role (role "" when cfg has no
 // tokens), or nil while there is none. It starts nothing.
-func New(cfg Config, cluster Cluster, hist History, submitter func(auth.Role) Submitter) (*Server, error) {
+func New(cfg Config, cluster Cluster, hist History, files Files, submitter func(auth.Role) Submitter) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultConfig().Logger
 	}
@@ -66,7 +75,7 @@ func New(cfg Config, cluster Cluster, hist History, submitter func(auth.Role) Su
 	}
 	life, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg: cfg, cluster: cluster, history: hist, submitter: submitter,
+		cfg: cfg, cluster: cluster, history: hist, files: files, submitter: submitter,
 		hub: newHub(cfg.ClusterEvents, cfg.JobEvents), pages: p,
 		running: make(chan struct{}, cfg.MaxRunning),
 		life:    life, cancel: cancel,

@@ -1,10 +1,12 @@
 package web_test
 
 import (
+	"archive/zip"
 	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	mime "mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -66,6 +68,7 @@ func (s *site) startNode(name string, priority int32) *agent.Node {
 	cfg.Priority = priority
 	cfg.HeartbeatInterval = 75 * time.Millisecond
 	cfg.Version = "v9.9.9-test"
+	cfg.WorkRoot = s.t.TempDir()
 	cfg.Logger = testlog.Logger(s.t).With("node", name)
 	n, err := agent.New(cfg)
 	if err != nil {
@@ -270,7 +273,7 @@ func TestAPI_Open(t *testing.T) {
 		{"bad since", "GET", "/api/jobs?since=yesterday", "", 400, "since"},
 		{"malformed ID", "GET", "/api/jobs/nope", "", 400, "not a job ID"},
 		{"unknown job", "GET", "/api/jobs/" + messages.NewJobID(time.Now()), "", 404, "no such job"},
-		{"unknown stream", "GET", "/api/jobs/" + res.Job + "/stdin", "", 404, "want stdout or stderr"},
+		{"unknown stream", "GET", "/api/jobs/" + res.Job + "/stdin", "", 404, "want stdout, stderr or outputs.zip"},
 		{"GET exec", "GET", "/api/exec", "", 405, "takes POST"},
 		{"unknown endpoint", "GET", "/api/nodes", "", 404, "no such endpoint"},
 	} {
@@ -592,4 +595,83 @@ func TestExec_NoMember(t *testing.T) {
 	if r.code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "no node is a member") || time.Since(t0) > time.Second {
 		t.Errorf("POST /api/exec without nodes: %d %s after %v, want 503 at once", r.code, r.body, time.Since(t0))
 	}
+}
+
+// multipart is a form with fields (name, value pairs) and files (name,
+// content pairs), and its content type.
+func multipart(t testing.TB, fields []string, files ...string) (string, string) {
+	t.Helper()
+	var b strings.Builder
+	w := mime.NewWriter(&b)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if err := w.WriteField(fields[i], fields[i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i+1 < len(files); i += 2 {
+		f, err := w.CreateFormFile("file", files[i])
+		if err == nil {
+			_, err = io.WriteString(f, files[i+1])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String(), w.FormDataContentType()
+}
+
+// Files go with a command run from the dashboard, as a form, and what it
+// brings back downloads as a zip from its job; the job's page lists both.
+func TestExec_Files(t *testing.T) {
+	s := newSite(t, func(c *broker.Config) { c.Files.MaxBytes = 64 << 10 })
+	s.startNode("alpha", 10)
+	body, ctype := multipart(t, []string{"cmd", "tr a-z A-Z < in.txt > out.txt; chmod 750 out.txt; ls", "collect", "out.txt"},
+		"in.txt", "hello files\n")
+	r := s.do("POST", "/api/exec", body, "Content-Type: "+ctype)
+	var res messages.ResultJSON
+	_ = json.Unmarshal([]byte(r.body), &res)
+	if r.code != http.StatusOK || res.ExitCode != 0 || res.Stdout != "in.txt\nout.txt\n" || len(res.Outputs) != 1 || res.Outputs[0].Name != "out.txt" {
+		t.Fatalf("POST /api/exec with a file: %d %s", r.code, r.body)
+	}
+	job := s.job(res.Job, "")
+	if len(job.Inputs) != 1 || job.Inputs[0].Name != "in.txt" || job.OutputBundle == "" {
+		t.Errorf("job %+v, want in.txt in and an output bundle", job)
+	}
+
+	z := s.do("GET", "/api/jobs/"+res.Job+"/outputs.zip", "")
+	zr, err := zip.NewReader(strings.NewReader(z.body), int64(len(z.body)))
+	if z.code != http.StatusOK || err != nil || len(zr.File) != 1 || zr.File[0].Name != "out.txt" || zr.File[0].Mode().Perm() != 0o750 {
+		t.Fatalf("GET outputs.zip: %d, %v", z.code, err)
+	}
+	f, _ := zr.File[0].Open()
+	got, _ := io.ReadAll(f)
+	if string(got) != "HELLO FILES\n" {
+		t.Errorf("out.txt holds %q", got)
+	}
+
+	page := s.do("GET", "/jobs/"+res.Job, "")
+	for _, want := range []string{"Sent with the command", "in.txt", "Brought back", "out.txt", "-rwxr-x---", "/api/jobs/" + res.Job + "/outputs.zip"} {
+		if !strings.Contains(page.body, want) {
+			t.Errorf("the job's page lacks %q", want)
+		}
+	}
+
+	t.Run("over the limit", func(t *testing.T) {
+		body, ctype := multipart(t, []string{"cmd", "true"}, "big", strings.Repeat("x", 100<<10))
+		r := s.do("POST", "/api/exec", body, "Content-Type: "+ctype)
+		if r.code != http.StatusRequestEntityTooLarge || !strings.Contains(r.body, "over the broker's --max-bundle-bytes of 64 KiB") && !strings.Contains(r.body, "larger than the broker's --max-bundle-bytes of 64 KiB") {
+			t.Errorf("POST /api/exec with 100 KiB: %d %s, want 413 naming the limit", r.code, r.body)
+		}
+	})
+	t.Run("no files brought back", func(t *testing.T) {
+		var plain messages.ResultJSON
+		_ = json.Unmarshal([]byte(s.do("POST", "/api/exec", `{"cmd": "true"}`).body), &plain)
+		s.job(plain.Job, "")
+		if r := s.do("GET", "/api/jobs/"+plain.Job+"/outputs.zip", ""); r.code != http.StatusNotFound || !strings.Contains(r.body, "brought back no files") {
+			t.Errorf("outputs.zip of a job without files: %d %s", r.code, r.body)
+		}
+	})
 }

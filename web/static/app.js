@@ -229,6 +229,8 @@ function runPage() {
 	if (!form) return;
 	const cmd = document.getElementById("cmd");
 	const timeout = document.getElementById("timeout");
+	const files = document.getElementById("files");
+	const collect = document.getElementById("collect");
 	const runButton = document.getElementById("run-button");
 	const stopButton = document.getElementById("stop-button");
 	const panel = document.getElementById("result-panel");
@@ -273,12 +275,21 @@ function runPage() {
 			pending.push(err ? el("span", { class: "err", text }) : document.createTextNode(text));
 		};
 		try {
-			const resp = await fetch("/api/exec?stream=1", {
-				method: "POST",
-				headers: { "Content-Type": "application/json" },
-				body: JSON.stringify({ cmd: cmd.value, timeout_ms: ms }),
-				signal: abort.signal,
-			});
+			const globs = collect ? collect.value.split("\n").map((g) => g.trim()).filter((g) => g) : [];
+			let request = { method: "POST", signal: abort.signal };
+			if (files && files.files.length) {
+				// As a form: the files stream to the broker, never held whole.
+				const body = new FormData();
+				body.append("cmd", cmd.value);
+				body.append("timeout_ms", String(ms));
+				for (const g of globs) body.append("collect", g);
+				for (const f of files.files) body.append("file", f, f.name);
+				request.body = body;
+			} else {
+				request.headers = { "Content-Type": "application/json" };
+				request.body = JSON.stringify({ cmd: cmd.value, timeout_ms: ms, collect: globs });
+			}
+			const resp = await fetch("/api/exec?stream=1", request);
 			if (!resp.ok && !(resp.headers.get("Content-Type") || "").includes("ndjson")) {
 				refused = true;
 				const body = await resp.json().catch(() => ({ error: resp.statusText }));
@@ -311,6 +322,11 @@ function runPage() {
 			}
 			items.push(["Master", result.master || "-"]);
 			if (result.job) items.push(["Job", el("a", { class: "big mono", href: "/jobs/" + result.job, text: result.job })]);
+			if (result.outputs && result.job) {
+				const n = result.outputs.length;
+				items.push(["Brought back", el("a", { class: "big", id: "outputs-link", href: "/api/jobs/" + result.job + "/outputs.zip", download: "",
+					text: n + (n === 1 ? " file" : " files") + " (zip)" })]);
+			}
 			show(items);
 			if (result.error) summary.append(el("p", { class: "error-box", role: "alert", text: result.error }));
 			const notes = [];

@@ -94,14 +94,14 @@ func sendFiles(ctx context.Context, sub Submitter, job *agent.Job, o ExecOptions
 	if len(o.Files) > 0 {
 		b, err := fs.SendFiles(ctx, o.Files)
 		if err != nil {
-			return err
+			return fmt.Errorf("--file: %w", err)
 		}
 		job.Inputs = append(job.Inputs, b)
 	}
 	for _, path := range o.Bundles {
 		b, err := fs.SendArchive(ctx, path)
 		if err != nil {
-			return err
+			return fmt.Errorf("--bundle %s: %w", path, err)
 		}
 		job.Inputs = append(job.Inputs, b)
 	}
