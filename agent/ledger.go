@@ -112,7 +112,7 @@ func (l *ledger) finish(id string, res *messages.ExecResult) []replyTo {
 	waiters := e.waiters
 	e.waiters, e.result, e.cancel = nil, res, nil
 	now := time.Now()
-	size := len(res.Stdout) + len(res.Stderr) + 256
+	size := len(res.Stdout) + len(res.Stderr) + len(res.ResultZip) + 256
 	l.order = append(l.order, doneEntry{id, now, size})
 	l.bytes += size
 	for len(l.order) > 0 && (now.Sub(l.order[0].at) > l.ttl || l.bytes > l.maxBytes) {

@@ -68,6 +68,9 @@ type Node struct {
 	// workDir holds the node's work directories, under the lock workLock.
 	workDir  string
 	workLock *os.File
+	// preparing holds a slot per command fetching and unpacking its
+	// files: as many as may run.
+	preparing chan struct{}
 	// stdinHeld is the input of the requests taken and not yet done.
 	stdinHeld atomic.Int64
 	connLost  chan struct{}
@@ -113,6 +116,7 @@ func New(cfg Config) (*Node, error) {
 		loopDone:   make(chan struct{}),
 		lost:       make(chan struct{}),
 		connLost:   make(chan struct{}, 1),
+		preparing:  make(chan struct{}, cfg.MaxParallel),
 	}, nil
 }
 

@@ -3,8 +3,11 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -55,6 +58,9 @@ func (n *Node) takeWorkDir() error {
 	if err := os.MkdirAll(n.cfg.WorkRoot, 0o700); err != nil {
 		return fmt.Errorf("work directory root: %w", err)
 	}
+	if err := ownRoot(n.cfg.WorkRoot); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp(n.cfg.WorkRoot, safe+".")
 	if err != nil {
 		return fmt.Errorf("work directory: %w", err)
@@ -82,6 +88,26 @@ func (n *Node) takeWorkDir() error {
 		os.Remove(filepath.Join(other, workLock))
 		os.Remove(other)
 		f.Close()
+	}
+	return nil
+}
+
+// ownRoot refuses a work root that another user could change: one that
+// is a link, belongs to someone else, or others may write to (as ssh
+// refuses such a home directory).
+func ownRoot(root string) error {
+	info, err := os.Lstat(root)
+	if err != nil {
+		return fmt.Errorf("work directory root: %w", err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	switch {
+	case !info.IsDir():
+		return fmt.Errorf("work directory root %s is not a directory (a link?); give --work-dir a directory of this user's", root)
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("work directory root %s belongs to user %d, not to this one (%d); give --work-dir a directory of this user's", root, st.Uid, os.Geteuid())
+	case info.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("work directory root %s may be written by others (mode %#o); chmod go-w %s", root, info.Mode().Perm(), root)
 	}
 	return nil
 }
@@ -189,12 +215,29 @@ func (n *Node) runInWork(ctx context.Context, req *messages.ExecRequest, job *me
 			n.cfg.Logger.Error("work directory not removed", keyPath, dir, keyErr, err)
 		}
 	}()
-	prepare, cancel := context.WithTimeout(ctx, timeout)
-	inputs, err := n.unpackInputs(prepare, req, dir, lim)
-	cancel()
-	job.Inputs = inputs
-	if err != nil {
-		return rejected(req.Id, err.Error())
+	if len(req.Inputs) > 0 || req.Bundle != nil {
+		// As many prepare at once as may run: a queue of commands with
+		// files does not fetch them all at once.
+		wait, cancel := context.WithDeadline(ctx, received.Add(queue))
+		select {
+		case n.preparing <- struct{}{}:
+			cancel()
+		case <-wait.Done():
+			cancel()
+			return &messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_BUSY,
+				Error: fmt.Sprintf("busy: no slot to fetch the command's files within %v; retry later", queue)}
+		}
+		prepare, cancel := context.WithTimeout(ctx, timeout)
+		inputs, err := n.unpackInputs(prepare, req, dir, lim)
+		cancel()
+		<-n.preparing
+		job.Inputs = inputs
+		if err != nil {
+			return rejected(req.Id, err.Error())
+		}
+		// Fetching took time the requester counted: the command's own
+		// starts now.
+		n.extend(req, job.Id, epoch, timeout+queue)
 	}
 	res := n.run(ctx, req, received, timeout, queue, epoch, dir)
 	if len(req.Collect) == 0 || ctx.Err() != nil {
@@ -207,7 +250,7 @@ func (n *Node) runInWork(ctx context.Context, req *messages.ExecRequest, job *me
 	default:
 		return res
 	}
-	if err := n.collect(ctx, req, job, res, dir, lim, stored, asJSON); err != nil {
+	if err := n.collect(ctx, req, job, res, dir, lim, stored, asJSON, epoch); err != nil {
 		if res.ErrorKind == messages.ErrorKind_ERROR_KIND_NONE {
 			res.ErrorKind = messages.ErrorKind_ERROR_KIND_COLLECT_FAILED
 			res.Error = err.Error()
@@ -241,7 +284,7 @@ func (n *Node) unpackInputs(ctx context.Context, req *messages.ExecRequest, dir 
 			return entries, fmt.Errorf("input %s: %w", inputName(i, in), err)
 		}
 		tmp := dir + fmt.Sprintf(".in%d", i+1)
-		err = n.fetch(ctx, in.Ticket, tmp)
+		err = n.fetch(ctx, in, tmp)
 		if err == nil {
 			err = unpack(tmp, f, "input "+inputName(i, in))
 		}
@@ -273,27 +316,45 @@ func inputName(i int, in *messages.Bundle) string {
 	return fmt.Sprintf("%d", i+1)
 }
 
-// fetch writes the archive ticket grants to path.
-func (n *Node) fetch(ctx context.Context, ticket, path string) error {
+// fetch writes the archive in grants to path, and checks that it is the
+// one the request names (the history records that name).
+func (n *Node) fetch(ctx context.Context, in *messages.Bundle, path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("fetch input: %w", err)
 	}
-	_, err = files.Get(ctx, n.nc, ticket, f)
+	sum := sha256.New()
+	_, err = files.Get(ctx, n.nc, in.Ticket, io.MultiWriter(f, sum))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("fetch input: %w", err)
 	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != in.Sha256 {
+		return fmt.Errorf("fetch input: its ticket is for archive %s, not the %s the request names", got, in.Sha256)
+	}
 	return nil
+}
+
+// uploadTimeout bounds the storing of what a command brings back.
+const uploadTimeout = 2 * time.Minute
+
+// extend tells req's requester, if it asked for acks, that the master
+// needs up to d more for it, so that it waits that long again.
+func (n *Node) extend(req *messages.ExecRequest, job string, epoch uint64, d time.Duration) {
+	if req.AckSubject == "" {
+		return
+	}
+	n.publish(req.AckSubject, &messages.ExecAck{Id: req.Id, Master: n.cfg.Name, Epoch: epoch, InstanceId: n.member.InstanceID(),
+		TimeoutMs: uint32(min(d, maxRequestDuration).Milliseconds()), Job: job})
 }
 
 // collect brings back the files of dir that req names: zipped into the
 // broker's file store (when it keeps files), and for a JSON request also
 // inline, with stdout.txt and stderr.txt, as the P2P peers return them.
 func (n *Node) collect(ctx context.Context, req *messages.ExecRequest, job *messages.JobRecord, res *messages.ExecResult,
-	dir string, lim bundle.Limits, stored, asJSON bool) error {
+	dir string, lim bundle.Limits, stored, asJSON bool, epoch uint64) error {
 	found, err := bundle.Collect(dir, req.Collect, lim)
 	if err != nil {
 		return fmt.Errorf("collect: %w", err)
@@ -319,7 +380,11 @@ func (n *Node) collect(ctx context.Context, req *messages.ExecRequest, job *mess
 	}
 	job.Outputs = res.Outputs
 	if stored {
-		b, err := files.Put(ctx, n.nc, zipPath, bundle.Zip, len(packed))
+		// The requester waits while the files go up.
+		n.extend(req, job.Id, epoch, uploadTimeout)
+		up, cancel := context.WithTimeout(ctx, uploadTimeout)
+		defer cancel()
+		b, err := files.Put(up, n.nc, zipPath, bundle.Zip, len(packed))
 		if err != nil {
 			return fmt.Errorf("bring back: %w", err)
 		}

@@ -125,7 +125,7 @@ func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]File, e
 		out = append(out, c)
 	}
 	for _, e := range extras {
-		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate}
+		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate, Modified: epoch}
 		h.SetMode(0o644)
 		zw, err := z.CreateHeader(h)
 		if err == nil {
@@ -147,7 +147,7 @@ func addFile(z *zip.Writer, root *os.Root, f File) (File, error) {
 		return File{}, fmt.Errorf("bundle: pack %s: %w", f.Name, err)
 	}
 	defer src.Close()
-	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate}
+	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate, Modified: epoch}
 	h.SetMode(f.Mode.Perm())
 	zw, err := z.CreateHeader(h)
 	if err != nil {

@@ -44,6 +44,16 @@ func Pack(w io.Writer, paths []string, lim Limits) ([]File, error) {
 			f.Mode |= fs.ModeDir
 		case info.Mode()&fs.ModeSymlink != 0:
 			f.Mode = fs.ModeSymlink | 0o777
+			// A master refuses a link out of its work directory: say so
+			// before anything is sent.
+			target, err := os.Readlink(src)
+			if err != nil {
+				return fmt.Errorf("bundle: %w", err)
+			}
+			t := filepath.ToSlash(target)
+			if j := path.Join(path.Dir(name), t); path.IsAbs(t) || j == ".." || strings.HasPrefix(j, "../") {
+				return fmt.Errorf("bundle: %s links to %s, outside what is sent; send what it points to instead", src, target)
+			}
 		default:
 			return fmt.Errorf("bundle: %s is a %v, not a file, directory or link", src, info.Mode().Type())
 		}
@@ -114,7 +124,7 @@ func Pack(w io.Writer, paths []string, lim Limits) ([]File, error) {
 
 // packLocal writes f, found at src, into z.
 func packLocal(z *zip.Writer, f File, src string) (File, error) {
-	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate}
+	h := &zip.FileHeader{Name: f.Name, Method: zip.Deflate, Modified: epoch}
 	h.SetMode(f.Mode)
 	if f.Mode.IsDir() {
 		h.Name += "/"
@@ -218,6 +228,31 @@ func ParseFormat(s string) (Format, error) {
 	return 0, fmt.Errorf("bundle: format %q is neither zip nor tar.gz", s)
 }
 
+// CheckPlain refuses a zip at src that holds anything but plain files and
+// directories inside itself: a link, a path that climbs out or is
+// absolute, or a name twice. It reads no content.
+func CheckPlain(src string) error {
+	z, err := openZip(src)
+	if err != nil {
+		return fmt.Errorf("bundle: read %s: %w", src, err)
+	}
+	defer z.Close()
+	seen := make(map[string]bool)
+	for _, e := range z.File {
+		p, err := clean(e.Name)
+		switch {
+		case err != nil:
+			return err
+		case !e.Mode().IsRegular() && !e.Mode().IsDir():
+			return fmt.Errorf("%w: %s is a %v, where plain files were expected", ErrUnsafe, e.Name, e.Mode().Type())
+		case seen[p]:
+			return fmt.Errorf("%w: %s is in the archive twice", ErrUnsafe, e.Name)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
 // Extend writes to w the zip at src with extras added after its entries,
 // which it copies as they are (not decompressed); an extra named as an
 // entry of src is refused.
@@ -239,7 +274,7 @@ func Extend(w io.Writer, src string, extras ...Extra) error {
 		if names[e.Name] {
 			return fmt.Errorf("bundle: the files brought back hold a %s of their own; fetch them into a directory instead", e.Name)
 		}
-		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate}
+		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate, Modified: epoch}
 		h.SetMode(0o644)
 		zw, err := z.CreateHeader(h)
 		if err == nil {

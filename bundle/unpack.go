@@ -28,6 +28,9 @@ type Limits struct {
 	MaxBytes int64
 	// MaxFiles bounds the entries unpacked (files, directories, links).
 	MaxFiles int
+	// Plain refuses links: what a command brings back is plain files
+	// and directories.
+	Plain bool
 }
 
 // File is one file a bundle holds.
@@ -113,6 +116,8 @@ type unpacker struct {
 	lim   Limits
 	bytes int64
 	files []File
+	// globals counts a tar's global headers.
+	globals int
 }
 
 func (u *unpacker) zip(src string) error {
@@ -215,7 +220,12 @@ func (u *unpacker) tarGz(src string) error {
 		case tar.TypeLink:
 			err = u.hardLink(h.Name, h.Linkname)
 		case tar.TypeXGlobalHeader:
-			continue
+			// Nothing to unpack, but counted: a flood of them would
+			// otherwise decompress for as long as it likes.
+			u.globals++
+			if u.globals > u.lim.MaxFiles {
+				err = fmt.Errorf("%w: more than %d global headers; the limit is --max-bundle-files", ErrUnsafe, u.lim.MaxFiles)
+			}
 		default:
 			err = fmt.Errorf("%w: %s is of tar type %q, not a file, directory or link", ErrUnsafe, h.Name, h.Typeflag)
 		}
@@ -325,6 +335,9 @@ func (u *unpacker) symlink(name, target string) error {
 	if err := u.count(p); err != nil {
 		return err
 	}
+	if u.lim.Plain {
+		return fmt.Errorf("%w: %s is a link, where plain files were expected", ErrUnsafe, name)
+	}
 	if path.IsAbs(target) {
 		return fmt.Errorf("%w: %s links to %s, an absolute path", ErrUnsafe, name, target)
 	}
@@ -355,6 +368,9 @@ func (u *unpacker) hardLink(name, target string) error {
 	}
 	if err := u.count(p); err != nil {
 		return err
+	}
+	if u.lim.Plain {
+		return fmt.Errorf("%w: %s is a link, where plain files were expected", ErrUnsafe, name)
 	}
 	info, err := u.root.Lstat(t)
 	if err != nil || !info.Mode().IsRegular() {

@@ -3,6 +3,7 @@ package bundle
 import (
 	"archive/zip"
 	"io"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -29,3 +30,8 @@ func openZip(src string) (*zip.ReadCloser, error) {
 	r.RegisterDecompressor(zip.Deflate, flate.NewReader)
 	return r, nil
 }
+
+// epoch is the time every packed entry says it was modified: zip's
+// earliest, so that the same files always pack to the same bytes (and
+// the file store keeps them once).
+var epoch = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -30,12 +30,13 @@ func Put(ctx context.Context, nc *nats.Conn, path string, f bundle.Format, entri
 		return nil, fmt.Errorf("files: %w", err)
 	}
 	defer file.Close()
-	sum := sha256.New()
-	size, err := io.Copy(sum, file)
+	sum, proof := sha256.New(), NewProof()
+	size, err := io.Copy(io.MultiWriter(sum, proof), file)
 	if err != nil {
 		return nil, fmt.Errorf("files: read %s: %w", path, err)
 	}
-	req := &messages.FilePut{Sha256: hex.EncodeToString(sum.Sum(nil)), Size: uint64(size), Format: f.String(), Files: uint32(entries)}
+	req := &messages.FilePut{Sha256: hex.EncodeToString(sum.Sum(nil)), Size: uint64(size), Format: f.String(), Files: uint32(entries),
+		Proof: hex.EncodeToString(proof.Sum(nil))}
 	reply, err := putRequest(ctx, nc, req)
 	if err != nil || reply.Bundle != nil {
 		return reply.GetBundle(), err
@@ -66,14 +67,42 @@ func Put(ctx context.Context, nc *nats.Conn, path string, f bundle.Format, entri
 }
 
 func putRequest(ctx context.Context, nc *nats.Conn, req *messages.FilePut) (*messages.FilePutReply, error) {
-	reply := &messages.FilePutReply{}
-	if err := request(ctx, nc, messages.SubjectFilePut, req, reply); err != nil {
-		return nil, err
+	for attempt := 1; ; attempt++ {
+		reply := &messages.FilePutReply{}
+		if err := request(ctx, nc, messages.SubjectFilePut, req, reply); err != nil {
+			return nil, err
+		}
+		switch {
+		case reply.Error == "":
+			return reply, nil
+		case !reply.Retry || !pause(ctx, attempt):
+			return nil, errors.New(reply.Error)
+		}
 	}
-	if reply.Error != "" {
-		return nil, errors.New(reply.Error)
+}
+
+// Retries of a request the broker was too busy for: a pause that grows
+// from minPause to maxPause, for at most maxTries tries.
+const (
+	minPause = 50 * time.Millisecond
+	maxPause = time.Second
+	maxTries = 30
+)
+
+// pause waits before try attempt+1, and reports whether there is one.
+func pause(ctx context.Context, attempt int) bool {
+	if attempt >= maxTries {
+		return false
 	}
-	return reply, nil
+	d := min(minPause<<min(attempt-1, 8), maxPause)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // Get writes the archive ticket grants reading to w, through the broker
@@ -81,14 +110,18 @@ func putRequest(ctx context.Context, nc *nats.Conn, req *messages.FilePut) (*mes
 func Get(ctx context.Context, nc *nats.Conn, ticket string, w io.Writer) (int64, error) {
 	req := &messages.FileGet{Ticket: ticket}
 	var n int64
-	for {
+	for attempt := 1; ; attempt++ {
 		chunk := &messages.FileChunk{}
 		if err := request(ctx, nc, messages.SubjectFileGet, req, chunk); err != nil {
 			return n, err
 		}
+		if chunk.Error != "" && chunk.Retry && pause(ctx, attempt) {
+			continue
+		}
 		if chunk.Error != "" {
 			return n, errors.New(chunk.Error)
 		}
+		attempt = 0
 		if chunk.Offset != uint64(n) {
 			return n, fmt.Errorf("files: a piece at offset %d, want %d", chunk.Offset, n)
 		}

@@ -17,6 +17,9 @@ type Config struct {
 	MaxBytes int64
 	// MaxFiles bounds the entries of one archive.
 	MaxFiles int
+	// StoreBytes bounds what the store holds in all; full, it refuses
+	// new archives.
+	StoreBytes int64
 	// Key signs the tickets (at least 32 bytes).
 	Key []byte
 	// TicketTTL is how long a ticket grants reading. An archive is kept
@@ -41,10 +44,13 @@ func DefaultConfig() Config {
 		MaxBytes: 64 << 20,
 		// A source tree or a data set of small files, not a disk image.
 		MaxFiles: 1000,
-		// Longer than any command waits and runs by default, so that a
-		// requester's inputs are there when its master asks, and its
-		// outputs when it asks.
-		TicketTTL:     time.Hour,
+		// Room for the files of a good many jobs, the history's 1 GiB
+		// aside, on any disk a broker runs on.
+		StoreBytes: 8 << 30,
+		// Longer than a command waits for its master, and than a
+		// requester takes to fetch what it brought back; an archive no
+		// record names is kept that long after its last ticket.
+		TicketTTL:     15 * time.Minute,
 		SweepInterval: time.Second,
 		Logger:        slog.Default().With(keyComponent, "files"),
 	}
@@ -56,6 +62,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: max bytes %d must be positive", ErrInvalidConfig, c.MaxBytes)
 	case c.MaxFiles <= 0:
 		return fmt.Errorf("%w: max files %d must be positive", ErrInvalidConfig, c.MaxFiles)
+	case c.StoreBytes < c.MaxBytes:
+		return fmt.Errorf("%w: a store of %d bytes cannot hold one archive of %d", ErrInvalidConfig, c.StoreBytes, c.MaxBytes)
 	case len(c.Key) < 32:
 		return fmt.Errorf("%w: a ticket key of %d bytes, want 32 or more", ErrInvalidConfig, len(c.Key))
 	case c.TicketTTL <= 0 || c.SweepInterval <= 0:

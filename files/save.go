@@ -15,10 +15,14 @@ import (
 )
 
 // CheckOut refuses, before anything runs, an --out path that files
-// brought back would overwrite: an existing .zip file, or a directory
-// that is not empty.
+// brought back could not go to, or would overwrite: one whose parent
+// directory is missing, an existing .zip file, or a directory that is
+// not empty.
 func CheckOut(out string) error {
-	info, err := os.Stat(out)
+	if parent, err := os.Stat(filepath.Dir(out)); err != nil || !parent.IsDir() {
+		return fmt.Errorf("--out %s: its directory %s is missing; make it first", out, filepath.Dir(out))
+	}
+	info, err := os.Lstat(out)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil
@@ -67,11 +71,24 @@ func Save(ctx context.Context, nc *nats.Conn, ticket, out string, lim bundle.Lim
 	if isZip(out) {
 		return saveZip(tmp.Name(), out, lim, stdout, stderr)
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
+	_, statErr := os.Lstat(out)
+	made := errors.Is(statErr, os.ErrNotExist)
+	if err := os.Mkdir(out, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return 0, fmt.Errorf("--out %s: %w", out, err)
 	}
+	// Plain files only: a command brings back no links, so an archive
+	// with one is not a master's honest answer.
+	lim.Plain = true
 	got, err := bundle.Unpack(tmp.Name(), bundle.Zip, out, lim)
 	if err != nil {
+		// Nothing half-made stays: out was missing or empty.
+		if made {
+			os.RemoveAll(out)
+		} else if entries, rerr := os.ReadDir(out); rerr == nil {
+			for _, e := range entries {
+				os.RemoveAll(filepath.Join(out, e.Name()))
+			}
+		}
 		return 0, fmt.Errorf("--out %s: %w", out, err)
 	}
 	n := 0
@@ -91,6 +108,9 @@ func saveZip(src, out string, lim bundle.Limits, stdout, stderr string) (int, er
 	}
 	if n > lim.MaxFiles || size > lim.MaxBytes {
 		return 0, fmt.Errorf("--out %s: the files brought back say they hold %d files of %s, over the broker's limits", out, n, bundle.Size(size))
+	}
+	if err := bundle.CheckPlain(src); err != nil {
+		return 0, fmt.Errorf("--out %s: %w", out, err)
 	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bundle"
+	"baton/bus"
 	"baton/messages"
 )
 
@@ -39,8 +41,12 @@ const (
 	// maxActive bounds the requests handled at once; more are answered
 	// busy. Each may hold a piece of an archive (1 MiB).
 	maxActive = 32
-	// maxSessions bounds the uploads and the downloads open, each.
-	maxSessions = 256
+	// maxSessions bounds the uploads and the downloads open, each; a
+	// stalled download holds a few MiB.
+	maxSessions = 64
+	// maxClientSessions bounds those of one connection, so that one
+	// client cannot take them all.
+	maxClientSessions = 8
 	// idleTimeout ends an upload or download whose next piece is not
 	// asked for in time: its requester is gone.
 	idleTimeout = 30 * time.Second
@@ -63,12 +69,14 @@ type Store struct {
 	active chan struct{} // a slot per request handled
 
 	mu sync.Mutex
-	// objects are the archives stored, each with the time of its last
-	// ticket (or its storing), zero once a record accounts for it.
-	objects   map[string]time.Time
-	inflight  map[string]chan struct{} // archives being uploaded, closed when done
+	// objects are the archives stored.
+	objects   map[string]*object
+	inflight  map[string]bool // archives being uploaded
+	deleting  map[string]bool // archives being deleted
 	uploads   map[string]*upload
 	downloads map[string]*download
+	// sessions counts the uploads and downloads of each connection.
+	sessions map[uint64]int
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -85,8 +93,28 @@ func New(b Broker, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return &Store{cfg: cfg, broker: b, opened: make(chan struct{}), active: make(chan struct{}, maxActive),
-		objects: make(map[string]time.Time), inflight: make(map[string]chan struct{}),
-		uploads: make(map[string]*upload), downloads: make(map[string]*download)}, nil
+		objects: make(map[string]*object), inflight: make(map[string]bool), deleting: make(map[string]bool),
+		uploads: make(map[string]*upload), downloads: make(map[string]*download), sessions: make(map[uint64]int)}, nil
+}
+
+// object is what the store knows of an archive it holds.
+type object struct {
+	// granted is the time of its last ticket (or its storing), zero once
+	// a record accounts for it.
+	granted time.Time
+	// proof is its bytes' proof (messages.FilePut.proof), which only the
+	// broker knows besides those who hold the bytes.
+	proof string
+}
+
+// proofPrefix starts what an archive's proof hashes.
+const proofPrefix = "baton file proof\x00"
+
+// NewProof is a hash for an archive's proof: write its bytes.
+func NewProof() hash.Hash {
+	h := sha256.New()
+	h.Write([]byte(proofPrefix))
+	return h
 }
 
 // Start subscribes and returns; the bucket is opened once Config.Ready
@@ -100,8 +128,8 @@ func (s *Store) Start(ctx context.Context) error {
 	s.life, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	const tooBusy = "files: the broker is busy with other transfers; try again in a moment"
 	busy := map[string]proto.Message{
-		messages.SubjectFilePut: &messages.FilePutReply{Error: tooBusy},
-		messages.SubjectFileGet: &messages.FileChunk{Error: tooBusy},
+		messages.SubjectFilePut: &messages.FilePutReply{Error: tooBusy, Retry: true},
+		messages.SubjectFileGet: &messages.FileChunk{Error: tooBusy, Retry: true},
 	}
 	for subject, handle := range map[string]func(*nats.Msg){
 		messages.SubjectFilePut: s.put,
@@ -150,6 +178,9 @@ func (s *Store) open(ctx context.Context) error {
 		Bucket:      messages.FileBucket,
 		Description: "baton files: the archives sent with commands and brought back, each named by its SHA-256",
 		Storage:     jetstream.FileStorage,
+		// A full store refuses new archives, and keeps the history's
+		// room.
+		MaxBytes: s.cfg.StoreBytes,
 	})
 	if err != nil {
 		return fmt.Errorf("create object store %s: %w", messages.FileBucket, err)
@@ -160,7 +191,7 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for _, info := range list {
-		s.objects[info.Name] = info.ModTime
+		s.objects[info.Name] = &object{granted: info.ModTime, proof: info.Metadata["proof"]}
 	}
 	s.mu.Unlock()
 	close(s.opened)
@@ -224,12 +255,17 @@ func (s *Store) ready() error {
 // Ticket grants reading the archive sha for the ticket TTL, and keeps
 // the archive at least that long.
 func (s *Store) Ticket(sha string) string {
-	now := time.Now()
 	s.mu.Lock()
-	if _, ok := s.objects[sha]; ok {
-		s.objects[sha] = now
+	defer s.mu.Unlock()
+	return s.ticketLocked(sha)
+}
+
+// ticketLocked is Ticket, for a caller that holds s.mu.
+func (s *Store) ticketLocked(sha string) string {
+	now := time.Now()
+	if o, ok := s.objects[sha]; ok {
+		o.granted = now
 	}
-	s.mu.Unlock()
 	return ticket(s.cfg.Key, sha, now.Add(s.cfg.TicketTTL))
 }
 
@@ -239,8 +275,8 @@ func (s *Store) Used(shas []string, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sha := range shas {
-		if t, ok := s.objects[sha]; ok && !t.After(at) {
-			s.objects[sha] = time.Time{}
+		if o, ok := s.objects[sha]; ok && !o.granted.After(at) {
+			o.granted = time.Time{}
 		}
 	}
 }
@@ -270,6 +306,7 @@ func (s *Store) respond(msg *nats.Msg, m proto.Message) {
 // pipe the object store's Put reads.
 type upload struct {
 	id     string
+	owner  uint64 // the sender's connection
 	sha    string
 	size   uint64
 	format bundle.Format
@@ -281,32 +318,66 @@ type upload struct {
 	next   uint64     // the offset of the next piece
 }
 
+// retryable is an error the requester may meet again with the same
+// request, after a moment.
+type retryable struct{ error }
+
 func (s *Store) put(msg *nats.Msg) {
 	var req messages.FilePut
 	if err := proto.Unmarshal(msg.Data, &req); err != nil {
 		s.respond(msg, &messages.FilePutReply{Error: fmt.Sprintf("files: unreadable request: %v", err)})
 		return
 	}
+	owner := ownerOf(msg)
 	var reply *messages.FilePutReply
 	var err error
 	if req.Upload == "" {
-		reply, err = s.begin(&req)
+		reply, err = s.begin(&req, owner)
 	} else {
-		reply, err = s.piece(&req)
+		reply, err = s.piece(&req, owner)
 	}
 	if err != nil {
-		reply = &messages.FilePutReply{Error: err.Error()}
+		var r retryable
+		reply = &messages.FilePutReply{Error: err.Error(), Retry: errors.As(err, &r)}
 	}
 	s.respond(msg, reply)
 }
 
+// ownerOf is the connection msg came from, 0 when unknown.
+func ownerOf(msg *nats.Msg) uint64 {
+	sender, _ := bus.SenderOf(msg)
+	return sender.ClientID
+}
+
+// takeSession counts one more session of owner's, or says why it may
+// not have one; release gives it back. Callers hold s.mu.
+func (s *Store) takeSession(owner uint64, open int) error {
+	switch {
+	case open >= maxSessions:
+		return retryable{errors.New("files: the broker is moving too many files at once; try again in a moment")}
+	case owner != 0 && s.sessions[owner] >= maxClientSessions:
+		return retryable{fmt.Errorf("files: this connection moves %d files at once already, the most it may", maxClientSessions)}
+	}
+	s.sessions[owner]++
+	return nil
+}
+
+func (s *Store) releaseSession(owner uint64) {
+	if s.sessions[owner]--; s.sessions[owner] <= 0 {
+		delete(s.sessions, owner)
+	}
+}
+
 // begin checks an archive against the limits, and answers with its bundle
-// when it is stored already, or opens an upload.
-func (s *Store) begin(req *messages.FilePut) (*messages.FilePutReply, error) {
+// when it is stored already and the request proves it holds the bytes,
+// or opens an upload.
+func (s *Store) begin(req *messages.FilePut, owner uint64) (*messages.FilePutReply, error) {
 	f, err := bundle.ParseFormat(req.Format)
 	switch {
 	case !messages.ValidSHA256(req.Sha256):
 		return nil, errors.New("files: the archive's SHA-256 must be 64 lower-case hex digits")
+	case !messages.ValidSHA256(req.Proof):
+		return nil, errors.New("files: the archive's proof must be 64 lower-case hex digits")
 	case err != nil:
 		return nil, err
 	case req.Size > uint64(s.cfg.MaxBytes):
@@ -317,60 +388,49 @@ func (s *Store) begin(req *messages.FilePut) (*messages.FilePutReply, error) {
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	wait := time.NewTimer(opTimeout)
-	defer wait.Stop()
-	for {
-		s.mu.Lock()
-		if _, ok := s.objects[req.Sha256]; ok {
-			s.mu.Unlock()
-			return s.stored(req.Sha256, req.Size, f), nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o, ok := s.objects[req.Sha256]; ok {
+		if subtle.ConstantTimeCompare([]byte(o.proof), []byte(req.Proof)) != 1 {
+			return nil, errors.New("files: an archive of that SHA-256 is stored, and this request does not prove it holds its bytes")
 		}
-		if ch, ok := s.inflight[req.Sha256]; ok {
-			// Someone is storing the same bytes: they are this
-			// requester's once stored.
-			s.mu.Unlock()
-			select {
-			case <-ch:
-				continue
-			case <-wait.C:
-				return nil, errors.New("files: the same archive is being stored by another upload; try again in a moment")
-			}
-		}
-		if len(s.uploads) >= maxSessions {
-			s.mu.Unlock()
-			return nil, errors.New("files: the broker is receiving too many uploads; try again in a moment")
-		}
-		pr, pw := io.Pipe()
-		u := &upload{id: rand.Text(), sha: req.Sha256, size: req.Size, format: f, pw: pw, done: make(chan error, 1)}
-		finished := make(chan struct{})
-		s.inflight[u.sha], s.uploads[u.id] = finished, u
-		u.idle = time.AfterFunc(idleTimeout, func() { s.endUpload(u, errors.New("files: upload idle for too long; send the files again")) })
-		s.mu.Unlock()
-		s.wg.Go(func() {
-			meta := jetstream.ObjectMeta{Name: u.sha, Metadata: map[string]string{"format": f.String()}}
-			_, err := s.obs.Put(s.life, meta, &checked{r: pr, sum: sha256.New(), sha: u.sha, size: u.size})
-			// A Put that failed reads no more: the writer must not wait.
-			pr.CloseWithError(err)
-			s.mu.Lock()
-			delete(s.inflight, u.sha)
-			if err == nil {
-				s.objects[u.sha] = time.Now()
-			}
-			s.mu.Unlock()
-			close(finished)
-			u.done <- err
-		})
-		return &messages.FilePutReply{Upload: u.id}, nil
+		return s.stored(req.Sha256, req.Size, f), nil
 	}
+	if s.inflight[req.Sha256] || s.deleting[req.Sha256] {
+		// Someone stores the same bytes, or they are on their way out:
+		// they are this requester's in a moment.
+		return nil, retryable{errors.New("files: the same archive is being stored or removed; try again in a moment")}
+	}
+	if err := s.takeSession(owner, len(s.uploads)); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	u := &upload{id: rand.Text(), owner: owner, sha: req.Sha256, size: req.Size, format: f, pw: pw, done: make(chan error, 1)}
+	s.inflight[u.sha], s.uploads[u.id] = true, u
+	u.idle = time.AfterFunc(idleTimeout, func() { s.endUpload(u, errors.New("files: upload idle for too long; send the files again")) })
+	s.wg.Go(func() {
+		meta := jetstream.ObjectMeta{Name: u.sha, Metadata: map[string]string{"format": f.String(), "proof": req.Proof}}
+		_, err := s.obs.Put(s.life, meta, &checked{r: pr, sum: sha256.New(), proof: NewProof(), sha: u.sha, wantProof: req.Proof, size: u.size})
+		// A Put that failed reads no more: the writer must not wait.
+		pr.CloseWithError(err)
+		s.mu.Lock()
+		delete(s.inflight, u.sha)
+		if err == nil {
+			s.objects[u.sha] = &object{granted: time.Now(), proof: req.Proof}
+		}
+		s.mu.Unlock()
+		u.done <- err
+	})
+	return &messages.FilePutReply{Upload: u.id}, nil
 }
 
 // piece writes one piece of an upload, and on the last one waits until
 // the archive is stored.
-func (s *Store) piece(req *messages.FilePut) (*messages.FilePutReply, error) {
+func (s *Store) piece(req *messages.FilePut, owner uint64) (*messages.FilePutReply, error) {
 	s.mu.Lock()
 	u := s.uploads[req.Upload]
 	s.mu.Unlock()
-	if u == nil {
+	if u == nil || u.owner != owner {
 		return nil, errors.New("files: no such upload (it ended, or was idle too long); send the files again")
 	}
 	u.mu.Lock()
@@ -404,42 +464,53 @@ func (s *Store) piece(req *messages.FilePut) (*messages.FilePutReply, error) {
 		return nil, fmt.Errorf("files: store %s: %w", u.sha, err)
 	}
 	s.cfg.Logger.Info("archive stored", keySHA, u.sha, keyBytes, u.size)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.stored(u.sha, u.size, u.format), nil
 }
 
 // endUpload forgets u, ending its Put with err when it has not ended.
 func (s *Store) endUpload(u *upload, err error) {
+	if u.closed.Swap(true) {
+		return
+	}
 	s.mu.Lock()
 	delete(s.uploads, u.id)
+	s.releaseSession(u.owner)
 	s.mu.Unlock()
 	u.idle.Stop()
-	u.closed.Store(true)
 	if err != nil {
 		u.pw.CloseWithError(err)
 	}
 }
 
-// stored is the bundle of a stored archive, with a fresh ticket.
+// stored is the bundle of a stored archive, with a fresh ticket. Callers
+// hold s.mu, so that the archive cannot go before its ticket keeps it.
 func (s *Store) stored(sha string, size uint64, f bundle.Format) *messages.FilePutReply {
-	return &messages.FilePutReply{Bundle: &messages.Bundle{Sha256: sha, Size: size, Format: f.String(), Ticket: s.Ticket(sha)}}
+	return &messages.FilePutReply{Bundle: &messages.Bundle{Sha256: sha, Size: size, Format: f.String(), Ticket: s.ticketLocked(sha)}}
 }
 
-// checked reads an upload, and fails at its end unless it had the size
-// and the SHA-256 announced: a failed read makes the object store discard
-// what it wrote, so only the bytes a name says are ever stored under it.
+// checked reads an upload, and fails at its end unless it had the size,
+// the SHA-256 and the proof announced: a failed read makes the object
+// store discard what it wrote, so only the bytes a name says are ever
+// stored under it.
 type checked struct {
-	r    io.Reader
-	sum  hash.Hash
-	sha  string
-	size uint64
-	n    uint64
+	r         io.Reader
+	sum       hash.Hash
+	proof     hash.Hash
+	sha       string
+	wantProof string
+	size      uint64
+	n         uint64
 }
 
 func (c *checked) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.sum.Write(p[:n])
+	c.proof.Write(p[:n])
 	c.n += uint64(n)
-	if errors.Is(err, io.EOF) && (c.n != c.size || hex.EncodeToString(c.sum.Sum(nil)) != c.sha) {
+	if errors.Is(err, io.EOF) && (c.n != c.size || hex.EncodeToString(c.sum.Sum(nil)) != c.sha ||
+		hex.EncodeToString(c.proof.Sum(nil)) != c.wantProof) {
 		return n, fmt.Errorf("files: the archive sent (%d bytes) is not the one announced (%d bytes, SHA-256 %s)", c.n, c.size, c.sha)
 	}
 	return n, err
@@ -448,10 +519,12 @@ func (c *checked) Read(p []byte) (int, error) {
 // download is an archive being read, a piece per request.
 type download struct {
 	id     string
+	owner  uint64
 	r      io.ReadCloser
 	size   uint64
 	cancel context.CancelFunc
 	idle   *time.Timer
+	ended  atomic.Bool
 	mu     sync.Mutex
 	next   uint64
 }
@@ -462,28 +535,29 @@ func (s *Store) get(msg *nats.Msg) {
 		s.respond(msg, &messages.FileChunk{Error: fmt.Sprintf("files: unreadable request: %v", err)})
 		return
 	}
-	chunk, err := s.read(&req)
+	chunk, err := s.read(&req, ownerOf(msg))
 	if err != nil {
-		chunk = &messages.FileChunk{Error: err.Error()}
+		var r retryable
+		chunk = &messages.FileChunk{Error: err.Error(), Retry: errors.As(err, &r)}
 	}
 	s.respond(msg, chunk)
 }
 
-func (s *Store) read(req *messages.FileGet) (*messages.FileChunk, error) {
+func (s *Store) read(req *messages.FileGet, owner uint64) (*messages.FileChunk, error) {
 	var d *download
 	if req.Download == "" {
 		sha, err := checkTicket(s.cfg.Key, req.Ticket, time.Now())
 		if err != nil {
 			return nil, err
 		}
-		if d, err = s.openDownload(sha); err != nil {
+		if d, err = s.openDownload(sha, owner); err != nil {
 			return nil, err
 		}
 	} else {
 		s.mu.Lock()
 		d = s.downloads[req.Download]
 		s.mu.Unlock()
-		if d == nil {
+		if d == nil || d.owner != owner {
 			return nil, errors.New("files: no such download (it ended, or was idle too long); ask again with the ticket")
 		}
 	}
@@ -515,31 +589,40 @@ func (s *Store) read(req *messages.FileGet) (*messages.FileChunk, error) {
 	return chunk, nil
 }
 
-func (s *Store) openDownload(sha string) (*download, error) {
+func (s *Store) openDownload(sha string, owner uint64) (*download, error) {
 	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	err := s.takeSession(owner, len(s.downloads))
+	s.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	r, size, err := s.Open(s.life, sha)
 	if err != nil {
+		s.mu.Lock()
+		s.releaseSession(owner)
+		s.mu.Unlock()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(s.life)
 	context.AfterFunc(ctx, func() { r.Close() })
-	d := &download{id: rand.Text(), r: r, size: size, cancel: cancel}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.downloads) >= maxSessions {
-		cancel()
-		return nil, errors.New("files: the broker is sending too many downloads; try again in a moment")
-	}
-	s.downloads[d.id] = d
+	d := &download{id: rand.Text(), owner: owner, r: r, size: size, cancel: cancel}
 	d.idle = time.AfterFunc(idleTimeout, func() { s.endDownload(d) })
+	s.mu.Lock()
+	s.downloads[d.id] = d
+	s.mu.Unlock()
 	return d, nil
 }
 
 func (s *Store) endDownload(d *download) {
+	if d.ended.Swap(true) {
+		return
+	}
 	s.mu.Lock()
 	delete(s.downloads, d.id)
+	s.releaseSession(d.owner)
 	s.mu.Unlock()
 	d.idle.Stop()
 	d.cancel()
@@ -586,29 +669,43 @@ func (s *Store) sweep() {
 }
 
 // deleteUnused deletes up to maxDeletes archives that no record names and
-// no ticket has held for the ticket TTL. It holds the lock while it
-// deletes, so that no upload finds an archive about to go.
+// no ticket has held for the ticket TTL. While one goes, an upload of the
+// same bytes is asked to come again.
 func (s *Store) deleteUnused(now time.Time) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	deleted := 0
-	for sha, granted := range s.objects {
+	type victim struct {
+		sha string
+		o   *object
+	}
+	var victims []victim
+	for sha, o := range s.objects {
 		// The grant first: a record that accounts for it is indexed
 		// before it is cleared.
-		if now.Sub(granted) < s.cfg.TicketTTL || s.cfg.Referenced(sha) {
+		if now.Sub(o.granted) < s.cfg.TicketTTL || s.cfg.Referenced(sha) {
 			continue
 		}
+		delete(s.objects, sha)
+		s.deleting[sha] = true
+		if victims = append(victims, victim{sha, o}); len(victims) == maxDeletes {
+			break
+		}
+	}
+	s.mu.Unlock()
+	for _, v := range victims {
+		sha := v.sha
 		ctx, cancel := context.WithTimeout(s.life, opTimeout)
 		err := s.obs.Delete(ctx, sha)
 		cancel()
+		s.mu.Lock()
+		delete(s.deleting, sha)
 		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			// Still there: the next sweep tries again.
+			s.objects[sha] = v.o
+			s.mu.Unlock()
 			s.cfg.Logger.Warn("archive not deleted", keySHA, sha, keyErr, err)
-			return
+			continue
 		}
-		delete(s.objects, sha)
+		s.mu.Unlock()
 		s.cfg.Logger.Info("archive deleted: no job names it", keySHA, sha)
-		if deleted++; deleted == maxDeletes {
-			return
-		}
 	}
 }

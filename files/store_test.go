@@ -122,6 +122,27 @@ func TestStore_PutGet(t *testing.T) {
 			t.Fatalf("got %d objects, want 1", n)
 		}
 	})
+	t.Run("knowing the SHA-256 without the bytes gets no ticket", func(t *testing.T) {
+		ask := func(req *messages.FilePut) *messages.FilePutReply {
+			b, _ := proto.Marshal(req)
+			msg, err := nc.Request(messages.SubjectFilePut, b, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reply messages.FilePutReply
+			if err := proto.Unmarshal(msg.Data, &reply); err != nil {
+				t.Fatal(err)
+			}
+			return &reply
+		}
+		guess := strings.Repeat("0", 64)
+		for _, proof := range []string{guess, b.Sha256} {
+			r := ask(&messages.FilePut{Sha256: b.Sha256, Size: b.Size, Format: "zip", Proof: proof})
+			if r.Bundle != nil || !strings.Contains(r.Error, "does not prove it holds its bytes") {
+				t.Errorf("proof %s: got %v, want a refusal and no ticket", proof, r)
+			}
+		}
+	})
 	t.Run("a forged or altered ticket reads nothing", func(t *testing.T) {
 		forged := strings.Replace(b.Ticket, b.Sha256[:8], "00000000", 1)
 		for _, ticket := range []string{"", "x", forged, b.Ticket + "A"} {
@@ -165,7 +186,9 @@ func TestStore_RefusesOtherBytes(t *testing.T) {
 		}
 		return &reply
 	}
-	begin := ask(&messages.FilePut{Sha256: hex.EncodeToString(sum[:]), Size: 14, Format: "zip"})
+	proof := files.NewProof()
+	proof.Write([]byte("the real thing"))
+	begin := ask(&messages.FilePut{Sha256: hex.EncodeToString(sum[:]), Size: 14, Format: "zip", Proof: hex.EncodeToString(proof.Sum(nil))})
 	if begin.Error != "" || begin.Upload == "" {
 		t.Fatalf("got %v, want an upload", begin)
 	}

@@ -1351,9 +1351,10 @@ func (x *FileEntry) GetSha256() string {
 
 // FilePut stores an archive in the broker's file store (files.put,
 // request-reply; the reply is a FilePutReply). The first request names the
-// archive (sha256, size, format, files) and carries no data: the broker
-// refuses it over its limits, answers at once with the bundle when it
-// holds those bytes already, or gives an upload id. Under that id the
+// archive (sha256, size, format, files, proof) and carries no data: the
+// broker refuses it over its limits, answers at once with the bundle when
+// it holds those bytes already and the proof matches theirs, or gives an
+// upload id. Under that id the
 // requester sends the bytes in order, one request per piece, the last
 // marked last; the broker checks them against sha256 and size before it
 // stores them.
@@ -1364,10 +1365,15 @@ type FilePut struct {
 	Size   uint64                 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	Format string                 `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
 	// Files is how many entries the archive holds, as its sender counted.
-	Files         uint32 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
-	Offset        uint64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
-	Data          []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
-	Last          bool   `protobuf:"varint,8,opt,name=last,proto3" json:"last,omitempty"`
+	Files  uint32 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	Offset uint64 `protobuf:"varint,6,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data   []byte `protobuf:"bytes,7,opt,name=data,proto3" json:"data,omitempty"`
+	Last   bool   `protobuf:"varint,8,opt,name=last,proto3" json:"last,omitempty"`
+	// Proof is the hex SHA-256 of "baton file proof", a NUL, then the
+	// archive's bytes: only who holds the bytes can make it (the archive's
+	// own SHA-256 may be known to many), so a stored archive is granted
+	// without an upload only to one.
+	Proof         string `protobuf:"bytes,9,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1458,13 +1464,23 @@ func (x *FilePut) GetLast() bool {
 	return false
 }
 
+func (x *FilePut) GetProof() string {
+	if x != nil {
+		return x.Proof
+	}
+	return ""
+}
+
 // FilePutReply answers a FilePut. A non-empty error ends the upload.
 type FilePutReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Error  string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
 	Upload string                 `protobuf:"bytes,2,opt,name=upload,proto3" json:"upload,omitempty"`
 	// Bundle is set once the archive is stored, with a ticket to read it.
-	Bundle        *Bundle `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Bundle *Bundle `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// Retry is set with an error that passes: the broker is busy; the same
+	// request may be sent again in a moment.
+	Retry         bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1518,6 +1534,13 @@ func (x *FilePutReply) GetBundle() *Bundle {
 		return x.Bundle
 	}
 	return nil
+}
+
+func (x *FilePutReply) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
 }
 
 // FileGet reads an archive from the broker's file store (files.get,
@@ -1595,7 +1618,9 @@ type FileChunk struct {
 	// Last marks the archive's last piece.
 	Last bool `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
 	// Size is the archive's whole size.
-	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	Size uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// Retry, as FilePutReply.retry.
+	Retry         bool `protobuf:"varint,7,opt,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1670,6 +1695,13 @@ func (x *FileChunk) GetSize() uint64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *FileChunk) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
 }
 
 // OutputChunk is a piece of a running command's output, published on the
@@ -2742,7 +2774,7 @@ const file_baton_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xbb\x01\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\"\xd1\x01\n" +
 	"\aFilePut\x12\x16\n" +
 	"\x06upload\x18\x01 \x01(\tR\x06upload\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
@@ -2751,22 +2783,25 @@ const file_baton_proto_rawDesc = "" +
 	"\x05files\x18\x05 \x01(\rR\x05files\x12\x16\n" +
 	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\a \x01(\fR\x04data\x12\x12\n" +
-	"\x04last\x18\b \x01(\bR\x04last\"f\n" +
+	"\x04last\x18\b \x01(\bR\x04last\x12\x14\n" +
+	"\x05proof\x18\t \x01(\tR\x05proof\"|\n" +
 	"\fFilePutReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x16\n" +
 	"\x06upload\x18\x02 \x01(\tR\x06upload\x12(\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x10.baton.v1.BundleR\x06bundle\"U\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x10.baton.v1.BundleR\x06bundle\x12\x14\n" +
+	"\x05retry\x18\x04 \x01(\bR\x05retry\"U\n" +
 	"\aFileGet\x12\x16\n" +
 	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x12\x1a\n" +
 	"\bdownload\x18\x02 \x01(\tR\bdownload\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\x91\x01\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"\xa7\x01\n" +
 	"\tFileChunk\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x1a\n" +
 	"\bdownload\x18\x02 \x01(\tR\bdownload\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
 	"\x04last\x18\x05 \x01(\bR\x04last\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x04R\x04size\"\xa1\x01\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x14\n" +
+	"\x05retry\x18\a \x01(\bR\x05retry\"\xa1\x01\n" +
 	"\vOutputChunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\rR\x06stream\x12\x16\n" +

@@ -37,6 +37,7 @@ type CLI struct {
 	HistoryMaxBytes cli.ByteSize  `default:"${history_max_bytes}" env:"BATON_HISTORY_MAX_BYTES" help:"About how much the finished jobs' records may take (such as 1GiB or 500MB); the oldest go first. Running jobs stay."`
 	MaxBundleBytes  cli.ByteSize  `default:"${max_bundle_bytes}" env:"BATON_MAX_BUNDLE_BYTES" help:"Largest archive of files a command may be sent or bring back (node exec --file, --bundle, --collect), and most its files may unpack to, each way. Kept with the history (JetStream object store ${file_bucket}) as long as a job names them."`
 	MaxBundleFiles  int           `default:"${max_bundle_files}" env:"BATON_MAX_BUNDLE_FILES" help:"Most files (directories and links included) a command may be sent or bring back."`
+	FilesMaxBytes   cli.ByteSize  `default:"${files_max_bytes}" env:"BATON_FILES_MAX_BYTES" help:"Most the stored archives of files may take together; when full, new ones are refused until jobs expire from the history."`
 
 	TLSCert string `name:"tls-cert" env:"BATON_TLS_CERT" placeholder:"FILE" help:"PEM certificate of the broker: with --tls-key, every client must connect over TLS (and trust the certificate's authority: node --tls-ca). 'broker certificate' makes one."`
 	TLSKey  string `name:"tls-key" env:"BATON_TLS_KEY" placeholder:"FILE" help:"PEM private key of --tls-cert."`
@@ -59,6 +60,8 @@ func (c *CLI) Validate() error {
 		return fmt.Errorf("--max-bundle-bytes=%v: must be positive", c.MaxBundleBytes)
 	case c.MaxBundleFiles <= 0:
 		return fmt.Errorf("--max-bundle-files=%d: must be positive", c.MaxBundleFiles)
+	case c.FilesMaxBytes < c.MaxBundleBytes:
+		return fmt.Errorf("--files-max-bytes=%v: must hold at least one archive of --max-bundle-bytes (%v)", c.FilesMaxBytes, c.MaxBundleBytes)
 	}
 	return nil
 }
@@ -90,7 +93,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
 	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
-	cfg.Files.MaxBytes, cfg.Files.MaxFiles = int64(c.MaxBundleBytes), c.MaxBundleFiles
+	cfg.Files.MaxBytes, cfg.Files.MaxFiles, cfg.Files.StoreBytes = int64(c.MaxBundleBytes), c.MaxBundleFiles, int64(c.FilesMaxBytes)
 	cfg.Web.Version = cli.Version
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
@@ -173,6 +176,7 @@ func main() {
 			"job_stream":        messages.JobStream,
 			"max_bundle_bytes":  cli.ByteSize(d.Files.MaxBytes).String(),
 			"max_bundle_files":  strconv.Itoa(d.Files.MaxFiles),
+			"files_max_bytes":   cli.ByteSize(d.Files.StoreBytes).String(),
 			"file_bucket":       messages.FileBucket,
 		})...)
 	ctx.FatalIfErrorf(ctx.Run(&c))

@@ -115,13 +115,24 @@ func saveFiles(ctx context.Context, sub Submitter, res *messages.ExecResult, o E
 	if len(o.Collect) == 0 || res == nil || res.ResultBundle == nil {
 		return nil
 	}
+	if len(res.Outputs) == 0 {
+		if !o.JSON {
+			fmt.Fprintf(errOut, "baton: no file matched --collect %s\n", strings.Join(o.Collect, " "))
+		}
+		return nil
+	}
 	out := o.Out
 	if out == "" {
+		// The master names the job: a name that is no job ID could
+		// point anywhere.
+		if !messages.ValidJobID(res.Job) {
+			return fmt.Errorf("the master named the job %q, which is no job ID; give --out", res.Job)
+		}
 		out = "./" + res.Job
 	}
 	n, err := sub.(FileSubmitter).Save(ctx, res, out)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; the files stay with job %s (node job %s --download PATH, with admin.creds when credentials are required)", err, res.Job, res.Job)
 	}
 	if !o.JSON {
 		WriteSaved(errOut, n, out)
@@ -187,7 +198,13 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 		_, _ = io.WriteString(errOut, truncationNotes("", res))
 	}
 	if saveErr != nil {
-		return &ExitError{Code: ExitFailed, Err: fmt.Errorf("exec (job %s): %w", res.Job, saveErr)}
+		saveErr = fmt.Errorf("exec (job %s): %w", res.Job, saveErr)
+		if res.ExitCode != 0 || res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE {
+			// The command's own failure says more, and keeps its status.
+			fmt.Fprintf(errOut, "baton: %v\n", saveErr)
+		} else {
+			return &ExitError{Code: ExitFailed, Err: saveErr}
+		}
 	}
 	where := ""
 	if res.Master != "" {
