@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"baton/bundle"
 	"baton/executor"
 	"baton/messages"
 )
@@ -208,6 +209,8 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 		return rejected(req.Id, fmt.Sprintf("%d input bundles, more than the %d allowed", len(req.Inputs), maxInputs))
 	case len(req.Collect) > maxInputs:
 		return rejected(req.Id, fmt.Sprintf("%d collect patterns, more than the %d allowed", len(req.Collect), maxInputs))
+	case badGlob(req.Collect) != nil:
+		return rejected(req.Id, badGlob(req.Collect).Error())
 	case time.Duration(req.TimeoutMs)*time.Millisecond > n.cfg.MaxExecTimeout:
 		return rejected(req.Id, fmt.Sprintf("timeout %v is longer than this master's --max-exec-timeout of %v",
 			time.Duration(req.TimeoutMs)*time.Millisecond, n.cfg.MaxExecTimeout))
@@ -222,6 +225,16 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 		// The requester has seen a newer epoch: this node is no longer
 		// master there. Refuse unrun; the requester sends it again.
 		return stale(fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch))
+	}
+	return nil
+}
+
+// badGlob is why one of globs is refused, nil when none is.
+func badGlob(globs []string) error {
+	for _, g := range globs {
+		if err := bundle.CheckGlob(g); err != nil {
+			return err
+		}
 	}
 	return nil
 }

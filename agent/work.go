@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -297,7 +298,11 @@ func (n *Node) unpackInputs(ctx context.Context, req *messages.ExecRequest, dir 
 		tmp := dir + ".bundle"
 		err := os.WriteFile(tmp, req.Bundle, 0o600)
 		if err == nil {
-			err = unpack(tmp, bundle.Zip, "bundle")
+			if _, zerr := zip.NewReader(bytes.NewReader(req.Bundle), int64(len(req.Bundle))); zerr != nil {
+				err = fmt.Errorf("the request's bundle is not a zip: %v", zerr)
+			} else {
+				err = unpack(tmp, bundle.Zip, "the request's bundle")
+			}
 		}
 		os.Remove(tmp)
 		if err != nil {

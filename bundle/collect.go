@@ -47,12 +47,9 @@ func Collect(dir string, globs []string, lim Limits) ([]File, error) {
 		return nil
 	}
 	for _, g := range globs {
-		p, err := clean(g)
+		p, err := checkGlob(g)
 		if err != nil {
-			return nil, fmt.Errorf("collect %q: %w", g, err)
-		}
-		if _, err := path.Match(p, ""); err != nil {
-			return nil, fmt.Errorf("bundle: collect %q: %w", g, err)
+			return nil, err
 		}
 		matches, err := fs.Glob(fsys, p)
 		if err != nil {
@@ -96,6 +93,36 @@ func Collect(dir string, globs []string, lim Limits) ([]File, error) {
 	}
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	return files, nil
+}
+
+// ErrGlob is why a collect pattern is refused.
+var ErrGlob = errors.New("bundle: bad --collect pattern")
+
+// CheckGlob refuses a collect pattern that is not path.Match syntax, or
+// that is absolute or climbs out of the work directory: what a requester
+// checks before it sends a command, and a master before it runs one.
+func CheckGlob(g string) error {
+	_, err := checkGlob(g)
+	return err
+}
+
+func checkGlob(g string) (string, error) {
+	switch {
+	case g == "":
+		return "", fmt.Errorf("%w: an empty pattern", ErrGlob)
+	case strings.ContainsRune(g, '\\'):
+		return "", fmt.Errorf("%w: %q has a backslash: patterns are path.Match globs, / between directories, no escapes", ErrGlob, g)
+	case path.IsAbs(g):
+		return "", fmt.Errorf("%w: %q is absolute; patterns are relative to the work directory", ErrGlob, g)
+	}
+	p := path.Clean(g)
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", fmt.Errorf("%w: %q leads out of the work directory", ErrGlob, g)
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		return "", fmt.Errorf("%w: %q: %v (path.Match syntax: * ? [a-z], no **)", ErrGlob, g, err)
+	}
+	return p, nil
 }
 
 // Extra is a file a packed bundle holds besides those collected, such as

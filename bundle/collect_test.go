@@ -112,7 +112,7 @@ func TestCollect_Refused(t *testing.T) {
 		says  string
 	}{
 		{[]string{"../*"}, "leads out of the work directory"},
-		{[]string{"/etc/*"}, "absolute path"},
+		{[]string{"/etc/*"}, "is absolute"},
 		{[]string{"*"}, "more than 1 MiB to bring back (at b), over the broker's --max-bundle-bytes of 1 MiB"},
 		{[]string{"["}, "syntax error"},
 	} {

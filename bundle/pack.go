@@ -84,24 +84,21 @@ func Pack(w io.Writer, paths []string, lim Limits) ([]File, error) {
 			continue
 		}
 		err = filepath.WalkDir(p, func(src string, d fs.DirEntry, err error) error {
+			var info fs.FileInfo
+			if err == nil {
+				info, err = d.Info()
+			}
 			if err != nil {
-				return err
+				return fmt.Errorf("bundle: %w", err)
 			}
 			rel, err := filepath.Rel(p, src)
 			if err != nil {
-				return err
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
+				return fmt.Errorf("bundle: %w", err)
 			}
 			return add(path.Join(base, filepath.ToSlash(rel)), src, info)
 		})
-		if errors.Is(err, ErrTooMuch) {
-			return nil, err
-		}
 		if err != nil {
-			return nil, fmt.Errorf("bundle: %w", err)
+			return nil, err
 		}
 	}
 	if size > lim.MaxBytes {

@@ -258,7 +258,7 @@ func clean(name string) (string, error) {
 // count counts one more entry against the limit.
 func (u *unpacker) count(name string) error {
 	if len(u.files) >= u.lim.MaxFiles {
-		return fmt.Errorf("%w: more than %d files (at %s); the limit is --max-bundle-files", ErrUnsafe, u.lim.MaxFiles, name)
+		return fmt.Errorf("%w: more than %d files (at %s), over the broker's --max-bundle-files of %d", ErrUnsafe, u.lim.MaxFiles, name, u.lim.MaxFiles)
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 	// O_EXCL: an entry never writes through what an earlier one made.
 	f, err := u.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode.Perm()|0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%w: %s is in the archive twice, or where it has a link", ErrUnsafe, name)
+		return fmt.Errorf("%w: %s is in the archive twice, in an input before it too, or where a link is", ErrUnsafe, name)
 	}
 	if err != nil {
 		return fmt.Errorf("bundle: %s: %w", name, err)
@@ -306,7 +306,7 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 	n, err := io.Copy(io.MultiWriter(f, sum), io.LimitReader(r, room+1))
 	u.bytes += n
 	if err == nil && n > room {
-		err = fmt.Errorf("%w: more than %d bytes unpacked (at %s); the limit is --max-bundle-bytes", ErrUnsafe, u.lim.MaxBytes, name)
+		err = fmt.Errorf("%w: more than %s unpacked (at %s), over the broker's --max-bundle-bytes of %s", ErrUnsafe, Size(u.lim.MaxBytes), name, Size(u.lim.MaxBytes))
 	}
 	if err == nil {
 		// The mode the archive says, umask or not.

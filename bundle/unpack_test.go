@@ -218,8 +218,8 @@ func TestUnpack_Bomb(t *testing.T) {
 	}
 	_, work := workDir(t)
 	_, err := bundle.Unpack(archive, bundle.Zip, work, limits)
-	if !errors.Is(err, bundle.ErrUnsafe) || !strings.Contains(err.Error(), "more than 1048576 bytes") {
-		t.Fatalf("Unpack: %v, want refused past 1048576 bytes", err)
+	if !errors.Is(err, bundle.ErrUnsafe) || !strings.Contains(err.Error(), "more than 1 MiB unpacked (at zeros), over the broker's --max-bundle-bytes of 1 MiB") {
+		t.Fatalf("Unpack: %v, want refused past 1 MiB", err)
 	}
 	if info, err := os.Stat(filepath.Join(work, "zeros")); err == nil && info.Size() > limits.MaxBytes+1 {
 		t.Errorf("unpacked %d bytes before stopping, want at most %d", info.Size(), limits.MaxBytes+1)

@@ -388,6 +388,21 @@ func TestFilesLimits(t *testing.T) {
 		if code != 125 || stdout != "made\n" || !strings.Contains(stderr, "collect: bundle: the files are over a limit: more than 3 files to bring back, over the broker's --max-bundle-files of 3") {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
+		// The job ran: the history has it ended, failed.
+		eventually(t, 10*time.Second, "the job recorded failed", func() bool {
+			p := start(t, "jobs", bins.node, procOpts{}, "jobs", "--state", "failed", "--broker-addr="+c.addr)
+			p.wait(15 * time.Second)
+			return strings.Contains(p.stdout.String(), "touch 1 2 3 4")
+		})
+	})
+
+	t.Run("a bad pattern is refused before anything runs", func(t *testing.T) {
+		for _, glob := range []string{"../*", "/etc/passwd", "["} {
+			_, stderr, code := c.execIn(dir, "--collect", glob, "--", "touch ran")
+			if code != 2 || !strings.Contains(stderr, "bad --collect pattern") {
+				t.Errorf("--collect %q: exit %d, stderr %q; want a usage error", glob, code, stderr)
+			}
+		}
 	})
 }
 

@@ -14,31 +14,31 @@ import (
 	"baton/bundle"
 )
 
-// CheckOut refuses, before anything runs, an --out path that files
-// brought back could not go to, or would overwrite: one whose parent
-// directory is missing, an existing .zip file, or a directory that is
-// not empty.
+// CheckOut refuses, before anything runs, a path that files brought back
+// could not go to, or would overwrite: one whose parent directory is
+// missing, an existing .zip file, or a directory that is not empty. Its
+// errors, and Save's, start with the path: callers name their flag.
 func CheckOut(out string) error {
 	if parent, err := os.Stat(filepath.Dir(out)); err != nil || !parent.IsDir() {
-		return fmt.Errorf("--out %s: its directory %s is missing; make it first", out, filepath.Dir(out))
+		return fmt.Errorf("%s: its directory %s is missing; make it first", out, filepath.Dir(out))
 	}
 	info, err := os.Lstat(out)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil
 	case err != nil:
-		return fmt.Errorf("--out %s: %w", out, err)
+		return fmt.Errorf("%s: %w", out, err)
 	case isZip(out):
-		return fmt.Errorf("--out %s: the file exists; nothing is overwritten", out)
+		return fmt.Errorf("%s: the file exists; nothing is overwritten", out)
 	case !info.IsDir():
-		return fmt.Errorf("--out %s: exists and is not a directory (a .zip name makes a zip)", out)
+		return fmt.Errorf("%s: exists and is not a directory (a .zip name makes a zip)", out)
 	}
 	entries, err := os.ReadDir(out)
 	if err != nil {
-		return fmt.Errorf("--out %s: %w", out, err)
+		return fmt.Errorf("%s: %w", out, err)
 	}
 	if len(entries) > 0 {
-		return fmt.Errorf("--out %s: the directory is not empty; nothing is overwritten", out)
+		return fmt.Errorf("%s: the directory is not empty; nothing is overwritten", out)
 	}
 	return nil
 }
@@ -58,7 +58,7 @@ func Save(ctx context.Context, nc *nats.Conn, ticket, out string, lim bundle.Lim
 	dir := filepath.Dir(out)
 	tmp, err := os.CreateTemp(dir, ".baton-out-*.zip")
 	if err != nil {
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	defer os.Remove(tmp.Name())
 	_, err = Get(ctx, nc, ticket, tmp)
@@ -74,7 +74,7 @@ func Save(ctx context.Context, nc *nats.Conn, ticket, out string, lim bundle.Lim
 	_, statErr := os.Lstat(out)
 	made := errors.Is(statErr, os.ErrNotExist)
 	if err := os.Mkdir(out, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	// Plain files only: a command brings back no links, so an archive
 	// with one is not a master's honest answer.
@@ -89,7 +89,7 @@ func Save(ctx context.Context, nc *nats.Conn, ticket, out string, lim bundle.Lim
 				os.RemoveAll(filepath.Join(out, e.Name()))
 			}
 		}
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	n := 0
 	for _, f := range got {
@@ -107,14 +107,14 @@ func saveZip(src, out string, lim bundle.Limits, stdout, stderr string) (int, er
 		return 0, err
 	}
 	if n > lim.MaxFiles || size > lim.MaxBytes {
-		return 0, fmt.Errorf("--out %s: the files brought back say they hold %d files of %s, over the broker's limits", out, n, bundle.Size(size))
+		return 0, fmt.Errorf("%s: the files brought back say they hold %d files of %s, over the broker's limits", out, n, bundle.Size(size))
 	}
 	if err := bundle.CheckPlain(src); err != nil {
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	err = bundle.Extend(f, src, bundle.Extra{Name: "stdout.txt", Data: []byte(stdout)}, bundle.Extra{Name: "stderr.txt", Data: []byte(stderr)})
 	if cerr := f.Close(); err == nil {
@@ -122,7 +122,7 @@ func saveZip(src, out string, lim bundle.Limits, stdout, stderr string) (int, er
 	}
 	if err != nil {
 		os.Remove(out)
-		return 0, fmt.Errorf("--out %s: %w", out, err)
+		return 0, fmt.Errorf("%s: %w", out, err)
 	}
 	return n, nil
 }

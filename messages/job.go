@@ -87,7 +87,9 @@ func StateOf(r *ExecResult) (JobState, bool) {
 		return JobState_JOB_STATE_FAILED, true
 	case ErrorKind_ERROR_KIND_TIMEOUT:
 		return JobState_JOB_STATE_TIMED_OUT, true
-	case ErrorKind_ERROR_KIND_START_FAILED:
+	case ErrorKind_ERROR_KIND_START_FAILED, ErrorKind_ERROR_KIND_COLLECT_FAILED:
+		// A command whose files could not come back failed, whatever
+		// its exit code (which the record keeps).
 		return JobState_JOB_STATE_FAILED, true
 	case ErrorKind_ERROR_KIND_REJECTED, ErrorKind_ERROR_KIND_BUSY:
 		return JobState_JOB_STATE_REJECTED, true

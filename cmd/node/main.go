@@ -205,6 +205,17 @@ type ExecCmd struct {
 	Cmd     []string      `arg:"" passthrough:"partial" name:"cmd" help:"The command, after the flags (and after --, when it starts with a dash). One argument is a shell command line as typed ('ls | wc -l'); several are quoted so the remote shell sees exactly those arguments."`
 }
 
+// isArchiveName reports whether name reads as an archive other than a
+// zip, which --out does not make.
+func isArchiveName(name string) bool {
+	for _, ext := range []string{".tar", ".tar.gz", ".tgz", ".gz", ".tar.xz", ".7z", ".rar"} {
+		if strings.HasSuffix(strings.ToLower(name), ext) {
+			return true
+		}
+	}
+	return false
+}
+
 // command is the shell command line the arguments make.
 func (e *ExecCmd) command() string {
 	args := e.Cmd
@@ -219,17 +230,29 @@ func (e *ExecCmd) command() string {
 func (e *ExecCmd) Validate() error {
 	switch cmd := e.command(); {
 	case strings.TrimSpace(cmd) == "":
-		return errors.New("no command given; usage: node exec [--timeout D] [--stdin] [--json] [--] CMD [ARGS...]")
+		return errors.New("no command given; usage: node exec [--timeout D] [--stdin] [--json] [--file PATH] [--bundle ARCHIVE] [--collect GLOB [--out PATH]] [--] CMD [ARGS...]")
 	case len(cmd) > messages.MaxCommandBytes:
 		return fmt.Errorf("command of %d bytes is longer than the %d allowed", len(cmd), messages.MaxCommandBytes)
 	case e.Timeout < 0:
 		return fmt.Errorf("--timeout=%v must not be negative (0 asks for the master's default)", e.Timeout)
 	case e.Out != "" && len(e.Collect) == 0:
 		return errors.New("--out says where the files --collect brings back go; name them with --collect GLOB")
+	case e.Out != "" && !strings.HasSuffix(strings.ToLower(e.Out), ".zip") && isArchiveName(e.Out):
+		return fmt.Errorf("--out %s: files come back as a directory or a .zip; name one of those", e.Out)
 	}
 	for _, b := range e.Bundle {
 		if _, err := bundle.FormatOf(b); err != nil {
 			return fmt.Errorf("--bundle %s: neither a .zip nor a .tar.gz", b)
+		}
+	}
+	for _, f := range e.File {
+		if _, err := os.Lstat(f); err != nil {
+			return fmt.Errorf("--file %s: %w", f, errors.Unwrap(err))
+		}
+	}
+	for _, g := range e.Collect {
+		if err := bundle.CheckGlob(g); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -382,7 +405,7 @@ func (j *JobCmd) Validate() error {
 func (j *JobCmd) Run(g *Globals) error {
 	if j.Download != "" {
 		if err := files.CheckOut(j.Download); err != nil {
-			return err
+			return fmt.Errorf("--download %w", err)
 		}
 	}
 	var job *messages.Job
@@ -401,8 +424,10 @@ func (j *JobCmd) Run(g *Globals) error {
 			return err
 		}
 		lim := bundle.Limits{MaxBytes: int64(a.MaxBundleBytes), MaxFiles: int(a.MaxBundleFiles)}
-		saved, err = files.Save(ctx, nc, job.OutputTicket, j.Download, lim, job.Stdout, job.Stderr)
-		return err
+		if saved, err = files.Save(ctx, nc, job.OutputTicket, j.Download, lim, job.Stdout, job.Stderr); err != nil {
+			return fmt.Errorf("--download %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return err

@@ -322,7 +322,9 @@ function runPage() {
 			}
 			items.push(["Master", result.master || "-"]);
 			if (result.job) items.push(["Job", el("a", { class: "big mono", href: "/jobs/" + result.job, text: result.job })]);
-			if (result.outputs && result.job) {
+			if (globs.length && !result.outputs && result.job && state !== "not_run") {
+				items.push(["Brought back", "nothing matched"]);
+			} else if (result.outputs && result.job) {
 				const n = result.outputs.length;
 				items.push(["Brought back", el("a", { class: "big", id: "outputs-link", href: "/api/jobs/" + result.job + "/outputs.zip", download: "",
 					text: n + (n === 1 ? " file" : " files") + " (zip)" })]);

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"baton/agent"
+	"baton/bundle"
 	"baton/files"
 	"baton/messages"
 )
@@ -73,6 +74,7 @@ type FileSubmitter interface {
 	Submitter
 	SendFiles(ctx context.Context, paths []string) (*messages.Bundle, error)
 	SendArchive(ctx context.Context, path string) (*messages.Bundle, error)
+	BundleLimits() (bundle.Limits, error)
 	Save(ctx context.Context, res *messages.ExecResult, out string) (int, error)
 }
 
@@ -88,7 +90,14 @@ func sendFiles(ctx context.Context, sub Submitter, job *agent.Job, o ExecOptions
 	}
 	if o.Out != "" {
 		if err := files.CheckOut(o.Out); err != nil {
-			return err
+			return fmt.Errorf("--out %w", err)
+		}
+	}
+	if len(o.Collect) > 0 {
+		// Nothing can come back from a broker that keeps no files: say so
+		// before the command runs.
+		if _, err := fs.BundleLimits(); err != nil {
+			return fmt.Errorf("--collect: %w", err)
 		}
 	}
 	if len(o.Files) > 0 {
@@ -116,9 +125,7 @@ func saveFiles(ctx context.Context, sub Submitter, res *messages.ExecResult, o E
 		return nil
 	}
 	if len(res.Outputs) == 0 {
-		if !o.JSON {
-			fmt.Fprintf(errOut, "baton: no file matched --collect %s\n", strings.Join(o.Collect, " "))
-		}
+		fmt.Fprintf(errOut, "baton: no file matched --collect %s\n", strings.Join(o.Collect, " "))
 		return nil
 	}
 	out := o.Out
@@ -132,11 +139,9 @@ func saveFiles(ctx context.Context, sub Submitter, res *messages.ExecResult, o E
 	}
 	n, err := sub.(FileSubmitter).Save(ctx, res, out)
 	if err != nil {
-		return fmt.Errorf("%w; the files stay with job %s (node job %s --download PATH, with admin.creds when credentials are required)", err, res.Job, res.Job)
+		return fmt.Errorf("--out %w; the files stay with job %s (node job %s --download PATH, with admin.creds when credentials are required)", err, res.Job, res.Job)
 	}
-	if !o.JSON {
-		WriteSaved(errOut, n, out)
-	}
+	WriteSaved(errOut, n, out)
 	return nil
 }
 

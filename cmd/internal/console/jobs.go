@@ -64,20 +64,24 @@ func WriteJobs(w io.Writer, jobs []messages.JobSummary, asJSON bool, width int, 
 }
 
 // fileList says what files are: "3 files, 1.2 KiB: main.py, input.csv,
-// out/" with at most a few names.
+// out/a.txt" with at most a few names; directories are not counted.
 func fileList(list []messages.FileJSON) string {
 	var size uint64
+	n := 0
 	names := make([]string, 0, 4)
-	for i, f := range list {
+	for _, f := range list {
+		if strings.HasPrefix(f.Mode, "d") {
+			continue
+		}
 		size += f.Size
-		if i < 4 {
+		if n++; n <= 4 {
 			names = append(names, f.Name)
 		}
 	}
-	if len(list) > len(names) {
+	if n > len(names) {
 		names = append(names, "…")
 	}
-	return fmt.Sprintf("%d %s, %s: %s", len(list), plural(len(list), "file", "files"), bundle.Size(int64(size)), strings.Join(names, ", "))
+	return fmt.Sprintf("%d %s, %s: %s", n, plural(n, "file", "files"), bundle.Size(int64(size)), strings.Join(names, ", "))
 }
 
 // WriteJob prints job: with asJSON the whole record as one object on out;
