@@ -490,3 +490,26 @@ func TestFilesExpireWithHistory(t *testing.T) {
 		return strings.Count(logs(), `msg="archive deleted: no job names it"`) == 2
 	})
 }
+
+// Files need the history: a broker without one refuses them before
+// anything runs.
+func TestFilesNeedHistory(t *testing.T) {
+	t.Parallel() // mostly waiting
+	c := newCluster(t, "--no-history")
+	c.node("master", 1, procOpts{}, "--serve")
+	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+	for _, args := range [][]string{{"--file", "in.txt"}, {"--collect", "out.txt"}} {
+		_, stderr, code := c.execIn(dir, append(args, "--", "touch "+marker)...)
+		if code != 125 || !strings.Contains(stderr, "the broker keeps no files") || !strings.Contains(stderr, "the command did not run") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("%v: the command ran", args)
+		}
+	}
+}
