@@ -209,8 +209,8 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 		return rejected(req.Id, fmt.Sprintf("%d input bundles, more than the %d allowed", len(req.Inputs), maxInputs))
 	case len(req.Collect) > maxInputs:
 		return rejected(req.Id, fmt.Sprintf("%d collect patterns, more than the %d allowed", len(req.Collect), maxInputs))
-	case badGlob(req.Collect) != nil:
-		return rejected(req.Id, badGlob(req.Collect).Error())
+	case bundle.CheckGlobs(req.Collect) != nil:
+		return rejected(req.Id, bundle.CheckGlobs(req.Collect).Error())
 	case time.Duration(req.TimeoutMs)*time.Millisecond > n.cfg.MaxExecTimeout:
 		return rejected(req.Id, fmt.Sprintf("timeout %v is longer than this master's --max-exec-timeout of %v",
 			time.Duration(req.TimeoutMs)*time.Millisecond, n.cfg.MaxExecTimeout))
@@ -225,16 +225,6 @@ func (n *Node) admit(req *messages.ExecRequest, reply string, epoch uint64) *mes
 		// The requester has seen a newer epoch: this node is no longer
 		// master there. Refuse unrun; the requester sends it again.
 		return stale(fmt.Sprintf("master %s serves epoch %d, older than the request's %d; the command did not run", n.cfg.Name, epoch, req.Epoch))
-	}
-	return nil
-}
-
-// badGlob is why one of globs is refused, nil when none is.
-func badGlob(globs []string) error {
-	for _, g := range globs {
-		if err := bundle.CheckGlob(g); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -106,6 +106,17 @@ func CheckGlob(g string) error {
 	return err
 }
 
+// CheckGlobs is CheckGlob of each of globs: the first refusal, nil when
+// none is refused.
+func CheckGlobs(globs []string) error {
+	for _, g := range globs {
+		if err := CheckGlob(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func checkGlob(g string) (string, error) {
 	switch {
 	case g == "":

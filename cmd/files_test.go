@@ -18,6 +18,16 @@ import (
 	"baton/messages"
 )
 
+// servingCluster starts a broker with brokerArgs and one node, master,
+// and returns once it serves.
+func servingCluster(t testing.TB, master string, brokerArgs ...string) *cluster {
+	t.Helper()
+	c := newCluster(t, brokerArgs...)
+	c.node(master, 1, procOpts{}, "--serve")
+	c.watch().waitMaster(master, time.Time{}, 10*time.Second)
+	return c
+}
+
 // zipEntry is one entry of a zip a test makes.
 type zipEntry struct {
 	name string
@@ -140,9 +150,7 @@ func (c *cluster) execIn(dir string, args ...string) (string, string, int) {
 // exec.request inline.
 func TestFilesP2P(t *testing.T) {
 	t.Parallel() // mostly waiting
-	c := newCluster(t)
-	c.node("peer", 1, procOpts{}, "--serve")
-	c.watch().waitMaster("peer", time.Time{}, 10*time.Second)
+	c := servingCluster(t, "peer")
 	dir := t.TempDir()
 	task := []zipEntry{
 		{name: "main.py", data: `import csv, os, sys
@@ -233,9 +241,7 @@ func mapsEqual(a, b map[string]string) bool {
 // input twice is stored once; --collect brings a directory back whole.
 func TestFilesRoundTrip(t *testing.T) {
 	t.Parallel() // mostly waiting
-	c := newCluster(t)
-	c.node("master", 1, procOpts{}, "--serve")
-	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	c := servingCluster(t, "master")
 	dir := t.TempDir()
 	script := filepath.Join(dir, "run.sh")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho ran $0\n"), 0o750); err != nil {
@@ -351,9 +357,7 @@ func TestFilesHostileArchives(t *testing.T) {
 // Inputs over the broker's limits are refused before anything is sent.
 func TestFilesLimits(t *testing.T) {
 	t.Parallel() // mostly waiting
-	c := newCluster(t, "--max-bundle-bytes=1MiB", "--max-bundle-files=3")
-	c.node("master", 1, procOpts{}, "--serve")
-	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	c := servingCluster(t, "master", "--max-bundle-bytes=1MiB", "--max-bundle-files=3")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("x"), 2<<20), 0o644); err != nil {
 		t.Fatal(err)
@@ -472,9 +476,7 @@ func TestFilesWorkDirectoriesRemoved(t *testing.T) {
 // The archives of a job go when its record leaves the history.
 func TestFilesExpireWithHistory(t *testing.T) {
 	t.Parallel() // mostly waiting
-	c := newCluster(t, "--history-max-age=2s")
-	c.node("master", 1, procOpts{}, "--serve")
-	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	c := servingCluster(t, "master", "--history-max-age=2s")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("expiring input"), 0o644); err != nil {
 		t.Fatal(err)
@@ -495,9 +497,7 @@ func TestFilesExpireWithHistory(t *testing.T) {
 // anything runs.
 func TestFilesNeedHistory(t *testing.T) {
 	t.Parallel() // mostly waiting
-	c := newCluster(t, "--no-history")
-	c.node("master", 1, procOpts{}, "--serve")
-	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	c := servingCluster(t, "master", "--no-history")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "in.txt"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

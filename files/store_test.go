@@ -85,6 +85,21 @@ func writeFile(t testing.TB, data []byte) string {
 	return p
 }
 
+// askPut sends one FilePut as it is and returns the broker's reply.
+func askPut(t testing.TB, nc *nats.Conn, req *messages.FilePut) *messages.FilePutReply {
+	t.Helper()
+	b, _ := proto.Marshal(req)
+	msg, err := nc.Request(messages.SubjectFilePut, b, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply messages.FilePutReply
+	if err := proto.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatal(err)
+	}
+	return &reply
+}
+
 func objects(t testing.TB, obs jetstream.ObjectStore) int {
 	t.Helper()
 	list, err := obs.List(context.Background())
@@ -123,21 +138,9 @@ func TestStore_PutGet(t *testing.T) {
 		}
 	})
 	t.Run("knowing the SHA-256 without the bytes gets no ticket", func(t *testing.T) {
-		ask := func(req *messages.FilePut) *messages.FilePutReply {
-			b, _ := proto.Marshal(req)
-			msg, err := nc.Request(messages.SubjectFilePut, b, 5*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var reply messages.FilePutReply
-			if err := proto.Unmarshal(msg.Data, &reply); err != nil {
-				t.Fatal(err)
-			}
-			return &reply
-		}
 		guess := strings.Repeat("0", 64)
 		for _, proof := range []string{guess, b.Sha256} {
-			r := ask(&messages.FilePut{Sha256: b.Sha256, Size: b.Size, Format: "zip", Proof: proof})
+			r := askPut(t, nc, &messages.FilePut{Sha256: b.Sha256, Size: b.Size, Format: "zip", Proof: proof})
 			if r.Bundle != nil || !strings.Contains(r.Error, "does not prove it holds its bytes") {
 				t.Errorf("proof %s: got %v, want a refusal and no ticket", proof, r)
 			}
@@ -174,25 +177,13 @@ func TestStore_Limits(t *testing.T) {
 func TestStore_RefusesOtherBytes(t *testing.T) {
 	_, nc, obs := startStore(t, nil)
 	sum := sha256.Sum256([]byte("the real thing"))
-	ask := func(req *messages.FilePut) *messages.FilePutReply {
-		b, _ := proto.Marshal(req)
-		msg, err := nc.Request(messages.SubjectFilePut, b, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var reply messages.FilePutReply
-		if err := proto.Unmarshal(msg.Data, &reply); err != nil {
-			t.Fatal(err)
-		}
-		return &reply
-	}
 	proof := files.NewProof()
 	proof.Write([]byte("the real thing"))
-	begin := ask(&messages.FilePut{Sha256: hex.EncodeToString(sum[:]), Size: 14, Format: "zip", Proof: hex.EncodeToString(proof.Sum(nil))})
+	begin := askPut(t, nc, &messages.FilePut{Sha256: hex.EncodeToString(sum[:]), Size: 14, Format: "zip", Proof: hex.EncodeToString(proof.Sum(nil))})
 	if begin.Error != "" || begin.Upload == "" {
 		t.Fatalf("got %v, want an upload", begin)
 	}
-	end := ask(&messages.FilePut{Upload: begin.Upload, Data: []byte("a forgery!...."), Last: true})
+	end := askPut(t, nc, &messages.FilePut{Upload: begin.Upload, Data: []byte("a forgery!...."), Last: true})
 	if !strings.Contains(end.Error, "is not the one announced") {
 		t.Fatalf("got %v, want the bytes refused", end)
 	}

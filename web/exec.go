@@ -31,16 +31,6 @@ type ExecRequest struct {
 	files []string
 }
 
-// badGlob is why one of globs is refused, nil when none is.
-func badGlob(globs []string) error {
-	for _, g := range globs {
-		if err := bundle.CheckGlob(g); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // maxCollect bounds a request's collect patterns, as masters do.
 const maxCollect = 256
 
@@ -83,8 +73,8 @@ func checkExec(req ExecRequest) (ExecRequest, int, error) {
 	switch {
 	case len(req.Collect) > maxCollect:
 		return req, http.StatusBadRequest, fmt.Errorf("%d collect patterns, more than the %d allowed", len(req.Collect), maxCollect)
-	case badGlob(req.Collect) != nil:
-		return req, http.StatusBadRequest, badGlob(req.Collect)
+	case bundle.CheckGlobs(req.Collect) != nil:
+		return req, http.StatusBadRequest, bundle.CheckGlobs(req.Collect)
 	case strings.TrimSpace(req.Cmd) == "":
 		return req, http.StatusBadRequest, errors.New("no command: cmd is empty")
 	case len(req.Cmd) > messages.MaxCommandBytes:

@@ -250,12 +250,7 @@ func (e *ExecCmd) Validate() error {
 			return fmt.Errorf("--file %s: %w", f, errors.Unwrap(err))
 		}
 	}
-	for _, g := range e.Collect {
-		if err := bundle.CheckGlob(g); err != nil {
-			return err
-		}
-	}
-	return nil
+	return bundle.CheckGlobs(e.Collect)
 }
 
 // Run submits the command and mirrors its output and exit status. SIGINT
