@@ -26,6 +26,14 @@ import (
 // ErrRefused is wrapped by the error of a registration the broker refused.
 var ErrRefused = errors.New("election: registration refused")
 
+// errFull is wrapped by the error of a registration refused until a slot
+// is free (the broker's --max-members): the member asks again.
+var errFull = errors.New("election: not admitted yet")
+
+// fullRetry is how often a member that the cap turned away asks again:
+// it joins well within a second of a slot freeing.
+const fullRetry = 200 * time.Millisecond
+
 // MemberConfig describes a node to the election.
 type MemberConfig struct {
 	Name     string
@@ -307,8 +315,18 @@ func (m *Member) named(a *messages.Announcement) bool { return a != nil && a.Mas
 // join registers, retrying with backoff until JoinTimeout.
 func (m *Member) join(ctx context.Context) error {
 	giveUp := time.Now().Add(m.cfg.JoinTimeout)
+	told := false
 	for attempt := 1; ; attempt++ {
 		err := m.register(ctx)
+		if errors.Is(err, errFull) {
+			// The broker answers: no deadline while it is full.
+			told = m.waitForSlot(ctx, err, told)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			giveUp, attempt = time.Now().Add(m.cfg.JoinTimeout), 0
+			continue
+		}
 		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
 			return err
 		}
@@ -323,6 +341,19 @@ func (m *Member) join(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// waitForSlot says, once (unless told), that the cluster is full, and
+// waits fullRetry or until ctx ends; it returns that it has told.
+func (m *Member) waitForSlot(ctx context.Context, err error, told bool) bool {
+	if !told {
+		m.cfg.Logger.Warn(strings.TrimPrefix(err.Error(), errFull.Error()+": ") + "; registering again when a slot is free")
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(fullRetry):
+	}
+	return true
 }
 
 // register admits the node once; it returns an error wrapping ErrRefused
@@ -354,6 +385,9 @@ func (m *Member) register(ctx context.Context) error {
 	if err := proto.Unmarshal(resp.Data, &reply); err != nil {
 		return fmt.Errorf("register %q: malformed reply: %w", m.cfg.Name, err)
 	}
+	if reply.Error != "" && reply.Retry {
+		return fmt.Errorf("%w: %s", errFull, reply.Error)
+	}
 	if reply.Error != "" {
 		return fmt.Errorf("%w: %s", ErrRefused, reply.Error)
 	}
@@ -369,6 +403,7 @@ func (m *Member) register(ctx context.Context) error {
 func (m *Member) loop(ctx context.Context) {
 	t := time.NewTimer(rand.N(m.cfg.HeartbeatInterval))
 	defer t.Stop()
+	told := false // that the cluster is full, while it is
 	for {
 		select {
 		case <-ctx.Done():
@@ -376,8 +411,16 @@ func (m *Member) loop(ctx context.Context) {
 		case <-m.kick:
 			// A refusal too is retried: the name may be held by an
 			// impostor, or by this node's old connection that the server
-			// has not closed yet; neither should end this node.
-			if err := m.register(ctx); err != nil && ctx.Err() == nil {
+			// has not closed yet, or the cluster may be full; none should
+			// end this node.
+			err := m.register(ctx)
+			if errors.Is(err, errFull) {
+				told = m.waitForSlot(ctx, err, told)
+				m.registerSoon()
+				continue
+			}
+			told = false
+			if err != nil && ctx.Err() == nil {
 				m.cfg.Logger.Warn("re-registration failed; will retry", keyErr, err)
 				m.registerSoon()
 				select {

@@ -94,7 +94,11 @@ type ServiceConfig struct {
 	// limits, which masters unpack and collect within; zero without one.
 	MaxBundleBytes int64
 	MaxBundleFiles int
-	Logger         *slog.Logger
+	// MaxMembers is the most live members admitted, the master included;
+	// 0 admits any number. A registration past it is refused with a
+	// retry (see RegisterReply.retry) until a slot is free.
+	MaxMembers int
+	Logger     *slog.Logger
 }
 
 // DefaultServiceConfig returns the broker's defaults.
@@ -117,6 +121,8 @@ func (c ServiceConfig) validate() error {
 		return fmt.Errorf("%w: heartbeat timeout %v must be positive", ErrInvalidConfig, c.HeartbeatTimeout)
 	case c.AnnounceInterval <= 0:
 		return fmt.Errorf("%w: announce interval %v must be positive", ErrInvalidConfig, c.AnnounceInterval)
+	case c.MaxMembers < 0:
+		return fmt.Errorf("%w: max members %d must not be negative", ErrInvalidConfig, c.MaxMembers)
 	}
 	return nil
 }
@@ -170,7 +176,11 @@ type Service struct {
 	byClient map[uint64]string
 	// left names the members that left, by their connection, until it
 	// closes: they finish what they run and report it.
-	left      map[uint64]string
+	left map[uint64]string
+	// waiting holds the nodes refused for the cap and not admitted yet,
+	// by instance id, each counted once in refused.
+	waiting   map[string]bool
+	refused   uint64
 	epoch     uint64 // decided; published once committed
 	master    string
 	electFrom time.Time // no election before this: hear from everyone first
@@ -209,6 +219,7 @@ func NewService(b Broker, store Store, cfg ServiceConfig) (*Service, error) {
 		members:  make(map[string]*member),
 		byClient: make(map[uint64]string),
 		left:     make(map[uint64]string),
+		waiting:  make(map[string]bool),
 	}, nil
 }
 
@@ -596,6 +607,8 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		History:        s.cfg.History,
 		MaxBundleBytes: uint64(s.cfg.MaxBundleBytes),
 		MaxBundleFiles: uint32(s.cfg.MaxBundleFiles),
+		MaxMembers:     uint32(s.cfg.MaxMembers),
+		Refused:        s.refused,
 	}
 }
 
@@ -648,6 +661,29 @@ func (s *Service) refuse(msg *nats.Msg, name string, err error) {
 	s.reply(msg, &messages.RegisterReply{Error: err.Error()})
 }
 
+// maxWaiting bounds the nodes remembered as waiting for a slot; past it
+// the memory starts afresh (and a node still waiting is counted again).
+const maxWaiting = 10_000
+
+// refuseFull turns req away for the cap, and says why: the node
+// registers again until a slot is free. Only its first refusal is
+// logged, counted and an event (first): it asks again several times a
+// second. Callers hold s.mu.
+func (s *Service) refuseFull(req *messages.Register, n, max int) (first bool, why string) {
+	why = fmt.Sprintf("cluster full: %d of %d members", n, max)
+	if s.waiting[req.InstanceId] {
+		return false, why
+	}
+	if len(s.waiting) >= maxWaiting {
+		clear(s.waiting)
+	}
+	s.waiting[req.InstanceId] = true
+	s.refused++
+	s.cfg.Logger.Info("registration refused until a slot is free", keyNode, req.Name, keyErr, why)
+	s.pending = append(s.pending, Event{Kind: EventRefused, At: time.Now(), Node: req.Name, Reason: why})
+	return true, why
+}
+
 func (s *Service) handleRegister(msg *nats.Msg) {
 	var req messages.Register
 	if err := proto.Unmarshal(msg.Data, &req); err != nil {
@@ -688,6 +724,18 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		}
 	}
 	_, rejoin := s.members[req.Name]
+	if max := s.cfg.MaxMembers; !rejoin && max > 0 && len(s.members) >= max {
+		// A member that is already one keeps its place; a newcomer, or
+		// one declared lost a moment ago, waits like any other.
+		first, why := s.refuseFull(&req, len(s.members), max)
+		s.mu.Unlock()
+		if first {
+			s.commit(s.ctx, true)
+		}
+		s.reply(msg, &messages.RegisterReply{Error: why, Retry: true})
+		return
+	}
+	delete(s.waiting, req.InstanceId)
 	s.remove(req.Name)
 	now := time.Now()
 	s.members[req.Name] = &member{

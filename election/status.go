@@ -31,6 +31,10 @@ type Status struct {
 	LastChangeAt time.Time `json:"last_change_at"`
 	// At is when the broker read this state.
 	At time.Time `json:"at"`
+	// MaxMembers is the most members the broker admits, 0 for no limit;
+	// Refused counts the nodes it turned away for it since it started.
+	MaxMembers uint32 `json:"max_members"`
+	Refused    uint64 `json:"refused"`
 }
 
 // StatusOf summarises an announcement.
@@ -45,5 +49,6 @@ func StatusOf(a *messages.Announcement) Status {
 		members[i] = StatusMember{Name: m.Name, Priority: m.Priority, Rank: m.Rank, Master: a.Master != "" && m.Name == a.Master,
 			Version: m.Version, HeartbeatAgeMs: age}
 	}
-	return Status{Epoch: a.Epoch, Master: a.Master, Members: members, LastChange: a.Event, LastChangeAt: a.ChangedAt.AsTime(), At: at}
+	return Status{Epoch: a.Epoch, Master: a.Master, Members: members, LastChange: a.Event, LastChangeAt: a.ChangedAt.AsTime(), At: at,
+		MaxMembers: a.MaxMembers, Refused: a.Refused}
 }

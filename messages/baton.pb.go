@@ -361,8 +361,12 @@ type RegisterReply struct {
 	// Heartbeat_timeout_ms is the broker's silence limit, so a node knows how
 	// long it may go without hearing from the broker.
 	HeartbeatTimeoutMs uint32 `protobuf:"varint,3,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Retry is set with an error that passes: the cluster holds as many
+	// members as the broker admits (its --max-members); the node may
+	// register again, and is admitted once a slot is free.
+	Retry         bool `protobuf:"varint,4,opt,name=retry,proto3" json:"retry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterReply) Reset() {
@@ -414,6 +418,13 @@ func (x *RegisterReply) GetHeartbeatTimeoutMs() uint32 {
 		return x.HeartbeatTimeoutMs
 	}
 	return 0
+}
+
+func (x *RegisterReply) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
 }
 
 // Heartbeat is a node's periodic liveness beat (node.heartbeat). It is
@@ -863,8 +874,13 @@ type Announcement struct {
 	// keeps no files.
 	MaxBundleBytes uint64 `protobuf:"varint,12,opt,name=max_bundle_bytes,json=maxBundleBytes,proto3" json:"max_bundle_bytes,omitempty"`
 	MaxBundleFiles uint32 `protobuf:"varint,13,opt,name=max_bundle_files,json=maxBundleFiles,proto3" json:"max_bundle_files,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Max_members is the most members the broker admits (its
+	// --max-members), 0 for no limit; refused counts the nodes it turned
+	// away for it since it started, each once per wait.
+	MaxMembers    uint32 `protobuf:"varint,14,opt,name=max_members,json=maxMembers,proto3" json:"max_members,omitempty"`
+	Refused       uint64 `protobuf:"varint,15,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Announcement) Reset() {
@@ -984,6 +1000,20 @@ func (x *Announcement) GetMaxBundleBytes() uint64 {
 func (x *Announcement) GetMaxBundleFiles() uint32 {
 	if x != nil {
 		return x.MaxBundleFiles
+	}
+	return 0
+}
+
+func (x *Announcement) GetMaxMembers() uint32 {
+	if x != nil {
+		return x.MaxMembers
+	}
+	return 0
+}
+
+func (x *Announcement) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
 	}
 	return 0
 }
@@ -2684,11 +2714,12 @@ const file_baton_proto_rawDesc = "" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1f\n" +
 	"\vsession_key\x18\a \x01(\tR\n" +
 	"sessionKey\x12\x19\n" +
-	"\bexec_key\x18\b \x01(\fR\aexecKey\"\x89\x01\n" +
+	"\bexec_key\x18\b \x01(\fR\aexecKey\"\x9f\x01\n" +
 	"\rRegisterReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x120\n" +
 	"\acurrent\x18\x02 \x01(\v2\x16.baton.v1.AnnouncementR\acurrent\x120\n" +
-	"\x14heartbeat_timeout_ms\x18\x03 \x01(\rR\x12heartbeatTimeoutMs\"\xcf\x01\n" +
+	"\x14heartbeat_timeout_ms\x18\x03 \x01(\rR\x12heartbeatTimeoutMs\x12\x14\n" +
+	"\x05retry\x18\x04 \x01(\bR\x05retry\"\xcf\x01\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -2725,7 +2756,7 @@ const file_baton_proto_rawDesc = "" +
 	"\bheard_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aheardAt\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xe8\x03\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xa3\x04\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -2741,7 +2772,10 @@ const file_baton_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tchangedAt\x12\x18\n" +
 	"\ahistory\x18\v \x01(\bR\ahistory\x12(\n" +
 	"\x10max_bundle_bytes\x18\f \x01(\x04R\x0emaxBundleBytes\x12(\n" +
-	"\x10max_bundle_files\x18\r \x01(\rR\x0emaxBundleFiles\"\x8a\x04\n" +
+	"\x10max_bundle_files\x18\r \x01(\rR\x0emaxBundleFiles\x12\x1f\n" +
+	"\vmax_members\x18\x0e \x01(\rR\n" +
+	"maxMembers\x12\x18\n" +
+	"\arefused\x18\x0f \x01(\x04R\arefused\"\x8a\x04\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +

@@ -28,6 +28,7 @@ type CLI struct {
 	cli.VersionFlag
 	cli.Logging
 	DataDir          string        `default:"${data_dir}" env:"BATON_DATA_DIR" help:"Directory where the broker keeps the election epoch (so that it never goes backwards across restarts), the job history and its credentials."`
+	MaxMembers       int           `default:"0" env:"BATON_MAX_MEMBERS" help:"Most live members admitted, the master included (0: no limit). A node that registers into a full cluster is told 'cluster full: N of N members' and keeps asking; it joins within a second of a slot freeing."`
 	HeartbeatTimeout time.Duration `default:"${heartbeat_timeout}" env:"BATON_HEARTBEAT_TIMEOUT" help:"Silence after which a node is declared dead (and its connections cut). A started broker also waits this long to hear from every node before it elects."`
 	HTTP             string        `name:"http" env:"BATON_HTTP" placeholder:"ADDR" help:"Serve the dashboard and monitoring over HTTP on ADDR (host:port, such as 127.0.0.1:8222): the dashboard at / (with credentials required, sign in with a token from DATA-DIR/credentials), its JSON API under /api/, the NATS endpoints /varz, /connz, /subsz, /healthz and baton's /status. Off by default."`
 	Auth             string        `default:"${auth}" enum:"auto,required,none" env:"BATON_AUTH" help:"Who may connect: 'required' lets in only clients with one of the broker's credentials (admin, node, submit, watch; made under DATA-DIR/credentials on first start, mode 0600), each with its role's rights; 'none' lets anyone who reaches the port run commands; 'auto' is required unless every listen address is on loopback."`
@@ -50,6 +51,8 @@ type CLI struct {
 // Validate rejects flag values no broker can run with, as usage errors.
 func (c *CLI) Validate() error {
 	switch {
+	case c.MaxMembers < 0:
+		return fmt.Errorf("--max-members=%d: must be 0 (no limit) or more", c.MaxMembers)
 	case c.HeartbeatTimeout <= 0:
 		return fmt.Errorf("--heartbeat-timeout=%v: heartbeat timeout %v must be positive", c.HeartbeatTimeout, c.HeartbeatTimeout)
 	case c.HistoryMaxAge <= 0:
@@ -91,7 +94,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg := broker.DefaultConfig()
 	cfg.Server.Addr, cfg.DataDir, cfg.HTTP, cfg.Auth = r.Addr, c.DataDir, c.HTTP, c.Auth
 	cfg.Server.TLSCert, cfg.Server.TLSKey = c.TLSCert, c.TLSKey
-	cfg.Election.HeartbeatTimeout = c.HeartbeatTimeout
+	cfg.Election.HeartbeatTimeout, cfg.Election.MaxMembers = c.HeartbeatTimeout, c.MaxMembers
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
 	cfg.Files.MaxBytes, cfg.Files.MaxFiles, cfg.Files.StoreBytes = int64(c.MaxBundleBytes), c.MaxBundleFiles, int64(c.FilesMaxBytes)
 	cfg.Web.Version = cli.Version

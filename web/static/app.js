@@ -90,7 +90,8 @@ function renderStatus(st) {
 	const master = document.getElementById("master");
 	master.replaceChildren(el("span", { class: st.master ? "badge master" : "badge st-lost", text: st.master || "none" }));
 	document.getElementById("epoch").textContent = st.epoch;
-	document.getElementById("count").textContent = st.members.length;
+	document.getElementById("count").textContent = st.members.length + (st.max_members ? "/" + st.max_members : "");
+	document.getElementById("refused").textContent = st.max_members ? st.refused + " refused" : "";
 	document.getElementById("change").textContent = st.last_change;
 	const at = document.getElementById("change-at");
 	at.setAttribute("datetime", st.last_change_at);

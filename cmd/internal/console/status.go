@@ -27,6 +27,10 @@ func WriteStatus(w io.Writer, a *messages.Announcement, asJSON bool) error {
 	default:
 		fmt.Fprintf(w, "epoch %d, master %s (%s)\n", a.Epoch, a.Master, change)
 	}
+	if a.MaxMembers > 0 {
+		fmt.Fprintf(w, "members %d/%d, %d %s refused since the broker started\n", a.MemberCount, a.MaxMembers, a.Refused,
+			plural(int(a.Refused), "registration", "registrations"))
+	}
 	if len(st.Members) == 0 {
 		return nil
 	}
