@@ -35,7 +35,37 @@ func request(t testing.TB, nc *nats.Conn, subject string, m, reply proto.Message
 func register(name, instance string, clientID uint64) *messages.Register {
 	return &messages.Register{
 		Name: name, InstanceId: instance, ClientId: clientID, Priority: 1, StartedAt: timestamppb.Now(),
-		SessionKey: strings.Repeat("k", 32),
+		SessionKey: strings.Repeat("k", 32), Protocol: messages.Protocol,
+	}
+}
+
+// A node of a protocol the broker does not speak is refused, with both
+// builds named: an old one (which would run a command sent with files
+// without them) and a newer one.
+func TestService_ProtocolRefused(t *testing.T) {
+	srv := startServer(t)
+	startService(t, srv, t.TempDir(), func(c *election.ServiceConfig) { c.Version = "v2.0.0" })
+	nc := bustest.Connect(t, srv.Addr())
+	for _, tc := range []struct {
+		protocol uint32
+		want     string
+	}{
+		{0, `node "old" is version v1.0.0 (protocol 1); this broker is version v2.0.0 (protocols 2 to 2): upgrade the node`},
+		{messages.Protocol + 1, `node "old" is version v1.0.0 (protocol 3); this broker is version v2.0.0 (protocols 2 to 2): upgrade the broker`},
+	} {
+		r := register("old", "i-old", 0)
+		r.Version, r.Protocol = "v1.0.0", tc.protocol
+		var reply messages.RegisterReply
+		request(t, nc, messages.SubjectRegister, r, &reply)
+		if reply.Error != tc.want || reply.Retry {
+			t.Errorf("protocol %d: refused with %q (retry %v), want %q", tc.protocol, reply.Error, reply.Retry, tc.want)
+		}
+	}
+	r := register("current", "i-new", 0)
+	r.Version = "v1.9.0"
+	var reply messages.RegisterReply
+	if request(t, nc, messages.SubjectRegister, r, &reply); reply.Error != "" {
+		t.Errorf("a node of another build and the same protocol: refused with %q", reply.Error)
 	}
 }
 

@@ -362,6 +362,7 @@ func (m *Member) register(ctx context.Context) error {
 	b, err := proto.Marshal(&messages.Register{
 		Name: m.cfg.Name, Priority: m.cfg.Priority, StartedAt: timestamppb.New(m.cfg.StartedAt),
 		InstanceId: m.instanceID, Version: m.cfg.Version, SessionKey: m.sessionKey, ExecKey: m.cfg.ExecKey,
+		Protocol: messages.Protocol,
 	})
 	if err != nil {
 		return fmt.Errorf("register %q: %w", m.cfg.Name, err)

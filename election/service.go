@@ -94,6 +94,9 @@ type ServiceConfig struct {
 	// limits, which masters unpack and collect within; zero without one.
 	MaxBundleBytes int64
 	MaxBundleFiles int
+	// Version is the broker's build, named when it refuses a node whose
+	// protocol it does not speak.
+	Version string
 	// MaxMembers is the most live members admitted, the master included;
 	// 0 admits any number. A registration past it is refused with a
 	// retry (see RegisterReply.retry) until a slot is free.
@@ -694,6 +697,10 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		s.refuse(msg, req.Name, err)
 		return
 	}
+	if err := s.checkProtocol(&req); err != nil {
+		s.refuse(msg, req.Name, err)
+		return
+	}
 	sender, ok := bus.SenderOf(msg)
 	if !ok {
 		s.refuse(msg, req.Name, errors.New("the broker cannot tell which connection sent this registration"))
@@ -786,6 +793,32 @@ func validateRegister(r *messages.Register) error {
 		return fmt.Errorf("%q has an exec key of %d bytes, want an X25519 public key of 32", r.Name, len(r.ExecKey))
 	}
 	return nil
+}
+
+// checkProtocol refuses a node whose protocol the broker does not speak,
+// naming both builds.
+func (s *Service) checkProtocol(r *messages.Register) error {
+	p := max(r.Protocol, 1) // before the field, protocol 1
+	version := r.Version
+	if version == "" {
+		version = "unknown"
+	}
+	switch {
+	case p < messages.MinProtocol:
+		return fmt.Errorf("node %q is version %s (protocol %d); this broker is version %s (protocols %d to %d): upgrade the node",
+			r.Name, version, p, s.brokerVersion(), messages.MinProtocol, messages.Protocol)
+	case p > messages.Protocol:
+		return fmt.Errorf("node %q is version %s (protocol %d); this broker is version %s (protocols %d to %d): upgrade the broker",
+			r.Name, version, p, s.brokerVersion(), messages.MinProtocol, messages.Protocol)
+	}
+	return nil
+}
+
+func (s *Service) brokerVersion() string {
+	if s.cfg.Version == "" {
+		return "unknown"
+	}
+	return s.cfg.Version
 }
 
 func (s *Service) handleHeartbeat(msg *nats.Msg) {

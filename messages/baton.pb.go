@@ -261,7 +261,11 @@ type Register struct {
 	// Exec_key is the node process's X25519 public key, which the broker
 	// announces (Member.exec_key): requesters verify its results with it
 	// (see ExecResult.mac).
-	ExecKey       []byte `protobuf:"bytes,8,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
+	ExecKey []byte `protobuf:"bytes,8,opt,name=exec_key,json=execKey,proto3" json:"exec_key,omitempty"`
+	// Protocol is the wire protocol the node speaks (messages.Protocol);
+	// absent in nodes from before it was sent, which speak protocol 1. The
+	// broker refuses a protocol it does not speak, naming both versions.
+	Protocol      uint32 `protobuf:"varint,9,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,6 +355,13 @@ func (x *Register) GetExecKey() []byte {
 		return x.ExecKey
 	}
 	return nil
+}
+
+func (x *Register) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
 }
 
 // RegisterReply answers a Register. A non-empty error means refused.
@@ -2702,7 +2713,7 @@ var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
 	"\n" +
-	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n" +
+	"\vbaton.proto\x12\bbaton.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n" +
 	"\bRegister\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bpriority\x18\x02 \x01(\x05R\bpriority\x129\n" +
@@ -2714,7 +2725,8 @@ const file_baton_proto_rawDesc = "" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x12\x1f\n" +
 	"\vsession_key\x18\a \x01(\tR\n" +
 	"sessionKey\x12\x19\n" +
-	"\bexec_key\x18\b \x01(\fR\aexecKey\"\x9f\x01\n" +
+	"\bexec_key\x18\b \x01(\fR\aexecKey\x12\x1a\n" +
+	"\bprotocol\x18\t \x01(\rR\bprotocol\"\x9f\x01\n" +
 	"\rRegisterReply\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x120\n" +
 	"\acurrent\x18\x02 \x01(\v2\x16.baton.v1.AnnouncementR\acurrent\x120\n" +

@@ -24,6 +24,18 @@ const (
 	SubjectExecStatus = "exec.status"
 )
 
+// The wire protocol. A build speaks Protocol; a broker admits nodes that
+// speak MinProtocol to Protocol. It goes up when a message gains a
+// meaning an older build would silently get wrong.
+const (
+	// Protocol 2: requests may carry files (ExecRequest.inputs, bundle,
+	// collect), which a master of protocol 1 would ignore, running the
+	// command without them.
+	Protocol = 2
+	// MinProtocol is the oldest protocol a broker admits.
+	MinProtocol = 2
+)
+
 // ExecStatusSubject is the status subject of the node with instanceID.
 func ExecStatusSubject(instanceID string) string { return SubjectExecStatus + "." + instanceID }
 

@@ -97,7 +97,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.Election.HeartbeatTimeout, cfg.Election.MaxMembers = c.HeartbeatTimeout, c.MaxMembers
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
 	cfg.Files.MaxBytes, cfg.Files.MaxFiles, cfg.Files.StoreBytes = int64(c.MaxBundleBytes), c.MaxBundleFiles, int64(c.FilesMaxBytes)
-	cfg.Web.Version = cli.Version
+	cfg.Web.Version, cfg.Election.Version = cli.Version, cli.Version
 	cfg.TuneMemory, cfg.Logger = true, logger
 	b, err := broker.New(cfg)
 	if err != nil {

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"baton/bus"
 	"baton/election"
 	"baton/messages"
 )
@@ -92,5 +96,40 @@ func TestMaxMembersRace(t *testing.T) {
 	}
 	if st := c.status(); len(st.Members) != 2 || st.Refused != 3 {
 		t.Errorf("status: %d members, %d refused; want 2 and 3", len(st.Members), st.Refused)
+	}
+}
+
+// A node of an older protocol is refused, both versions named; nodes of
+// other builds that speak the same protocol work together.
+func TestProtocolHandshake(t *testing.T) {
+	t.Parallel() // mostly waiting
+	c := newCluster(t)
+	c.status() // the election service answers
+	nc, err := bus.Connect(ctxTimeout(t, 10*time.Second), c.conn("old-node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	old, _ := proto.Marshal(&messages.Register{Name: "old", InstanceId: "old-1", Priority: 1, StartedAt: timestamppb.Now(),
+		SessionKey: strings.Repeat("k", 32), Version: "v0.9.0"})
+	msg, err := nc.Request(messages.SubjectRegister, old, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply messages.RegisterReply
+	if err := proto.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reply.Error, `node "old" is version v0.9.0 (protocol 1); this broker is version `) ||
+		!strings.Contains(reply.Error, "(protocols 2 to 2): upgrade the node") {
+		t.Errorf("an old node's registration: %q, want refused with both versions", reply.Error)
+	}
+	// The plain build and the race build are other builds, one protocol.
+	c.node("new", 2, procOpts{}, "--serve")
+	c.nodeBin = bins.plainNode
+	c.node("plain", 1, procOpts{}, "--serve")
+	c.waitMembers(2)
+	if out, stderr, code := c.exec("echo mixed"); code != 0 || out != "mixed\n" {
+		t.Errorf("exec across builds: exit %d, %q %q", code, out, stderr)
 	}
 }
