@@ -46,6 +46,9 @@ type Config struct {
 	MaxParallel int
 	// MaxOutput caps each of stdout and stderr of a command.
 	MaxOutput int
+	// ExecMemoryLimit, when positive, bounds each command's memory (its
+	// address space, see executor.Config.MemoryLimit).
+	ExecMemoryLimit int64
 	// HeartbeatInterval is the time between the node's heartbeats.
 	HeartbeatInterval time.Duration
 	// SubmitRetry is how long a submission that finds no master (mid
@@ -98,6 +101,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: priority %d is outside the range %d to %d", ErrInvalidConfig, c.Priority, election.MinPriority, election.MaxPriority)
 	case c.MaxParallel <= 0:
 		return fmt.Errorf("%w: max parallel %d must be positive", ErrInvalidConfig, c.MaxParallel)
+	case c.ExecMemoryLimit < 0:
+		return fmt.Errorf("%w: exec memory limit %d must not be negative", ErrInvalidConfig, c.ExecMemoryLimit)
 	case c.MaxOutput <= 0 || c.MaxOutput > messages.MaxOutputCap:
 		return fmt.Errorf("%w: max output %d must be from 1 to %d bytes to fit the broker's payload limit", ErrInvalidConfig, c.MaxOutput, messages.MaxOutputCap)
 	case c.HeartbeatInterval <= 0:

@@ -96,6 +96,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	ecfg := executor.DefaultConfig()
 	ecfg.Timeout, ecfg.MaxParallel, ecfg.MaxOutput, ecfg.Reaper = cfg.ExecTimeout, cfg.MaxParallel, cfg.MaxOutput, cfg.Reaper
+	ecfg.MemoryLimit = cfg.ExecMemoryLimit
 	ecfg.Logger = cfg.Logger.With(keyComponent, "executor")
 	exe, err := executor.New(ecfg)
 	if err != nil {

@@ -372,7 +372,13 @@ func (n *Node) run(ctx context.Context, req *messages.ExecRequest, received time
 		c.Output = live.write
 	}
 	r := n.exe.Run(ctx, c)
-	return resultMessage(req.Id, r)
+	res := resultMessage(req.Id, r)
+	if r.OutOfMemory {
+		res.ErrorKind = messages.ErrorKind_ERROR_KIND_MEMORY_LIMIT
+		res.Error = fmt.Sprintf("ran out of memory under master %s's --exec-memory-limit of %s (exit %d)",
+			n.cfg.Name, bundle.Size(n.cfg.ExecMemoryLimit), r.ExitCode)
+	}
+	return res
 }
 
 func rejected(id, why string) *messages.ExecResult {

@@ -133,3 +133,20 @@ func TestProtocolHandshake(t *testing.T) {
 		t.Errorf("exec across builds: exit %d, %q %q", code, out, stderr)
 	}
 }
+
+// A command that allocates 500 MiB under a 100 MiB limit fails, and its
+// result says why; one within it runs as before.
+func TestExecMemoryLimit(t *testing.T) {
+	t.Parallel() // mostly waiting
+	c := newCluster(t)
+	c.node("master", 1, procOpts{}, "--serve", "--exec-memory-limit=100MiB")
+	c.watch().waitMaster("master", time.Time{}, 10*time.Second)
+	if out, stderr, code := c.exec("echo within"); code != 0 || out != "within\n" {
+		t.Errorf("a small command: exit %d, %q %q", code, out, stderr)
+	}
+	_, stderr, code := c.exec("python3", "-c", "b = bytearray(500 * 1024 * 1024)")
+	if code != 1 || !strings.Contains(stderr, "MemoryError") ||
+		!strings.Contains(stderr, "ran out of memory under master master's --exec-memory-limit of 100 MiB (exit 1)") {
+		t.Errorf("500 MiB under 100 MiB: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -37,6 +37,11 @@ type Config struct {
 	// has been killed, the result waits for output pipes held open by a
 	// process that escaped the group (setsid). Past it the pipes are closed.
 	WaitDelay time.Duration
+	// MemoryLimit, when positive, bounds each command's address space in
+	// bytes (RLIMIT_AS, set by the shell's ulimit -v before it runs the
+	// command): an allocation past it fails. Portable where cgroups are
+	// not, and per process: a command's children get the same bound each.
+	MemoryLimit int64
 	// Dir is the working directory of commands; empty means the process's.
 	Dir string
 	// Env is the environment of commands; nil means the process's.

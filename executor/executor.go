@@ -161,6 +161,12 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(runCtx, e.cfg.Shell, "-c", c.Line)
+	if e.cfg.MemoryLimit > 0 {
+		// The limit first, then the command in a shell of its own, as
+		// `sh -c LINE` runs it.
+		limit := fmt.Sprintf(`ulimit -v %d || exit 125; exec "$0" -c "$1"`, max(e.cfg.MemoryLimit>>10, 1))
+		cmd = exec.CommandContext(runCtx, e.cfg.Shell, "-c", limit, e.cfg.Shell, c.Line)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdinR, p.stdoutW, p.stderrW
 	if c.Stdin != nil {
 		cmd.Stdin = c.Stdin
@@ -222,6 +228,7 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 		r.Err = fmt.Errorf("timed out after %v; killed its process group", timeout)
 	default:
 		r.ExitCode = exitCode(cmd.ProcessState, waitErr)
+		r.OutOfMemory = e.cfg.MemoryLimit > 0 && r.ExitCode != 0 && saysOutOfMemory(stderr.buf)
 	}
 	e.cfg.Logger.Debug("command done", keyCmd, c.Line, keyExitCode, r.ExitCode, keyKind, r.Kind, keyDuration, duration)
 	return r

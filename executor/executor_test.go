@@ -352,3 +352,18 @@ func TestLiveOutput(t *testing.T) {
 		t.Errorf("result %q %q (%d dropped) differs from the live output", r.Stdout, r.Stderr, r.StderrDropped)
 	}
 }
+
+// A memory limit makes an allocation past it fail, and the result says
+// so; a command within it runs as before.
+func TestExecutor_MemoryLimit(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.MemoryLimit, c.Timeout = 100<<20, 10*time.Second })
+	r := e.Run(context.Background(), Command{Line: "echo within; echo $0"})
+	if r.Kind != Completed || r.ExitCode != 0 || string(r.Stdout) != "within\n/bin/sh\n" || r.OutOfMemory {
+		t.Errorf("a small command: %+v, stdout %q, stderr %q", r, r.Stdout, r.Stderr)
+	}
+	// tail keeps what it must print: 500 MiB asked for under 100 MiB.
+	r = e.Run(context.Background(), Command{Line: "head -c 600000000 /dev/zero | tail -c 500000000 > /dev/null"})
+	if r.ExitCode == 0 || !r.OutOfMemory {
+		t.Errorf("500 MiB under a 100 MiB limit: exit %d, out of memory %v, stderr %q", r.ExitCode, r.OutOfMemory, r.Stderr)
+	}
+}

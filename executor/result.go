@@ -1,6 +1,9 @@
 package executor
 
-import "time"
+import (
+	"bytes"
+	"time"
+)
 
 // ErrorKind says why a command did not run to completion.
 type ErrorKind int
@@ -51,4 +54,25 @@ type Result struct {
 	// Duration is the time from start to the shell's exit (zero if the
 	// command never started).
 	Duration time.Duration
+	// OutOfMemory is set when the command failed (a non-zero exit) under
+	// Config.MemoryLimit and its stderr says an allocation failed: as far
+	// as can be told, the limit is what ended it.
+	OutOfMemory bool
+}
+
+// outOfMemory are what programs say on stderr when an allocation fails
+// (Python, C's perror and strerror, glibc, C++, Go, Node, Java, shells).
+var outOfMemory = []string{"memoryerror", "cannot allocate memory", "out of memory", "memory exhausted", "bad_alloc",
+	"failed to allocate", "cannot allocate", "can't allocate", "outofmemoryerror", "heap out of memory"}
+
+// saysOutOfMemory reports whether stderr says an allocation failed.
+func saysOutOfMemory(stderr []byte) bool {
+	tail := stderr[max(0, len(stderr)-4096):]
+	lower := bytes.ToLower(tail)
+	for _, s := range outOfMemory {
+		if bytes.Contains(lower, []byte(s)) {
+			return true
+		}
+	}
+	return false
 }

@@ -109,6 +109,10 @@ const (
 	// but the files it was to bring back could not be: over a limit, or not
 	// stored.
 	ErrorKind_ERROR_KIND_COLLECT_FAILED ErrorKind = 7
+	// ERROR_KIND_MEMORY_LIMIT: the command failed (exit_code is its status)
+	// under the master's --exec-memory-limit, and said an allocation
+	// failed: as far as can be told, the limit ended it.
+	ErrorKind_ERROR_KIND_MEMORY_LIMIT ErrorKind = 8
 )
 
 // Enum value maps for ErrorKind.
@@ -122,6 +126,7 @@ var (
 		5: "ERROR_KIND_CANCELED",
 		6: "ERROR_KIND_STALE",
 		7: "ERROR_KIND_COLLECT_FAILED",
+		8: "ERROR_KIND_MEMORY_LIMIT",
 	}
 	ErrorKind_value = map[string]int32{
 		"ERROR_KIND_NONE":           0,
@@ -132,6 +137,7 @@ var (
 		"ERROR_KIND_CANCELED":       5,
 		"ERROR_KIND_STALE":          6,
 		"ERROR_KIND_COLLECT_FAILED": 7,
+		"ERROR_KIND_MEMORY_LIMIT":   8,
 	}
 )
 
@@ -2947,7 +2953,7 @@ const file_baton_proto_rawDesc = "" +
 	"\n" +
 	"CAUSE_LEFT\x10\x01\x12\x1b\n" +
 	"\x17CAUSE_CONNECTION_CLOSED\x10\x02\x12\x1b\n" +
-	"\x17CAUSE_HEARTBEAT_TIMEOUT\x10\x03*\xd1\x01\n" +
+	"\x17CAUSE_HEARTBEAT_TIMEOUT\x10\x03*\xee\x01\n" +
 	"\tErrorKind\x12\x13\n" +
 	"\x0fERROR_KIND_NONE\x10\x00\x12\x16\n" +
 	"\x12ERROR_KIND_TIMEOUT\x10\x01\x12\x1b\n" +
@@ -2956,7 +2962,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x0fERROR_KIND_BUSY\x10\x04\x12\x17\n" +
 	"\x13ERROR_KIND_CANCELED\x10\x05\x12\x14\n" +
 	"\x10ERROR_KIND_STALE\x10\x06\x12\x1d\n" +
-	"\x19ERROR_KIND_COLLECT_FAILED\x10\a*\xc9\x01\n" +
+	"\x19ERROR_KIND_COLLECT_FAILED\x10\a\x12\x1b\n" +
+	"\x17ERROR_KIND_MEMORY_LIMIT\x10\b*\xc9\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_STATE_RUNNING\x10\x01\x12\x17\n" +

@@ -87,7 +87,7 @@ func StateOf(r *ExecResult) (JobState, bool) {
 		return JobState_JOB_STATE_FAILED, true
 	case ErrorKind_ERROR_KIND_TIMEOUT:
 		return JobState_JOB_STATE_TIMED_OUT, true
-	case ErrorKind_ERROR_KIND_START_FAILED, ErrorKind_ERROR_KIND_COLLECT_FAILED:
+	case ErrorKind_ERROR_KIND_START_FAILED, ErrorKind_ERROR_KIND_COLLECT_FAILED, ErrorKind_ERROR_KIND_MEMORY_LIMIT:
 		// A command whose files could not come back failed, whatever
 		// its exit code (which the record keeps).
 		return JobState_JOB_STATE_FAILED, true

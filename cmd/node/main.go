@@ -83,6 +83,7 @@ type JoinCmd struct {
 	ExecTimeout       time.Duration `default:"${exec_timeout}" env:"BATON_EXEC_TIMEOUT" help:"As master: run time of a command that asks for none; a command running longer is killed with its whole process group and reported as timed out."`
 	MaxExecTimeout    time.Duration `default:"${max_exec_timeout}" env:"BATON_MAX_EXEC_TIMEOUT" help:"As master: the longest run time a command may ask for (--timeout); a request asking for more is rejected unrun."`
 	MaxOutput         int           `default:"${max_output}" env:"BATON_MAX_OUTPUT" help:"As master: bytes of stdout, and of stderr, kept per command (1 MiB by default); the rest is dropped and counted, and the requester told."`
+	ExecMemoryLimit   cli.ByteSize  `name:"exec-memory-limit" default:"0" env:"BATON_EXEC_MEMORY_LIMIT" help:"As master: the most memory (address space) each command may take, such as 512MiB (0: no limit). An allocation past it fails; a command that dies of it is reported so."`
 	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"As master: commands run at once; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
 	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
 	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, stdout_dropped, stderr_dropped, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
@@ -107,6 +108,8 @@ func (j *JoinCmd) Validate() error {
 		return fmt.Errorf("--max-parallel=%d: max parallel %d must be positive", j.MaxParallel, j.MaxParallel)
 	case j.HeartbeatInterval <= 0:
 		return fmt.Errorf("--heartbeat-interval=%v: must be positive", j.HeartbeatInterval)
+	case j.ExecMemoryLimit != 0 && j.ExecMemoryLimit < 1<<20:
+		return fmt.Errorf("--exec-memory-limit=%v: at least 1MiB (0: no limit); a shell needs a few to start", j.ExecMemoryLimit)
 	}
 	return nil
 }
@@ -133,6 +136,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 	cfg.Priority = j.Priority
 	cfg.ExecTimeout, cfg.MaxExecTimeout, cfg.SubmitTimeout = j.ExecTimeout, j.MaxExecTimeout, j.Timeout
 	cfg.MaxOutput, cfg.MaxParallel, cfg.HeartbeatInterval = j.MaxOutput, j.MaxParallel, j.HeartbeatInterval
+	cfg.ExecMemoryLimit = int64(j.ExecMemoryLimit)
 	cfg.Version, cfg.Reaper, cfg.WorkRoot = cli.Version, true, j.WorkDir
 	// On a terminal, the line editor prints logs above the prompt.
 	var p *console.Prompt

@@ -221,6 +221,9 @@ func Exec(ctx context.Context, sub Submitter, cmd string, o ExecOptions, out, er
 	switch {
 	case res.TimedOut:
 		return &ExitError{Code: ExitTimedOut, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
+	case res.ErrorKind == messages.ErrorKind_ERROR_KIND_MEMORY_LIMIT && res.ExitCode > 0:
+		// The command's own status, and why.
+		return &ExitError{Code: int(res.ExitCode), Err: fmt.Errorf("exec%s: %s", where, res.Error)}
 	case res.ErrorKind == messages.ErrorKind_ERROR_KIND_CANCELED:
 		return &ExitError{Code: ExitCancelled, Err: fmt.Errorf("exec%s: %s", where, res.Error)}
 	case res.ErrorKind != messages.ErrorKind_ERROR_KIND_NONE:
