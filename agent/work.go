@@ -245,7 +245,7 @@ func (n *Node) runInWork(ctx context.Context, req *messages.ExecRequest, job *me
 		return res
 	}
 	switch res.ErrorKind {
-	case messages.ErrorKind_ERROR_KIND_NONE, messages.ErrorKind_ERROR_KIND_TIMEOUT:
+	case messages.ErrorKind_ERROR_KIND_NONE, messages.ErrorKind_ERROR_KIND_TIMEOUT, messages.ErrorKind_ERROR_KIND_MEMORY_LIMIT:
 		// What a command that ran out of time left is brought back too:
 		// it tells why.
 	default:

@@ -349,9 +349,10 @@ func (m *Member) waitForSlot(ctx context.Context, err error, told bool) bool {
 	if !told {
 		m.cfg.Logger.Warn(strings.TrimPrefix(err.Error(), errFull.Error()+": ") + "; registering again when a slot is free")
 	}
+	// ±20 %: nodes waiting together do not ask in lockstep.
 	select {
 	case <-ctx.Done():
-	case <-time.After(fullRetry):
+	case <-time.After(fullRetry*4/5 + rand.N(fullRetry*2/5)):
 	}
 	return true
 }

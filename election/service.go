@@ -182,17 +182,20 @@ type Service struct {
 	left map[uint64]string
 	// waiting holds the nodes refused for the cap and not admitted yet,
 	// by instance id, each counted once in refused.
-	waiting   map[string]bool
-	refused   uint64
-	epoch     uint64 // decided; published once committed
-	master    string
-	electFrom time.Time // no election before this: hear from everyone first
-	event     string
-	eventAt   time.Time
-	departed  []*messages.Departure // departures since the last commit
-	pending   []Event               // events decided since the last commit
-	stopping  bool                  // Close has begun
-	dirty     bool                  // the state changed since the last commit
+	waiting map[string]bool
+	refused uint64
+	// oldProtocol holds the nodes refused for their protocol, by
+	// instance id: their refusal is logged once.
+	oldProtocol map[string]bool
+	epoch       uint64 // decided; published once committed
+	master      string
+	electFrom   time.Time // no election before this: hear from everyone first
+	event       string
+	eventAt     time.Time
+	departed    []*messages.Departure // departures since the last commit
+	pending     []Event               // events decided since the last commit
+	stopping    bool                  // Close has begun
+	dirty       bool                  // the state changed since the last commit
 	// published is the last announcement committed (its member list cut
 	// to AnnouncedMembersMax): what the cluster has been told.
 	published *messages.Announcement
@@ -217,12 +220,13 @@ func NewService(b Broker, store Store, cfg ServiceConfig) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, broker: b, store: store,
-		events:   newEventQueue(cfg.Events, cfg.Logger),
-		closed:   make(chan struct{}),
-		members:  make(map[string]*member),
-		byClient: make(map[uint64]string),
-		left:     make(map[uint64]string),
-		waiting:  make(map[string]bool),
+		events:      newEventQueue(cfg.Events, cfg.Logger),
+		closed:      make(chan struct{}),
+		members:     make(map[string]*member),
+		byClient:    make(map[uint64]string),
+		left:        make(map[uint64]string),
+		waiting:     make(map[string]bool),
+		oldProtocol: make(map[string]bool),
 	}, nil
 }
 
@@ -682,6 +686,8 @@ func (s *Service) refuseFull(req *messages.Register, n, max int) (first bool, wh
 	}
 	s.waiting[req.InstanceId] = true
 	s.refused++
+	// The count is announced.
+	s.dirty = true
 	s.cfg.Logger.Info("registration refused until a slot is free", keyNode, req.Name, keyErr, why)
 	s.pending = append(s.pending, Event{Kind: EventRefused, At: time.Now(), Node: req.Name, Reason: why})
 	return true, why
@@ -698,7 +704,22 @@ func (s *Service) handleRegister(msg *nats.Msg) {
 		return
 	}
 	if err := s.checkProtocol(&req); err != nil {
-		s.refuse(msg, req.Name, err)
+		// A running node of an old build asks again every second, for
+		// good: say it once.
+		s.mu.Lock()
+		told := s.oldProtocol[req.InstanceId]
+		if !told {
+			if len(s.oldProtocol) >= maxWaiting {
+				clear(s.oldProtocol)
+			}
+			s.oldProtocol[req.InstanceId] = true
+		}
+		s.mu.Unlock()
+		if told {
+			s.reply(msg, &messages.RegisterReply{Error: err.Error()})
+		} else {
+			s.refuse(msg, req.Name, err)
+		}
 		return
 	}
 	sender, ok := bus.SenderOf(msg)

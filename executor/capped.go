@@ -8,9 +8,23 @@ type cappedBuffer struct {
 	buf     []byte
 	dropped int64
 	onKept  func([]byte)
+	// tail holds the last tailBytes written, dropped or not: where a
+	// program says why it died.
+	tail []byte
 }
 
+// tailBytes is how much of the end of a stream is kept beside the cap.
+const tailBytes = 4096
+
 func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if len(p) >= tailBytes {
+		b.tail = append(b.tail[:0], p[len(p)-tailBytes:]...)
+	} else {
+		b.tail = append(b.tail, p...)
+		if over := len(b.tail) - tailBytes; over > 0 {
+			b.tail = append(b.tail[:0], b.tail[over:]...)
+		}
+	}
 	room := max(b.limit-len(b.buf), 0)
 	kept := p[:min(room, len(p))]
 	b.buf = append(b.buf, kept...)

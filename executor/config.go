@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"syscall"
 	"time"
 )
 
@@ -90,6 +91,25 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: max waiting %d must not be negative", ErrInvalidConfig, c.MaxWaiting)
 	case c.WaitDelay <= 0:
 		return fmt.Errorf("%w: wait delay %v must be positive", ErrInvalidConfig, c.WaitDelay)
+	case c.MemoryLimit < 0 || c.MemoryLimit > 0 && c.MemoryLimit < MinMemoryLimit:
+		return fmt.Errorf("%w: a memory limit of %d bytes: at least %d MiB (a shell and its libraries need a few to start), or 0 for none",
+			ErrInvalidConfig, c.MemoryLimit, MinMemoryLimit>>20)
+	}
+	if c.MemoryLimit > 0 {
+		// The shell can lower the limit, never raise it past the hard one
+		// this process has: it would refuse every command.
+		var rl syscall.Rlimit
+		if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err == nil && rl.Max != rlimInfinity && uint64(c.MemoryLimit) > rl.Max {
+			return fmt.Errorf("%w: a memory limit of %d MiB is above this process's hard address-space limit of %d MiB (ulimit -Hv); lower it, or raise that",
+				ErrInvalidConfig, c.MemoryLimit>>20, rl.Max>>20)
+		}
 	}
 	return nil
 }
+
+// MinMemoryLimit is the smallest memory limit taken: below a few MiB, sh
+// itself cannot start.
+const MinMemoryLimit = 16 << 20
+
+// rlimInfinity is RLIM_INFINITY.
+const rlimInfinity = ^uint64(0)

@@ -228,7 +228,8 @@ func (e *Executor) run(ctx context.Context, c Command) Result {
 		r.Err = fmt.Errorf("timed out after %v; killed its process group", timeout)
 	default:
 		r.ExitCode = exitCode(cmd.ProcessState, waitErr)
-		r.OutOfMemory = e.cfg.MemoryLimit > 0 && r.ExitCode != 0 && saysOutOfMemory(stderr.buf)
+		// Either stream: 2>&1 is common.
+		r.OutOfMemory = e.cfg.MemoryLimit > 0 && r.ExitCode != 0 && saysOutOfMemory(stderr.tail, stdout.tail)
 	}
 	e.cfg.Logger.Debug("command done", keyCmd, c.Line, keyExitCode, r.ExitCode, keyKind, r.Kind, keyDuration, duration)
 	return r

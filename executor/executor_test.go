@@ -366,4 +366,19 @@ func TestExecutor_MemoryLimit(t *testing.T) {
 	if r.ExitCode == 0 || !r.OutOfMemory {
 		t.Errorf("500 MiB under a 100 MiB limit: exit %d, out of memory %v, stderr %q", r.ExitCode, r.OutOfMemory, r.Stderr)
 	}
+	for line, want := range map[string]bool{
+		// Said on stdout (2>&1), after more than the output cap.
+		"head -c 2000000 /dev/zero | tr '\\0' x; echo; echo 'memory allocation of 4096 bytes failed'; exit 134": true,
+		// Other failures that mention allocating.
+		"echo 'failed to allocate port 8080' >&2; exit 1": false,
+		"echo 'cannot allocate a pty' >&2; exit 1":        false,
+	} {
+		r := e.Run(context.Background(), Command{Line: line})
+		if r.OutOfMemory != want {
+			t.Errorf("%s: out of memory %v, want %v", line, r.OutOfMemory, want)
+		}
+	}
+	if _, err := New(Config{Shell: "/bin/sh", Timeout: time.Second, MaxOutput: 1, MaxParallel: 1, WaitDelay: time.Second, MemoryLimit: 1 << 20}); err == nil {
+		t.Error("a 1 MiB limit, in which no shell starts, was taken")
+	}
 }

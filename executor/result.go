@@ -60,18 +60,22 @@ type Result struct {
 	OutOfMemory bool
 }
 
-// outOfMemory are what programs say on stderr when an allocation fails
-// (Python, C's perror and strerror, glibc, C++, Go, Node, Java, shells).
+// outOfMemory are what programs say when an allocation or a reservation
+// of address space fails (Python, C's strerror, glibc's loader, C++,
+// Rust, Go, Node, Java, shells' xmalloc).
 var outOfMemory = []string{"memoryerror", "cannot allocate memory", "out of memory", "memory exhausted", "bad_alloc",
-	"failed to allocate", "cannot allocate", "can't allocate", "outofmemoryerror", "heap out of memory"}
+	"memory allocation of", "allocation failed", "could not reserve", "failed to reserve", "failed to map segment",
+	"process oom", "outofmemoryerror", "xmalloc: cannot allocate"}
 
-// saysOutOfMemory reports whether stderr says an allocation failed.
-func saysOutOfMemory(stderr []byte) bool {
-	tail := stderr[max(0, len(stderr)-4096):]
-	lower := bytes.ToLower(tail)
-	for _, s := range outOfMemory {
-		if bytes.Contains(lower, []byte(s)) {
-			return true
+// saysOutOfMemory reports whether the end of an output says an
+// allocation failed.
+func saysOutOfMemory(tails ...[]byte) bool {
+	for _, tail := range tails {
+		lower := bytes.ToLower(tail)
+		for _, s := range outOfMemory {
+			if bytes.Contains(lower, []byte(s)) {
+				return true
+			}
 		}
 	}
 	return false

@@ -108,8 +108,8 @@ func (j *JoinCmd) Validate() error {
 		return fmt.Errorf("--max-parallel=%d: max parallel %d must be positive", j.MaxParallel, j.MaxParallel)
 	case j.HeartbeatInterval <= 0:
 		return fmt.Errorf("--heartbeat-interval=%v: must be positive", j.HeartbeatInterval)
-	case j.ExecMemoryLimit != 0 && j.ExecMemoryLimit < 1<<20:
-		return fmt.Errorf("--exec-memory-limit=%v: at least 1MiB (0: no limit); a shell needs a few to start", j.ExecMemoryLimit)
+	case j.ExecMemoryLimit != 0 && j.ExecMemoryLimit < executor.MinMemoryLimit:
+		return fmt.Errorf("--exec-memory-limit=%v: at least %dMiB (0: no limit); a shell and its libraries need a few to start", j.ExecMemoryLimit, executor.MinMemoryLimit>>20)
 	}
 	return nil
 }
@@ -319,7 +319,7 @@ func (e *ExecCmd) Run(g *Globals) error {
 
 // StatusCmd is `node status`.
 type StatusCmd struct {
-	JSON bool `name:"json" env:"BATON_JSON" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master,version,heartbeat_age_ms}],\"last_change\":…,\"last_change_at\":…,\"at\":…} instead of a table."`
+	JSON bool `name:"json" env:"BATON_JSON" help:"Print {\"epoch\":N,\"master\":NAME,\"members\":[{name,priority,rank,master,version,heartbeat_age_ms}],\"last_change\":…,\"last_change_at\":…,\"at\":…,\"max_members\":N,\"refused\":N} instead of a table (max_members 0: no limit)."`
 }
 
 // Run prints the cluster's state.
