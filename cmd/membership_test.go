@@ -63,6 +63,16 @@ func TestMaxMembers(t *testing.T) {
 		t.Errorf("node status --json: %+v (%v), want 2 members of at most 2, 1 refused", st, err)
 	}
 
+	// A node stopped while it waits leaves as asked, not as a failure.
+	fourth := c.node("d", 5, procOpts{}, "--serve")
+	eventually(t, 10*time.Second, "d told the cluster is full", func() bool {
+		return strings.Contains(fourth.stderr.String(), "cluster full")
+	})
+	fourth.signal(syscall.SIGTERM)
+	if code := fourth.wait(10 * time.Second); code != 0 {
+		t.Errorf("d stopped while waiting: exit %d, want 0", code)
+	}
+
 	since := time.Now()
 	a.signal(syscall.SIGTERM)
 	a.wait(10 * time.Second)

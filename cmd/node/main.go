@@ -160,6 +160,11 @@ func (j *JoinCmd) Run(g *Globals) error {
 	if err := n.Start(ctx); err != nil {
 		cctx, cancel := closeCtx()
 		defer cancel()
+		if ctx.Err() != nil {
+			// Stopped before it joined (waiting for a slot, say): as asked.
+			cfg.Logger.Info("stopped before joining")
+			return n.Close(cctx)
+		}
 		return errors.Join(err, n.Close(cctx))
 	}
 	sessionDone := make(chan error, 1)
