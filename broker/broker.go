@@ -227,7 +227,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		var fs web.Files
 		if b.history != nil {
 			hist, fs = b.history, b.files
-			wcfg.MaxUpload = b.cfg.Files.MaxBytes
+			wcfg.MaxUpload, wcfg.MaxUploadFiles = b.cfg.Files.MaxBytes, b.cfg.Files.MaxFiles
 		}
 		if b.web, err = web.New(wcfg, b, hist, fs, b.webClients.submitter); err != nil {
 			store.Close()

@@ -336,8 +336,12 @@ func TestFilesHostileArchives(t *testing.T) {
 			if code != 125 || stdout != "" || !strings.Contains(stderr, `rejected: input "evil.zip": bundle: unsafe archive: `+tc.wantErr) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want 125 and %q", code, stdout, stderr, tc.wantErr)
 			}
-			if _, err := os.Lstat(outside); err == nil {
-				t.Errorf("%s was written", outside)
+			// Where the absolute path points, and where ../../../ and the
+			// link lead from a job's directory (work/NODE/JOB).
+			for _, p := range []string{outside, filepath.Join(nodeDir, "outside")} {
+				if _, err := os.Lstat(p); err == nil {
+					t.Errorf("%s was written", p)
+				}
 			}
 			if left := workDirs(t, filepath.Join(nodeDir, "work")); len(left) > 0 {
 				t.Errorf("left in the work root: %v", left)

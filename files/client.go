@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"baton/bundle"
+	"baton/bus"
 	"baton/messages"
 )
 
@@ -81,21 +82,17 @@ func putRequest(ctx context.Context, nc *nats.Conn, req *messages.FilePut) (*mes
 	}
 }
 
-// Retries of a request the broker was too busy for: a pause that grows
-// from minPause to maxPause, for at most maxTries tries.
-const (
-	minPause = 50 * time.Millisecond
-	maxPause = time.Second
-	maxTries = 30
-)
+// maxTries bounds the tries of a request the broker was too busy for:
+// with the reconnect backoff, about 15 s of them.
+const maxTries = 30
 
-// pause waits before try attempt+1, and reports whether there is one.
+// pause waits before try attempt+1 (bus.ReconnectDelay), and reports
+// whether there is one.
 func pause(ctx context.Context, attempt int) bool {
 	if attempt >= maxTries {
 		return false
 	}
-	d := min(minPause<<min(attempt-1, 8), maxPause)
-	t := time.NewTimer(d)
+	t := time.NewTimer(bus.ReconnectDelay(attempt))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -41,6 +41,9 @@ type Config struct {
 	// with it (the broker's --max-bundle-bytes); 0 when the broker keeps
 	// no files, and the Run page takes none.
 	MaxUpload int64
+	// MaxUploadFiles bounds their number (the broker's
+	// --max-bundle-files).
+	MaxUploadFiles int
 	// Version is the build, shown in each page's footer.
 	Version string
 	Logger  *slog.Logger

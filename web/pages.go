@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"baton/bundle"
 	"baton/election"
 	"baton/messages"
 )
@@ -377,24 +378,16 @@ func duration(ms int64) string {
 	return fmt.Sprintf("%dm%ds", ms/60_000, (ms%60_000+500)/1000)
 }
 
-// byteSize is n bytes for a person: 512 B, 1.5 KiB, 5.0 MiB.
+// byteSize is n bytes for a person (bundle.Size), whatever integer type
+// a template hands it.
 func byteSize(n any) string {
-	var v float64
 	switch x := n.(type) {
 	case int:
-		v = float64(x)
+		return bundle.Size(int64(x))
 	case uint64:
-		v = float64(x)
+		return bundle.Size(int64(x))
 	case int64:
-		v = float64(x)
+		return bundle.Size(x)
 	}
-	switch {
-	case v < 1024:
-		return fmt.Sprintf("%.0f B", v)
-	case v < 1<<20:
-		return fmt.Sprintf("%.1f KiB", v/1024)
-	case v < 1<<30:
-		return fmt.Sprintf("%.1f MiB", v/(1<<20))
-	}
-	return fmt.Sprintf("%.1f GiB", v/(1<<30))
+	return fmt.Sprint(n)
 }

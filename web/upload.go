@@ -99,6 +99,12 @@ func (s *Server) readExecForm(w http.ResponseWriter, r *http.Request, dir string
 				return req, http.StatusBadRequest, fmt.Errorf("two files are named %s: each is placed under its name", name)
 			}
 			seen[name] = true
+			if len(seen) > s.cfg.MaxUploadFiles {
+				// Counted before each is stored: tiny parts must not make
+				// a temporary directory of a million files.
+				return req, http.StatusRequestEntityTooLarge, fmt.Errorf("more than %d files, over the broker's --max-bundle-files of %d; nothing was stored",
+					s.cfg.MaxUploadFiles, s.cfg.MaxUploadFiles)
+			}
 			path := filepath.Join(dir, name)
 			// A browser sends no mode: a plain file's, readable (the
 			// directory is the broker's alone).

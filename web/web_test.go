@@ -626,7 +626,7 @@ func multipart(t testing.TB, fields []string, files ...string) (string, string) 
 // Files go with a command run from the dashboard, as a form, and what it
 // brings back downloads as a zip from its job; the job's page lists both.
 func TestExec_Files(t *testing.T) {
-	s := newSite(t, func(c *broker.Config) { c.Files.MaxBytes = 64 << 10 })
+	s := newSite(t, func(c *broker.Config) { c.Files.MaxBytes, c.Files.MaxFiles = 64<<10, 3 })
 	s.startNode("alpha", 10)
 	body, ctype := multipart(t, []string{"cmd", "tr a-z A-Z < in.txt > out.txt; chmod 750 out.txt; ls", "collect", "out.txt"},
 		"in.txt", "hello files\n")
@@ -664,6 +664,13 @@ func TestExec_Files(t *testing.T) {
 		r := s.do("POST", "/api/exec", body, "Content-Type: "+ctype)
 		if r.code != http.StatusRequestEntityTooLarge || !strings.Contains(r.body, "over the broker's --max-bundle-bytes of 64 KiB") && !strings.Contains(r.body, "larger than the broker's --max-bundle-bytes of 64 KiB") {
 			t.Errorf("POST /api/exec with 100 KiB: %d %s, want 413 naming the limit", r.code, r.body)
+		}
+	})
+	t.Run("too many files", func(t *testing.T) {
+		body, ctype := multipart(t, []string{"cmd", "true"}, "a", "1", "b", "2", "c", "3", "d", "4")
+		r := s.do("POST", "/api/exec", body, "Content-Type: "+ctype)
+		if r.code != http.StatusRequestEntityTooLarge || !strings.Contains(r.body, "more than 3 files, over the broker's --max-bundle-files of 3") {
+			t.Errorf("POST /api/exec with 4 files: %d %s, want 413 naming the limit", r.code, r.body)
 		}
 	})
 	t.Run("no files brought back", func(t *testing.T) {
