@@ -128,6 +128,14 @@ func TestDemo(t *testing.T) {
 	t0 := time.Now()
 	d.must(10*time.Minute, "make", "demo")
 	t.Logf("make demo: cluster healthy after %v", time.Since(t0).Round(time.Second))
+	// The nodes were told no address: each found the broker by a UDP
+	// broadcast on the compose network, answered from the broker's.
+	brokerIP := strings.TrimSpace(d.must(time.Minute, "docker", "compose", "exec", "-T", "broker", "hostname", "-i"))
+	for _, n := range []string{"node-a", "node-b", "node-c"} {
+		if logs := d.must(time.Minute, "docker", "compose", "logs", n); !strings.Contains(logs, "found the broker") || !strings.Contains(logs, "from="+brokerIP+":4222") {
+			t.Errorf("%s did not find the broker at %s by discovery:\n%s", n, brokerIP, logs)
+		}
+	}
 
 	// The broker requires credentials: the README's commands use these.
 	conn := bus.DefaultConnConfig()

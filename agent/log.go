@@ -19,4 +19,7 @@ const (
 	keyPath       = "path"
 	keyCount      = "count"
 	keyRetryIn    = "retry_in"
+	keySetting    = "setting"
+	keyValue      = "value"
+	keyWas        = "was"
 )

@@ -14,6 +14,7 @@ import (
 	"baton/bus"
 	"baton/election"
 	"baton/executor"
+	"baton/internal/slots"
 	"baton/messages"
 )
 
@@ -70,7 +71,13 @@ type Node struct {
 	workLock *os.File
 	// preparing holds a slot per command fetching and unpacking its
 	// files: as many as may run.
-	preparing chan struct{}
+	preparing *slots.Slots
+	// execTimeout is the run time of a command that asks for none
+	// (node ctl changes it).
+	execTimeout atomic.Int64
+	// leave is closed when node ctl asks the node to leave.
+	leave     chan struct{}
+	leaveOnce sync.Once
 	// stdinHeld is the input of the requests taken and not yet done.
 	stdinHeld atomic.Int64
 	connLost  chan struct{}
@@ -108,7 +115,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("result key: %w", err)
 	}
 	execCtx, execCancel := context.WithCancelCause(context.Background())
-	return &Node{
+	n := &Node{
 		cfg: cfg, exe: exe, keys: keys,
 		// Results stay answerable well past any requester's deadline.
 		ledger:     newLedger(time.Minute, 64<<20),
@@ -117,8 +124,11 @@ func New(cfg Config) (*Node, error) {
 		loopDone:   make(chan struct{}),
 		lost:       make(chan struct{}),
 		connLost:   make(chan struct{}, 1),
-		preparing:  make(chan struct{}, cfg.MaxParallel),
-	}, nil
+		preparing:  slots.New(cfg.MaxParallel),
+		leave:      make(chan struct{}),
+	}
+	n.execTimeout.Store(int64(cfg.ExecTimeout))
+	return n, nil
 }
 
 // Start connects to the broker, joins the election and starts following
@@ -191,6 +201,12 @@ func (n *Node) join(ctx context.Context) error {
 	}
 	if _, err := n.statusNC.Subscribe(messages.ExecStatusSubject(n.member.InstanceID()), n.handleStatus); err != nil {
 		return fmt.Errorf("subscribe status: %w", err)
+	}
+	if n.member.Current().GetNodeControl() {
+		// A broker of an older build grants no one this subject.
+		if _, err := n.statusNC.Subscribe(messages.ControlSubject(n.member.InstanceID()), n.handleControl); err != nil {
+			return fmt.Errorf("subscribe control: %w", err)
+		}
 	}
 	nc.SetReconnectHandler(func(*nats.Conn) {
 		n.member.Reconnected()

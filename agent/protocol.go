@@ -167,13 +167,14 @@ func (n *Node) execute(data []byte, reply string, received time.Time, epoch uint
 // request waits for a slot at most as long as a command may run here by
 // default: what it asks beyond that would only hold memory.
 func (n *Node) limits(req *messages.ExecRequest) (timeout, queue time.Duration) {
-	timeout = n.cfg.ExecTimeout
+	base := n.execTimeoutNow()
+	timeout = base
 	if t := time.Duration(req.TimeoutMs) * time.Millisecond; t > 0 {
 		timeout = t
 	}
-	queue = min(n.cfg.QueueTimeout, n.cfg.ExecTimeout)
+	queue = min(n.cfg.QueueTimeout, base)
 	if q := time.Duration(req.QueueTimeoutMs) * time.Millisecond; q > 0 {
-		queue = min(q, n.cfg.ExecTimeout)
+		queue = min(q, base)
 	}
 	return timeout, queue
 }

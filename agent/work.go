@@ -219,19 +219,14 @@ func (n *Node) runInWork(ctx context.Context, req *messages.ExecRequest, job *me
 	if len(req.Inputs) > 0 || req.Bundle != nil {
 		// As many prepare at once as may run: a queue of commands with
 		// files does not fetch them all at once.
-		wait, cancel := context.WithDeadline(ctx, received.Add(queue))
-		select {
-		case n.preparing <- struct{}{}:
-			cancel()
-		case <-wait.Done():
-			cancel()
+		if !n.preparing.Acquire(ctx, received.Add(queue)) {
 			return &messages.ExecResult{Id: req.Id, ExitCode: -1, ErrorKind: messages.ErrorKind_ERROR_KIND_BUSY,
 				Error: fmt.Sprintf("busy: no slot to fetch the command's files within %v; retry later", queue)}
 		}
 		prepare, cancel := context.WithTimeout(ctx, timeout)
 		inputs, err := n.unpackInputs(prepare, req, dir, lim)
 		cancel()
-		<-n.preparing
+		n.preparing.Release()
 		job.Inputs = inputs
 		if err != nil {
 			return rejected(req.Id, err.Error())

@@ -68,6 +68,8 @@ func (r Role) Permissions() *server.Permissions {
 		// The history, and its stream read-only with the nats CLI: the
 		// allow-list names the few JetStream subjects it may use.
 		pub = append(pub, messages.SubjectJobList, messages.SubjectJobGet)
+		// node ctl: show, change and stop nodes.
+		pub = append(pub, messages.SubjectControl+".*")
 		pub = append(pub, messages.JobReadSubjects()...)
 		deny = slices.DeleteFunc(slices.Clone(forbidden), func(s string) bool { return s == "$JS.>" })
 	}
@@ -85,6 +87,8 @@ func (r Role) Permissions() *server.Permissions {
 			// copy of every request.
 			messages.SubjectExec+" "+messages.ExecQueue,
 			messages.SubjectExecStatus+".*",
+			// Its own control requests (node.ctl.<instance id>).
+			messages.SubjectControl+".*",
 			"$SRV.>")
 		resp = &server.ResponsePermission{MaxMsgs: 1, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
 	}

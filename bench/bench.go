@@ -61,6 +61,7 @@ type Report struct {
 	Idle        Idle            `json:"idle"`
 	Dashboards  Dashboards      `json:"dashboards"`
 	Files       Files           `json:"files"`
+	Membership  Membership      `json:"membership"`
 	Targets     map[string]bool `json:"targets_met"`
 }
 
@@ -133,6 +134,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		{"idle", idle},
 		{"dashboards", dashboards},
 		{"files", files},
+		{"membership", membership},
 	}
 	for _, s := range steps {
 		if len(cfg.Parts) > 0 && !slices.Contains(cfg.Parts, s.name) {

@@ -223,9 +223,14 @@ func timeGet(ctx context.Context, url string) (float64, error) {
 // timeNode runs `node ARGS…` against the cluster five times and returns
 // the median wall time, process start to exit, in milliseconds.
 func (c *cluster) timeNode(ctx context.Context, args ...string) (float64, error) {
+	return c.timeNodeAs(ctx, append(args, "--broker-addr="+c.addr)...)
+}
+
+// timeNodeAs is timeNode with ARGS saying how to find the broker.
+func (c *cluster) timeNodeAs(ctx context.Context, args ...string) (float64, error) {
 	var times []time.Duration
 	for range 5 {
-		cmd := exec.CommandContext(ctx, c.cfg.Bins.Node, append(args, "--broker-addr="+c.addr)...)
+		cmd := exec.CommandContext(ctx, c.cfg.Bins.Node, args...)
 		t0 := time.Now()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("node %s: %w: %s", strings.Join(args, " "), err, out)

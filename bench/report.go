@@ -65,6 +65,10 @@ func (r *Report) judge() map[string]bool {
 			t["5,000 members: new master seen by all ≤ 200 ms"] = s.AllSeenMs <= targetAllSeenMs
 		}
 	}
+	if ms := r.Membership; len(ms.SlotMs) > 0 {
+		t[fmt.Sprintf("discovery answered ≤ %d ms", targetDiscoverMs)] = ms.DiscoverMs-ms.AddrMs <= targetDiscoverMs
+		t[fmt.Sprintf("a waiting node joins ≤ %d ms after a slot frees", targetSlotMs)] = ms.SlotMaxMs <= targetSlotMs
+	}
 	return t
 }
 
@@ -198,5 +202,15 @@ func (r *Report) WriteTable(w io.Writer) {
 	row("input sent (`--file`, until the master ran `true` with it)", fmt.Sprintf("%.0f", fl.SendMBs), "", "")
 	row("output returned (`--collect`, until saved on the requester)", fmt.Sprintf("%.0f", fl.ReturnMBs), "", "")
 	tw.Flush()
-	fmt.Fprintf(w, "\nMedian of %d; each through the broker's object store (pack, SHA-256, 1 MiB pieces, unpack).\n", fl.Trials)
+	fmt.Fprintf(w, "\nMedian of %d; each through the broker's object store (pack, SHA-256, 1 MiB pieces, unpack).\n\n", fl.Trials)
+
+	ms := r.Membership
+	row("membership", "time", "target", "")
+	rule(4)
+	row("`node status --broker-addr` (process start to exit)", fmt.Sprintf("%.1f ms", ms.AddrMs), "floor", "")
+	row("`node status --discover` (the same, finding the broker first)", fmt.Sprintf("%.1f ms", ms.DiscoverMs), "", "")
+	row("discovery's cost", fmt.Sprintf("%+.1f ms", ms.DiscoverMs-ms.AddrMs), fmt.Sprintf("≤ %d ms", targetDiscoverMs), mark(ms.DiscoverMs-ms.AddrMs <= targetDiscoverMs))
+	row("SIGTERM of the member → the waiting node admitted (max)", fmt.Sprintf("%.0f ms", ms.SlotMaxMs), fmt.Sprintf("≤ %d ms", targetSlotMs), mark(ms.SlotMaxMs <= targetSlotMs))
+	tw.Flush()
+	fmt.Fprintf(w, "\nDiscovery on loopback, median of 5; the slot with --max-members=1, %d trials (%v ms).\n", len(ms.SlotMs), ms.SlotMs)
 }

@@ -13,6 +13,7 @@ import (
 
 	"baton/auth"
 	"baton/bus"
+	"baton/discovery"
 	"baton/election"
 	"baton/files"
 	"baton/history"
@@ -64,6 +65,9 @@ type Config struct {
 	// the dashboard (Web).
 	HTTP string
 	Web  web.Config
+	// Discovery answers nodes' discovery requests (node --discover) on
+	// the client address's UDP port (see package discovery).
+	Discovery bool
 	// TuneMemory keeps the process's soft memory limit a margin above what
 	// it uses (see memory.go). It is process-wide: set it in a broker
 	// process, not in a test that embeds a broker.
@@ -95,7 +99,9 @@ func DefaultConfig() Config {
 		History:     hist,
 		Files:       fcfg,
 		Web:         dash,
-		Logger:      slog.Default(),
+		// The LAN finds its broker; it learns only an address.
+		Discovery: true,
+		Logger:    slog.Default(),
 	}
 }
 
@@ -123,6 +129,8 @@ type Broker struct {
 	lost     chan election.Event
 	http     *http.Server
 	httpAddr string
+	// discovery answers nodes looking for the broker; nil when off.
+	discovery *discovery.Responder
 	// The dashboard, with HTTP: its sign-in tokens (with credentials
 	// required), the users it submits as, and their clients.
 	web        *web.Server
@@ -267,8 +275,37 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.cfg.TuneMemory {
 		b.wg.Go(func() { tuneMemory(bctx) })
 	}
-	b.cfg.Logger.Info("broker ready", keyAddr, b.Addr(), keyDataDir, b.cfg.DataDir, keyHTTP, b.HTTPAddr())
+	if b.cfg.Discovery {
+		if err := b.answerDiscovery(srvCfg); err != nil {
+			return err
+		}
+	}
+	b.cfg.Logger.Info("broker ready", keyAddr, b.Addr(), keyDataDir, b.cfg.DataDir, keyHTTP, b.HTTPAddr(), keyDiscovery, b.DiscoveryAddr())
 	return nil
+}
+
+// answerDiscovery answers nodes looking for the broker on the UDP port of
+// its client address, with where they reach it and what it requires.
+func (b *Broker) answerDiscovery(srv bus.ServerConfig) error {
+	addrs, err := discovery.Advertised(b.Addr())
+	if err != nil {
+		return err
+	}
+	answer := &messages.DiscoverReply{Addrs: addrs, CredentialsRequired: !srv.NoAuth, TlsRequired: srv.TLSCert != "",
+		Version: b.cfg.Election.Version, Protocol: messages.Protocol}
+	cfg := discovery.DefaultResponderConfig(b.Addr(), answer)
+	cfg.Logger = b.cfg.Logger.With(keyComponent, "discovery")
+	b.discovery, err = discovery.Listen(cfg)
+	return err
+}
+
+// DiscoveryAddr is the UDP address where the broker answers discovery
+// requests, empty when off or before Start.
+func (b *Broker) DiscoveryAddr() string {
+	if b.discovery == nil {
+		return ""
+	}
+	return b.discovery.Addr()
 }
 
 // newHistory prepares the job history and the file store, which keeps
@@ -368,6 +405,9 @@ func (b *Broker) Close(ctx context.Context) error {
 
 func (b *Broker) close(ctx context.Context) error {
 	var errs []error
+	if b.discovery != nil {
+		errs = append(errs, b.discovery.Close())
+	}
 	if b.web != nil {
 		// Commands run from the dashboard run on, unwaited for (the
 		// history records them): a planned restart fails none.

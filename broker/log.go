@@ -6,6 +6,7 @@ const (
 	keyAddr      = "addr"
 	keyDataDir   = "data_dir"
 	keyHTTP      = "http"
+	keyDiscovery = "discovery"
 	keyPath      = "path"
 	keyDir       = "dir"
 	keyErr       = "err"

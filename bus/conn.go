@@ -56,8 +56,9 @@ var ErrInvalidConnConfig = errors.New("bus: invalid connection config")
 // TLS) is set in one place.
 type ConnConfig struct {
 	// Addrs are the broker's addresses (host:port, or nats:// URLs); the
-	// client tries them in turn.
-	Addrs []string
+	// client tries them in turn, from a random one unless InOrder.
+	Addrs   []string
+	InOrder bool
 	// Name identifies the connection in the server's monitoring.
 	Name string
 	// Credentials, when set, is the nkey seed file the client proves its
@@ -208,6 +209,9 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 			logger.Warn("nats connection error", attrs...)
 		}),
 		nats.ReconnectBufSize(cfg.ReconnectBufSize),
+	}
+	if cfg.InOrder {
+		base = append(base, nats.DontRandomize())
 	}
 	if cfg.Reconnect {
 		base = append(base, nats.MaxReconnects(-1), nats.CustomReconnectDelay(ReconnectDelay))

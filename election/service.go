@@ -616,6 +616,7 @@ func (s *Service) announcement(limit int) *messages.Announcement {
 		MaxBundleFiles: uint32(s.cfg.MaxBundleFiles),
 		MaxMembers:     uint32(s.cfg.MaxMembers),
 		Refused:        s.refused,
+		NodeControl:    true,
 	}
 }
 

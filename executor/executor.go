@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"baton/internal/slots"
 )
 
 // Command is one command line to run.
@@ -47,9 +49,11 @@ const (
 // Executor runs commands. It is safe for concurrent use; its methods may be
 // called from any number of goroutines.
 type Executor struct {
-	cfg     Config
-	slots   chan struct{}
-	waiting atomic.Int64 // commands waiting for a slot
+	cfg   Config
+	slots *slots.Slots
+	// waiting counts the commands waiting for a slot, bounded by
+	// maxWaiting.
+	waiting atomic.Int64
 	// stdinR is every command's stdin: the read end of a pipe whose write
 	// end, stdinW, is held open and never written, so that a command that
 	// reads blocks (until its timeout) instead of seeing end of file. One
@@ -69,14 +73,11 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = DefaultConfig().Logger
 	}
-	if cfg.MaxWaiting == 0 {
-		cfg.MaxWaiting = WaitingPerSlot * cfg.MaxParallel
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("executor: stdin pipe: %w", err)
 	}
-	e := &Executor{cfg: cfg, slots: make(chan struct{}, cfg.MaxParallel), stdinR: r, stdinW: w}
+	e := &Executor{cfg: cfg, slots: slots.New(cfg.MaxParallel), stdinR: r, stdinW: w}
 	if cfg.Reaper {
 		if e.reaper, err = startReaper(); err != nil {
 			_ = e.Close()
@@ -99,8 +100,33 @@ func (e *Executor) Close() error {
 	return e.closeErr
 }
 
-// Config returns the executor's configuration.
+// Config returns the executor's configuration, as it was made.
 func (e *Executor) Config() Config { return e.cfg }
+
+// SetMaxParallel changes how many commands run at once (n > 0). Commands
+// running go on; with fewer slots than run, new ones wait until enough
+// have ended.
+func (e *Executor) SetMaxParallel(n int) error {
+	if n <= 0 {
+		return fmt.Errorf("%w: max parallel %d must be positive", ErrInvalidConfig, n)
+	}
+	e.slots.SetLimit(n)
+	return nil
+}
+
+// MaxParallel is how many commands run at once.
+func (e *Executor) MaxParallel() int { return e.slots.Limit() }
+
+// Running counts the commands running and those waiting for a slot.
+func (e *Executor) Running() (running, waiting int) { return e.slots.Taken() }
+
+// maxWaiting bounds the commands waiting for a slot.
+func (e *Executor) maxWaiting() int {
+	if e.cfg.MaxWaiting > 0 {
+		return e.cfg.MaxWaiting
+	}
+	return WaitingPerSlot * e.slots.Limit()
+}
 
 // Run runs c and blocks until it has finished, its process group is gone
 // and its output is collected. It waits for an execution slot first. If ctx
@@ -110,41 +136,32 @@ func (e *Executor) Run(ctx context.Context, c Command) Result {
 	if r, ok := e.acquire(ctx, c.StartBy); !ok {
 		return r
 	}
-	defer func() { <-e.slots }()
+	defer e.slots.Release()
 	return e.run(ctx, c)
 }
 
 // acquire takes a slot, or returns the Busy or Canceled result explaining
 // why it could not.
 func (e *Executor) acquire(ctx context.Context, startBy time.Time) (Result, bool) {
-	select {
-	case e.slots <- struct{}{}:
+	if e.slots.TryAcquire() {
 		return Result{}, true
-	default:
 	}
-	if e.waiting.Add(1) > int64(e.cfg.MaxWaiting) {
+	if maxWaiting := e.maxWaiting(); e.waiting.Add(1) > int64(maxWaiting) {
 		e.waiting.Add(-1)
 		return Result{ExitCode: -1, Kind: Busy, Err: fmt.Errorf(
 			"busy: all %d execution slots are taken and %d commands wait already; retry later or raise --max-parallel",
-			e.cfg.MaxParallel, e.cfg.MaxWaiting)}, false
+			e.slots.Limit(), maxWaiting)}, false
 	}
 	defer e.waiting.Add(-1)
-	var expired <-chan time.Time
-	if !startBy.IsZero() {
-		t := time.NewTimer(time.Until(startBy))
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case e.slots <- struct{}{}:
+	if e.slots.Acquire(ctx, startBy) {
 		return Result{}, true
-	case <-expired:
-		return Result{ExitCode: -1, Kind: Busy, Err: fmt.Errorf(
-			"busy: all %d execution slots stayed taken until the request's deadline; retry later or raise --max-parallel",
-			e.cfg.MaxParallel)}, false
-	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
 		return Result{ExitCode: -1, Kind: Canceled, Err: fmt.Errorf("cancelled while waiting for a slot: %w", context.Cause(ctx))}, false
 	}
+	return Result{ExitCode: -1, Kind: Busy, Err: fmt.Errorf(
+		"busy: all %d execution slots stayed taken until the request's deadline; retry later or raise --max-parallel",
+		e.slots.Limit())}, false
 }
 
 func (e *Executor) run(ctx context.Context, c Command) Result {

@@ -382,3 +382,58 @@ func TestExecutor_MemoryLimit(t *testing.T) {
 		t.Error("a 1 MiB limit, in which no shell starts, was taken")
 	}
 }
+
+// Raising max parallel lets a waiting command start at once; lowering it
+// ends nothing running and holds the next command until enough end.
+func TestExecutor_SetMaxParallel(t *testing.T) {
+	e := newTestExecutor(t, func(c *Config) { c.MaxParallel = 1 })
+	started := make(chan time.Time, 3)
+	run := func(line string) chan Result {
+		done := make(chan Result, 1)
+		go func() {
+			done <- e.Run(context.Background(), Command{Line: line, Output: func(Stream, []byte) { started <- time.Now() }})
+		}()
+		return done
+	}
+	first := run("echo go; sleep 1")
+	<-started
+	t0 := time.Now()
+	second := run("echo go; sleep 1")
+	for _, w := e.Running(); w != 1; _, w = e.Running() {
+		time.Sleep(time.Millisecond)
+	}
+	if err := e.SetMaxParallel(2); err != nil {
+		t.Fatal(err)
+	}
+	if at := <-started; at.Sub(t0) > 500*time.Millisecond {
+		t.Errorf("the second command started %v after the limit rose, want at once", at.Sub(t0))
+	}
+	if err := e.SetMaxParallel(1); err != nil {
+		t.Fatal(err)
+	}
+	if running, _ := e.Running(); running != 2 || e.MaxParallel() != 1 {
+		t.Fatalf("after lowering to 1: %d running, max %d; want both still running, max 1", running, e.MaxParallel())
+	}
+	third := run("echo go")
+	select {
+	case <-started:
+		t.Fatal("a third command started while 2 ran under a limit of 1")
+	case <-time.After(200 * time.Millisecond):
+	}
+	r1, r2 := <-first, <-second
+	if r1.ExitCode != 0 || r2.ExitCode != 0 {
+		t.Fatalf("running commands ended by the change: %+v %+v", r1, r2)
+	}
+	select {
+	case at := <-started:
+		t.Logf("third started %v after the second began", at.Sub(t0))
+	case <-time.After(5 * time.Second):
+		t.Fatal("third never started")
+	}
+	if r := <-third; r.ExitCode != 0 {
+		t.Fatalf("third: %+v", r)
+	}
+	if err := e.SetMaxParallel(0); err == nil {
+		t.Fatal("max parallel 0 taken")
+	}
+}

@@ -240,6 +240,62 @@ func (JobState) EnumDescriptor() ([]byte, []int) {
 	return file_baton_proto_rawDescGZIP(), []int{2}
 }
 
+// ControlAction is what a NodeControl asks for.
+type ControlAction int32
+
+const (
+	ControlAction_CONTROL_ACTION_UNSPECIFIED ControlAction = 0
+	// CONTROL_ACTION_SHOW: the node's settings and runtime figures.
+	ControlAction_CONTROL_ACTION_SHOW ControlAction = 1
+	// CONTROL_ACTION_SET: change one setting at once, without a restart.
+	ControlAction_CONTROL_ACTION_SET ControlAction = 2
+	// CONTROL_ACTION_LEAVE: leave the cluster gracefully, as on SIGTERM.
+	ControlAction_CONTROL_ACTION_LEAVE ControlAction = 3
+)
+
+// Enum value maps for ControlAction.
+var (
+	ControlAction_name = map[int32]string{
+		0: "CONTROL_ACTION_UNSPECIFIED",
+		1: "CONTROL_ACTION_SHOW",
+		2: "CONTROL_ACTION_SET",
+		3: "CONTROL_ACTION_LEAVE",
+	}
+	ControlAction_value = map[string]int32{
+		"CONTROL_ACTION_UNSPECIFIED": 0,
+		"CONTROL_ACTION_SHOW":        1,
+		"CONTROL_ACTION_SET":         2,
+		"CONTROL_ACTION_LEAVE":       3,
+	}
+)
+
+func (x ControlAction) Enum() *ControlAction {
+	p := new(ControlAction)
+	*p = x
+	return p
+}
+
+func (x ControlAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ControlAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_baton_proto_enumTypes[3].Descriptor()
+}
+
+func (ControlAction) Type() protoreflect.EnumType {
+	return &file_baton_proto_enumTypes[3]
+}
+
+func (x ControlAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ControlAction.Descriptor instead.
+func (ControlAction) EnumDescriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{3}
+}
+
 // Register asks the broker to admit a node (node.register, request-reply).
 type Register struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -894,8 +950,11 @@ type Announcement struct {
 	// Max_members is the most members the broker admits (its
 	// --max-members), 0 for no limit; refused counts the nodes it turned
 	// away for it since it started, each once per wait.
-	MaxMembers    uint32 `protobuf:"varint,14,opt,name=max_members,json=maxMembers,proto3" json:"max_members,omitempty"`
-	Refused       uint64 `protobuf:"varint,15,opt,name=refused,proto3" json:"refused,omitempty"`
+	MaxMembers uint32 `protobuf:"varint,14,opt,name=max_members,json=maxMembers,proto3" json:"max_members,omitempty"`
+	Refused    uint64 `protobuf:"varint,15,opt,name=refused,proto3" json:"refused,omitempty"`
+	// Node_control is set by a broker whose roles let admins control nodes
+	// (node.ctl.*) and nodes hear it: a node subscribes there only then.
+	NodeControl   bool `protobuf:"varint,16,opt,name=node_control,json=nodeControl,proto3" json:"node_control,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1033,6 +1092,13 @@ func (x *Announcement) GetRefused() uint64 {
 		return x.Refused
 	}
 	return 0
+}
+
+func (x *Announcement) GetNodeControl() bool {
+	if x != nil {
+		return x.NodeControl
+	}
+	return false
 }
 
 // ExecRequest asks the master to run one shell command (exec.request,
@@ -2715,6 +2781,450 @@ func (x *JobRecordsAck) GetError() string {
 	return ""
 }
 
+// DiscoverRequest asks the brokers that hear it where they are: a UDP
+// datagram (broadcast, or to one address) to a broker's port, after the
+// bytes DiscoverRequestMagic (see package discovery). The answer is a
+// DiscoverReply, sent back to where the request came from.
+type DiscoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nonce is 16 random bytes the answer repeats: a datagram that does not
+	// is no answer to this request.
+	Nonce []byte `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// Protocol is the wire protocol the asking node speaks.
+	Protocol uint32 `protobuf:"varint,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Padding makes the request at least as large as any answer, so that a
+	// request with a forged source never draws a larger datagram at a
+	// victim.
+	Padding       []byte `protobuf:"bytes,3,opt,name=padding,proto3" json:"padding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoverRequest) Reset() {
+	*x = DiscoverRequest{}
+	mi := &file_baton_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoverRequest) ProtoMessage() {}
+
+func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoverRequest.ProtoReflect.Descriptor instead.
+func (*DiscoverRequest) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DiscoverRequest) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *DiscoverRequest) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *DiscoverRequest) GetPadding() []byte {
+	if x != nil {
+		return x.Padding
+	}
+	return nil
+}
+
+// DiscoverReply tells a node where a broker is. It carries no secret:
+// credentials and TLS still decide whom the node trusts.
+type DiscoverReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nonce []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// Addrs are the host:port addresses NATS clients reach the broker at.
+	Addrs               []string `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	CredentialsRequired bool     `protobuf:"varint,3,opt,name=credentials_required,json=credentialsRequired,proto3" json:"credentials_required,omitempty"`
+	TlsRequired         bool     `protobuf:"varint,4,opt,name=tls_required,json=tlsRequired,proto3" json:"tls_required,omitempty"`
+	// Version and protocol are the broker's build and wire protocol.
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Protocol      uint32 `protobuf:"varint,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoverReply) Reset() {
+	*x = DiscoverReply{}
+	mi := &file_baton_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoverReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoverReply) ProtoMessage() {}
+
+func (x *DiscoverReply) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoverReply.ProtoReflect.Descriptor instead.
+func (*DiscoverReply) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DiscoverReply) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *DiscoverReply) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
+}
+
+func (x *DiscoverReply) GetCredentialsRequired() bool {
+	if x != nil {
+		return x.CredentialsRequired
+	}
+	return false
+}
+
+func (x *DiscoverReply) GetTlsRequired() bool {
+	if x != nil {
+		return x.TlsRequired
+	}
+	return false
+}
+
+func (x *DiscoverReply) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *DiscoverReply) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+// NodeControl asks one node to show or change its settings, or to leave
+// (node.ctl.<instance id>, request-reply; admin only). The reply is a
+// NodeControlReply.
+type NodeControl struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Action ControlAction          `protobuf:"varint,1,opt,name=action,proto3,enum=baton.v1.ControlAction" json:"action,omitempty"`
+	// Setting and value, for CONTROL_ACTION_SET, as typed: memory-limit,
+	// max-procs, max-parallel or exec-timeout.
+	Setting       string `protobuf:"bytes,2,opt,name=setting,proto3" json:"setting,omitempty"`
+	Value         string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeControl) Reset() {
+	*x = NodeControl{}
+	mi := &file_baton_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeControl) ProtoMessage() {}
+
+func (x *NodeControl) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeControl.ProtoReflect.Descriptor instead.
+func (*NodeControl) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *NodeControl) GetAction() ControlAction {
+	if x != nil {
+		return x.Action
+	}
+	return ControlAction_CONTROL_ACTION_UNSPECIFIED
+}
+
+func (x *NodeControl) GetSetting() string {
+	if x != nil {
+		return x.Setting
+	}
+	return ""
+}
+
+func (x *NodeControl) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// NodeSettings are a node's settings and runtime figures.
+type NodeSettings struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Memory_in_use is what the Go runtime holds from the system, the
+	// figure memory_limit bounds; memory_limit is the process's soft memory
+	// limit (GOMEMLIMIT), 0 for none.
+	MemoryInUse uint64 `protobuf:"varint,3,opt,name=memory_in_use,json=memoryInUse,proto3" json:"memory_in_use,omitempty"`
+	MemoryLimit uint64 `protobuf:"varint,4,opt,name=memory_limit,json=memoryLimit,proto3" json:"memory_limit,omitempty"`
+	// Max_procs is GOMAXPROCS; cpus is how many the process may run on.
+	MaxProcs uint32 `protobuf:"varint,5,opt,name=max_procs,json=maxProcs,proto3" json:"max_procs,omitempty"`
+	Cpus     uint32 `protobuf:"varint,6,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// As master: commands run at once (max_parallel), the run time of a
+	// command that asks for none and the longest one may ask for, each
+	// command's memory limit (0: none).
+	MaxParallel      uint32 `protobuf:"varint,7,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	ExecTimeoutMs    uint32 `protobuf:"varint,8,opt,name=exec_timeout_ms,json=execTimeoutMs,proto3" json:"exec_timeout_ms,omitempty"`
+	MaxExecTimeoutMs uint32 `protobuf:"varint,9,opt,name=max_exec_timeout_ms,json=maxExecTimeoutMs,proto3" json:"max_exec_timeout_ms,omitempty"`
+	ExecMemoryLimit  uint64 `protobuf:"varint,10,opt,name=exec_memory_limit,json=execMemoryLimit,proto3" json:"exec_memory_limit,omitempty"`
+	// Running and waiting count the commands running and waiting for a slot.
+	Running       uint32 `protobuf:"varint,11,opt,name=running,proto3" json:"running,omitempty"`
+	Waiting       uint32 `protobuf:"varint,12,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Master        bool   `protobuf:"varint,13,opt,name=master,proto3" json:"master,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSettings) Reset() {
+	*x = NodeSettings{}
+	mi := &file_baton_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSettings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSettings) ProtoMessage() {}
+
+func (x *NodeSettings) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSettings.ProtoReflect.Descriptor instead.
+func (*NodeSettings) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *NodeSettings) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeSettings) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeSettings) GetMemoryInUse() uint64 {
+	if x != nil {
+		return x.MemoryInUse
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetMemoryLimit() uint64 {
+	if x != nil {
+		return x.MemoryLimit
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetMaxProcs() uint32 {
+	if x != nil {
+		return x.MaxProcs
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetMaxParallel() uint32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetExecTimeoutMs() uint32 {
+	if x != nil {
+		return x.ExecTimeoutMs
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetMaxExecTimeoutMs() uint32 {
+	if x != nil {
+		return x.MaxExecTimeoutMs
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetExecMemoryLimit() uint64 {
+	if x != nil {
+		return x.ExecMemoryLimit
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetRunning() uint32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetWaiting() uint32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *NodeSettings) GetMaster() bool {
+	if x != nil {
+		return x.Master
+	}
+	return false
+}
+
+// NodeControlReply answers a NodeControl. A non-empty error means nothing
+// changed; bad_value says it was the setting or value asked for.
+type NodeControlReply struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Error    string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	BadValue bool                   `protobuf:"varint,2,opt,name=bad_value,json=badValue,proto3" json:"bad_value,omitempty"`
+	// Settings are the node's, after the change.
+	Settings *NodeSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Was is the changed setting's value before, as shown.
+	Was           string `protobuf:"bytes,4,opt,name=was,proto3" json:"was,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeControlReply) Reset() {
+	*x = NodeControlReply{}
+	mi := &file_baton_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeControlReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeControlReply) ProtoMessage() {}
+
+func (x *NodeControlReply) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeControlReply.ProtoReflect.Descriptor instead.
+func (*NodeControlReply) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *NodeControlReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *NodeControlReply) GetBadValue() bool {
+	if x != nil {
+		return x.BadValue
+	}
+	return false
+}
+
+func (x *NodeControlReply) GetSettings() *NodeSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *NodeControlReply) GetWas() string {
+	if x != nil {
+		return x.Was
+	}
+	return ""
+}
+
 var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
@@ -2774,7 +3284,7 @@ const file_baton_proto_rawDesc = "" +
 	"\bheard_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aheardAt\"F\n" +
 	"\tDeparture\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xa3\x04\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x0f.baton.v1.CauseR\x05cause\"\xc6\x04\n" +
 	"\fAnnouncement\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06master\x18\x02 \x01(\tR\x06master\x12*\n" +
@@ -2793,7 +3303,8 @@ const file_baton_proto_rawDesc = "" +
 	"\x10max_bundle_files\x18\r \x01(\rR\x0emaxBundleFiles\x12\x1f\n" +
 	"\vmax_members\x18\x0e \x01(\rR\n" +
 	"maxMembers\x12\x18\n" +
-	"\arefused\x18\x0f \x01(\x04R\arefused\"\x8a\x04\n" +
+	"\arefused\x18\x0f \x01(\x04R\arefused\x12!\n" +
+	"\fnode_control\x18\x10 \x01(\bR\vnodeControl\"\x8a\x04\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03cmd\x18\x02 \x01(\tR\x03cmd\x12\x1c\n" +
@@ -2947,7 +3458,42 @@ const file_baton_proto_rawDesc = "" +
 	"JobRecords\x12-\n" +
 	"\arecords\x18\x01 \x03(\v2\x13.baton.v1.JobRecordR\arecords\"%\n" +
 	"\rJobRecordsAck\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error*h\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"]\n" +
+	"\x0fDiscoverRequest\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\rR\bprotocol\x12\x18\n" +
+	"\apadding\x18\x03 \x01(\fR\apadding\"\xc7\x01\n" +
+	"\rDiscoverReply\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12\x14\n" +
+	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x121\n" +
+	"\x14credentials_required\x18\x03 \x01(\bR\x13credentialsRequired\x12!\n" +
+	"\ftls_required\x18\x04 \x01(\bR\vtlsRequired\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\rR\bprotocol\"n\n" +
+	"\vNodeControl\x12/\n" +
+	"\x06action\x18\x01 \x01(\x0e2\x17.baton.v1.ControlActionR\x06action\x12\x18\n" +
+	"\asetting\x18\x02 \x01(\tR\asetting\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\"\xa6\x03\n" +
+	"\fNodeSettings\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\"\n" +
+	"\rmemory_in_use\x18\x03 \x01(\x04R\vmemoryInUse\x12!\n" +
+	"\fmemory_limit\x18\x04 \x01(\x04R\vmemoryLimit\x12\x1b\n" +
+	"\tmax_procs\x18\x05 \x01(\rR\bmaxProcs\x12\x12\n" +
+	"\x04cpus\x18\x06 \x01(\rR\x04cpus\x12!\n" +
+	"\fmax_parallel\x18\a \x01(\rR\vmaxParallel\x12&\n" +
+	"\x0fexec_timeout_ms\x18\b \x01(\rR\rexecTimeoutMs\x12-\n" +
+	"\x13max_exec_timeout_ms\x18\t \x01(\rR\x10maxExecTimeoutMs\x12*\n" +
+	"\x11exec_memory_limit\x18\n" +
+	" \x01(\x04R\x0fexecMemoryLimit\x12\x18\n" +
+	"\arunning\x18\v \x01(\rR\arunning\x12\x18\n" +
+	"\awaiting\x18\f \x01(\rR\awaiting\x12\x16\n" +
+	"\x06master\x18\r \x01(\bR\x06master\"\x8b\x01\n" +
+	"\x10NodeControlReply\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12\x1b\n" +
+	"\tbad_value\x18\x02 \x01(\bR\bbadValue\x122\n" +
+	"\bsettings\x18\x03 \x01(\v2\x16.baton.v1.NodeSettingsR\bsettings\x12\x10\n" +
+	"\x03was\x18\x04 \x01(\tR\x03was*h\n" +
 	"\x05Cause\x12\x15\n" +
 	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -2972,7 +3518,12 @@ const file_baton_proto_rawDesc = "" +
 	"\x13JOB_STATE_TIMED_OUT\x10\x04\x12\x17\n" +
 	"\x13JOB_STATE_CANCELLED\x10\x05\x12\x16\n" +
 	"\x12JOB_STATE_REJECTED\x10\x06\x12\x12\n" +
-	"\x0eJOB_STATE_LOST\x10\aB\x10Z\x0ebaton/messagesb\x06proto3"
+	"\x0eJOB_STATE_LOST\x10\a*z\n" +
+	"\rControlAction\x12\x1e\n" +
+	"\x1aCONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CONTROL_ACTION_SHOW\x10\x01\x12\x16\n" +
+	"\x12CONTROL_ACTION_SET\x10\x02\x12\x18\n" +
+	"\x14CONTROL_ACTION_LEAVE\x10\x03B\x10Z\x0ebaton/messagesb\x06proto3"
 
 var (
 	file_baton_proto_rawDescOnce sync.Once
@@ -2986,69 +3537,77 @@ func file_baton_proto_rawDescGZIP() []byte {
 	return file_baton_proto_rawDescData
 }
 
-var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
 	(JobState)(0),                 // 2: baton.v1.JobState
-	(*Register)(nil),              // 3: baton.v1.Register
-	(*RegisterReply)(nil),         // 4: baton.v1.RegisterReply
-	(*Heartbeat)(nil),             // 5: baton.v1.Heartbeat
-	(*HeartbeatAck)(nil),          // 6: baton.v1.HeartbeatAck
-	(*Deregister)(nil),            // 7: baton.v1.Deregister
-	(*Member)(nil),                // 8: baton.v1.Member
-	(*Departure)(nil),             // 9: baton.v1.Departure
-	(*Announcement)(nil),          // 10: baton.v1.Announcement
-	(*ExecRequest)(nil),           // 11: baton.v1.ExecRequest
-	(*Bundle)(nil),                // 12: baton.v1.Bundle
-	(*FileEntry)(nil),             // 13: baton.v1.FileEntry
-	(*FilePut)(nil),               // 14: baton.v1.FilePut
-	(*FilePutReply)(nil),          // 15: baton.v1.FilePutReply
-	(*FileGet)(nil),               // 16: baton.v1.FileGet
-	(*FileChunk)(nil),             // 17: baton.v1.FileChunk
-	(*OutputChunk)(nil),           // 18: baton.v1.OutputChunk
-	(*ExecAck)(nil),               // 19: baton.v1.ExecAck
-	(*ExecResult)(nil),            // 20: baton.v1.ExecResult
-	(*Output)(nil),                // 21: baton.v1.Output
-	(*ExecStatusQuery)(nil),       // 22: baton.v1.ExecStatusQuery
-	(*ExecStatus)(nil),            // 23: baton.v1.ExecStatus
-	(*JobRecord)(nil),             // 24: baton.v1.JobRecord
-	(*JobRecords)(nil),            // 25: baton.v1.JobRecords
-	(*JobRecordsAck)(nil),         // 26: baton.v1.JobRecordsAck
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(ControlAction)(0),            // 3: baton.v1.ControlAction
+	(*Register)(nil),              // 4: baton.v1.Register
+	(*RegisterReply)(nil),         // 5: baton.v1.RegisterReply
+	(*Heartbeat)(nil),             // 6: baton.v1.Heartbeat
+	(*HeartbeatAck)(nil),          // 7: baton.v1.HeartbeatAck
+	(*Deregister)(nil),            // 8: baton.v1.Deregister
+	(*Member)(nil),                // 9: baton.v1.Member
+	(*Departure)(nil),             // 10: baton.v1.Departure
+	(*Announcement)(nil),          // 11: baton.v1.Announcement
+	(*ExecRequest)(nil),           // 12: baton.v1.ExecRequest
+	(*Bundle)(nil),                // 13: baton.v1.Bundle
+	(*FileEntry)(nil),             // 14: baton.v1.FileEntry
+	(*FilePut)(nil),               // 15: baton.v1.FilePut
+	(*FilePutReply)(nil),          // 16: baton.v1.FilePutReply
+	(*FileGet)(nil),               // 17: baton.v1.FileGet
+	(*FileChunk)(nil),             // 18: baton.v1.FileChunk
+	(*OutputChunk)(nil),           // 19: baton.v1.OutputChunk
+	(*ExecAck)(nil),               // 20: baton.v1.ExecAck
+	(*ExecResult)(nil),            // 21: baton.v1.ExecResult
+	(*Output)(nil),                // 22: baton.v1.Output
+	(*ExecStatusQuery)(nil),       // 23: baton.v1.ExecStatusQuery
+	(*ExecStatus)(nil),            // 24: baton.v1.ExecStatus
+	(*JobRecord)(nil),             // 25: baton.v1.JobRecord
+	(*JobRecords)(nil),            // 26: baton.v1.JobRecords
+	(*JobRecordsAck)(nil),         // 27: baton.v1.JobRecordsAck
+	(*DiscoverRequest)(nil),       // 28: baton.v1.DiscoverRequest
+	(*DiscoverReply)(nil),         // 29: baton.v1.DiscoverReply
+	(*NodeControl)(nil),           // 30: baton.v1.NodeControl
+	(*NodeSettings)(nil),          // 31: baton.v1.NodeSettings
+	(*NodeControlReply)(nil),      // 32: baton.v1.NodeControlReply
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	27, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
-	10, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	27, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
-	27, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
+	33, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	11, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
+	33, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	33, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: baton.v1.Departure.cause:type_name -> baton.v1.Cause
-	8,  // 5: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	27, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
-	9,  // 7: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	27, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
-	27, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
-	12, // 10: baton.v1.ExecRequest.inputs:type_name -> baton.v1.Bundle
-	12, // 11: baton.v1.FilePutReply.bundle:type_name -> baton.v1.Bundle
+	9,  // 5: baton.v1.Announcement.members:type_name -> baton.v1.Member
+	33, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	10, // 7: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
+	33, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	33, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
+	13, // 10: baton.v1.ExecRequest.inputs:type_name -> baton.v1.Bundle
+	13, // 11: baton.v1.FilePutReply.bundle:type_name -> baton.v1.Bundle
 	1,  // 12: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
-	12, // 13: baton.v1.ExecResult.result_bundle:type_name -> baton.v1.Bundle
-	13, // 14: baton.v1.ExecResult.outputs:type_name -> baton.v1.FileEntry
-	12, // 15: baton.v1.Output.result_bundle:type_name -> baton.v1.Bundle
-	13, // 16: baton.v1.Output.outputs:type_name -> baton.v1.FileEntry
-	20, // 17: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
+	13, // 13: baton.v1.ExecResult.result_bundle:type_name -> baton.v1.Bundle
+	14, // 14: baton.v1.ExecResult.outputs:type_name -> baton.v1.FileEntry
+	13, // 15: baton.v1.Output.result_bundle:type_name -> baton.v1.Bundle
+	14, // 16: baton.v1.Output.outputs:type_name -> baton.v1.FileEntry
+	21, // 17: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
 	2,  // 18: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
-	27, // 19: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
-	27, // 20: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
-	27, // 21: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
-	13, // 22: baton.v1.JobRecord.inputs:type_name -> baton.v1.FileEntry
-	13, // 23: baton.v1.JobRecord.outputs:type_name -> baton.v1.FileEntry
-	24, // 24: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	33, // 19: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
+	33, // 20: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
+	33, // 21: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
+	14, // 22: baton.v1.JobRecord.inputs:type_name -> baton.v1.FileEntry
+	14, // 23: baton.v1.JobRecord.outputs:type_name -> baton.v1.FileEntry
+	25, // 24: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
+	3,  // 25: baton.v1.NodeControl.action:type_name -> baton.v1.ControlAction
+	31, // 26: baton.v1.NodeControlReply.settings:type_name -> baton.v1.NodeSettings
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_baton_proto_init() }
@@ -3062,8 +3621,8 @@ func file_baton_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   24,
+			NumEnums:      4,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,6 +22,10 @@ const (
 	// SubjectExecStatus prefixes the subject on which each node answers
 	// ExecStatusQuery: exec.status.<instance id> (see ExecStatusSubject).
 	SubjectExecStatus = "exec.status"
+	// SubjectControl prefixes the subject on which each node answers
+	// NodeControl requests, from admins only: node.ctl.<instance id> (see
+	// ControlSubject).
+	SubjectControl = "node.ctl"
 )
 
 // The wire protocol. A build speaks Protocol; a broker admits nodes that
@@ -35,6 +39,9 @@ const (
 	// MinProtocol is the oldest protocol a broker admits.
 	MinProtocol = 2
 )
+
+// ControlSubject is the control subject of the node with instanceID.
+func ControlSubject(instanceID string) string { return SubjectControl + "." + instanceID }
 
 // ExecStatusSubject is the status subject of the node with instanceID.
 func ExecStatusSubject(instanceID string) string { return SubjectExecStatus + "." + instanceID }

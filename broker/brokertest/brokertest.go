@@ -13,10 +13,13 @@ import (
 
 // Config is a broker's config for a test: NATS and HTTP on loopback ports
 // the system picks, its data in a directory of the test's, a heartbeat
-// timeout short enough for tests of failures (300 ms), logs to t.
+// timeout short enough for tests of failures (300 ms), logs to t. It
+// answers no discovery: a UDP port of the number the system picked for
+// NATS need not be free.
 func Config(t testing.TB) broker.Config {
 	cfg := broker.DefaultConfig()
 	cfg.Server.Addr, cfg.DataDir, cfg.HTTP = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.Discovery = false
 	cfg.Election.HeartbeatTimeout = 300 * time.Millisecond
 	cfg.Logger = testlog.Logger(t)
 	return cfg

@@ -33,7 +33,7 @@ type RunCmd struct {
 	Quick bool     `env:"BATON_BENCH_QUICK" help:"A run of under a minute with fewer samples, trials and cluster sizes (for CI): figures printed, not judged."`
 	JSON  string   `name:"json" default:"bench.json" env:"BATON_BENCH_JSON" help:"File to write the figures to, as JSON."`
 	Bins  string   `env:"BATON_BENCH_BINS" placeholder:"DIR" help:"Directory holding the broker and node binaries (default: build them into a temporary directory)."`
-	Parts []string `placeholder:"PART" help:"Measure only these parts (comma-separated): round trip, security, history, history queries, throughput, live output and cancel, failover, scale, idle, dashboards, files. Targets of parts not measured are reported missed."`
+	Parts []string `placeholder:"PART" help:"Measure only these parts (comma-separated): round trip, security, history, history queries, throughput, live output and cancel, failover, scale, idle, dashboards, files, membership. Targets of parts not measured are reported missed."`
 }
 
 // Run builds the binaries if needed, measures, and reports.

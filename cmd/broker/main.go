@@ -40,6 +40,8 @@ type CLI struct {
 	MaxBundleFiles  int           `default:"${max_bundle_files}" env:"BATON_MAX_BUNDLE_FILES" help:"Most files (directories and links included) a command may be sent or bring back."`
 	FilesMaxBytes   cli.ByteSize  `default:"${files_max_bytes}" env:"BATON_FILES_MAX_BYTES" help:"Most the stored archives of files may take together; when full, new ones are refused until jobs expire from the history."`
 
+	Discovery bool `default:"true" negatable:"" env:"BATON_DISCOVERY" help:"Answer nodes that look for a broker on the LAN (node --discover) on the UDP port of ADDR: where they reach it, and whether it requires credentials and TLS (never a secret). Only a broker listening on all addresses (0.0.0.0) hears broadcasts. --discovery=false turns it off."`
+
 	TLSCert string `name:"tls-cert" env:"BATON_TLS_CERT" placeholder:"FILE" help:"PEM certificate of the broker: with --tls-key, every client must connect over TLS (and trust the certificate's authority: node --tls-ca). 'broker certificate' makes one."`
 	TLSKey  string `name:"tls-key" env:"BATON_TLS_KEY" placeholder:"FILE" help:"PEM private key of --tls-cert."`
 
@@ -98,7 +100,7 @@ func (r *RunCmd) Run(c *CLI) error {
 	cfg.KeepHistory, cfg.History.MaxAge, cfg.History.MaxBytes = c.History, c.HistoryMaxAge, int64(c.HistoryMaxBytes)
 	cfg.Files.MaxBytes, cfg.Files.MaxFiles, cfg.Files.StoreBytes = int64(c.MaxBundleBytes), c.MaxBundleFiles, int64(c.FilesMaxBytes)
 	cfg.Web.Version, cfg.Election.Version = cli.Version, cli.Version
-	cfg.TuneMemory, cfg.Logger = true, logger
+	cfg.TuneMemory, cfg.Logger, cfg.Discovery = true, logger, c.Discovery
 	b, err := broker.New(cfg)
 	if err != nil {
 		return err

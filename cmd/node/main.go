@@ -24,6 +24,7 @@ import (
 	"baton/bus"
 	"baton/cmd/internal/cli"
 	"baton/cmd/internal/console"
+	"baton/discovery"
 	"baton/election"
 	"baton/executor"
 	"baton/files"
@@ -35,24 +36,72 @@ import (
 type Globals struct {
 	cli.VersionFlag
 	cli.Logging
-	BrokerAddr  string `default:"${broker_addr}" env:"BATON_BROKER_ADDR" help:"Broker address (host:port)."`
-	Credentials string `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch, admin.creds for jobs and job)."`
-	TLSCA       string `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
+	BrokerAddr  string       `env:"BATON_BROKER_ADDR" placeholder:"HOST:PORT" help:"Broker address (default ${broker_addr})."`
+	Discover    cli.Discover `env:"BATON_DISCOVER" help:"Find the broker on the LAN instead of giving --broker-addr: alone, it broadcasts a UDP request to ${discover} (the broker's port); --discover=HOST[:PORT] (with the '=') asks there instead: a subnet's broadcast address, or one host. The first answer within ${discover_timeout} is taken. It tells where the broker is and whether it requires credentials and TLS, never a secret: --tls-ca and --credentials still decide whom to trust, and with --credentials, --discover needs --tls-ca."`
+	Credentials string       `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch, admin.creds for jobs, job and ctl)."`
+	TLSCA       string       `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
+
+	// found is what --discover found.
+	found *discovery.Found
 }
 
-// Validate rejects a broker address no connection can use, as a usage
-// error.
+// Validate rejects a broker address no connection can use, and a
+// discovery that could hand a credential to an impostor, as usage errors.
+// Of --broker-addr and --discover, one on the command line beats the
+// other's environment variable.
 func (g *Globals) Validate() error {
+	if g.Discover.Set() && g.BrokerAddr != "" {
+		addrFlag, discoverFlag := onCommandLine("--broker-addr"), onCommandLine("--discover")
+		switch {
+		case addrFlag && !discoverFlag:
+			g.Discover = cli.Discover{}
+		case discoverFlag && !addrFlag:
+			g.BrokerAddr = ""
+		default:
+			return fmt.Errorf("--discover and --broker-addr (or BATON_DISCOVER and BATON_BROKER_ADDR) both given: the broker is found one way; give one")
+		}
+	}
+	if g.Discover.Set() && g.Credentials != "" && g.TLSCA == "" {
+		return fmt.Errorf("--discover with --credentials needs --tls-ca: anyone on the LAN can answer a discovery request, and only the broker's certificate, checked against your authority, tells the broker from an impostor that would take the credential; give --tls-ca, or --broker-addr")
+	}
+	if g.BrokerAddr == "" {
+		return nil
+	}
 	if err := bus.CheckAddr(g.BrokerAddr); err != nil {
 		return fmt.Errorf("--broker-addr: %w", err)
 	}
 	return nil
 }
 
-// conn is the connection config the flags describe, named name.
+// onCommandLine reports whether flag was given on the command line (not
+// by its environment variable), before any "--".
+func onCommandLine(flag string) bool {
+	for _, a := range os.Args[1:] {
+		if a == "--" {
+			return false
+		}
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// conn is the connection config the flags describe, named name. With
+// --discover it first finds the broker (in at most discovery.Timeout).
 func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 	cfg := bus.DefaultConnConfig()
-	cfg.Addrs, cfg.Name, cfg.TLSCA = []string{g.BrokerAddr}, name, g.TLSCA
+	cfg.Name, cfg.TLSCA = name, g.TLSCA
+	switch {
+	case g.Discover.Set():
+		if err := g.discover(); err != nil {
+			return cfg, err
+		}
+		// Best first, as discovery ordered them.
+		cfg.Addrs, cfg.InOrder = g.found.Addrs, true
+	case g.BrokerAddr != "":
+		cfg.Addrs = []string{g.BrokerAddr}
+	}
 	if g.Credentials != "" {
 		c, err := auth.Load(g.Credentials)
 		if err != nil {
@@ -61,6 +110,27 @@ func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 		cfg.Credentials, cfg.InboxPrefix = c.Path, c.Role.InboxPrefix()
 	}
 	return cfg, nil
+}
+
+// discover finds the broker as --discover says, once.
+func (g *Globals) discover() error {
+	if g.found != nil {
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	f, err := discovery.Find(ctx, g.Discover.Target, discovery.Timeout)
+	if err != nil {
+		return err
+	}
+	where := strings.Join(f.Addrs, ",")
+	if f.CredentialsRequired && g.Credentials == "" {
+		return fmt.Errorf("the broker found at %s requires credentials and none were given; give one of the files it made under <data-dir>/credentials (--credentials FILE)", where)
+	}
+	g.found = f
+	g.Logger(os.Stderr).Debug("found the broker", "addrs", where, "from", f.From.String(), "version", f.Version,
+		"credentials_required", f.CredentialsRequired, "tls_required", f.TLSRequired)
+	return nil
 }
 
 // CLI is the node's command line.
@@ -72,6 +142,7 @@ type CLI struct {
 	Watch  WatchCmd  `cmd:"" help:"Follow the cluster live: joins, leaves, losses with their cause, and each change of master with its epoch; one line per event."`
 	Jobs   JobsCmd   `cmd:"" help:"List the jobs in the broker's history, newest first: ID, state, exit code, when, duration, master, submitter and command. Needs admin.creds when the broker requires credentials."`
 	Job    JobCmd    `cmd:"" help:"Show one job of the history: its record as a header on stderr, then its stdout on stdout and its stderr on stderr."`
+	Ctl    CtlCmd    `cmd:"" help:"Show a running node's settings, change one without a restart, or make it leave (the admin role's: admin.creds when the broker requires credentials)."`
 	Decode DecodeCmd `cmd:"" help:"Print a baton message body read from stdin as JSON (for: nats sub 'node.>' --translate 'node decode --subject {{Subject}}')."`
 }
 
@@ -149,6 +220,9 @@ func (j *JoinCmd) Run(g *Globals) error {
 		logs = p.Stderr()
 	}
 	cfg.Logger = g.Logger(logs).With(keyNode, name)
+	if g.found != nil {
+		cfg.Logger.Info("found the broker", "addrs", conn.Where(), "from", g.found.From.String(), "version", g.found.Version)
+	}
 	n, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -167,11 +241,21 @@ func (j *JoinCmd) Run(g *Globals) error {
 		}
 		return errors.Join(err, n.Close(cctx))
 	}
+	// node ctl NAME leave ends the node as SIGTERM does.
+	ctx, leave := context.WithCancel(ctx)
+	defer leave()
+	go func() {
+		select {
+		case <-n.LeaveRequested():
+			leave()
+		case <-ctx.Done():
+		}
+	}()
 	sessionDone := make(chan error, 1)
 	if !j.Serve {
 		s := &console.Session{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, JSON: j.JSON, Prompt: p, Timeout: j.Timeout}
 		if p != nil {
-			s.Banner = banner(g.BrokerAddr, name, j.Priority, n.Master())
+			s.Banner = banner(conn.Where(), name, j.Priority, n.Master())
 		}
 		go func() { sessionDone <- s.Run(ctx, n) }()
 	}
@@ -184,7 +268,7 @@ func (j *JoinCmd) Run(g *Globals) error {
 		}
 	case runErr = <-sessionDone:
 	case <-n.Lost():
-		runErr = fmt.Errorf("the broker at %s closed this node's connection for good: %v", g.BrokerAddr, n.LostErr())
+		runErr = fmt.Errorf("the broker at %s closed this node's connection for good: %v", conn.Where(), n.LostErr())
 	}
 	cctx, cancel := closeCtx()
 	defer cancel()
@@ -452,16 +536,24 @@ const historyTimeout = 15 * time.Second
 // askHistory connects as name and calls ask, failing at once with a
 // one-line error if the credential may not read the history.
 func (g *Globals) askHistory(name string, ask func(context.Context, *nats.Conn) error) error {
+	return g.askAs(name, "this credential may not read the job history (it needs the admin role: admin.creds)",
+		fmt.Sprintf("the broker's history did not answer within %v", historyTimeout), historyTimeout, ask)
+}
+
+// askAs connects as name and calls ask within timeout, failing at once
+// with denied, a one-line error, if the credential may not publish what
+// ask does, and with silent if the answer does not come in time.
+func (g *Globals) askAs(name, denied, silent string, timeout time.Duration, ask func(context.Context, *nats.Conn) error) error {
 	conn, err := g.conn(name)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeoutCause(context.Background(), conn.ConnectTimeout+historyTimeout, errors.New("the broker's history did not answer"))
+	ctx, cancel := context.WithTimeoutCause(context.Background(), conn.ConnectTimeout+timeout, errors.New(silent))
 	defer cancel()
 	ctx, deny := context.WithCancelCause(ctx)
 	conn.OnError = func(err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
-			deny(fmt.Errorf("this credential may not read the job history (it needs the admin role: admin.creds)"))
+			deny(errors.New(denied))
 		}
 	}
 	nc, err := bus.Connect(ctx, conn)
@@ -546,6 +638,8 @@ func main() {
 		kong.Help(cli.DefaultCommandHelp("join", "Flags (of plain 'node', which is 'node join'):")),
 		kong.Vars{
 			"broker_addr":        d.Conn.Where(),
+			"discover":           discovery.Broadcast,
+			"discover_timeout":   discovery.Timeout.String(),
 			"priority":           strconv.Itoa(int(d.Priority)),
 			"exec_timeout":       d.ExecTimeout.String(),
 			"max_exec_timeout":   d.MaxExecTimeout.String(),
@@ -556,6 +650,7 @@ func main() {
 			"job_limit":          strconv.Itoa(messages.DefaultJobLimit),
 			"max_job_limit":      strconv.Itoa(messages.MaxJobLimit),
 			"work_dir":           d.WorkRoot,
+			"ctl_settings":       strings.Join(agent.Settings(), ","),
 		})...)
 	err := ctx.Run(&c.Globals)
 	if code, ok := console.IsQuietExit(err); ok {
