@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -229,6 +230,14 @@ func Connect(ctx context.Context, cfg ConnConfig, opts ...nats.Option) (*nats.Co
 		base = append(base, nats.CustomInboxPrefix(cfg.InboxPrefix))
 	}
 	if cfg.TLSCA != "" {
+		// A file that cannot be read is no broker's fault: say so at once.
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificate in it (give the broker's <data-dir>/tls/ca.pem)", cfg.TLSCA)
+		}
 		base = append(base, nats.RootCAs(cfg.TLSCA))
 	}
 	where := cfg.Where()

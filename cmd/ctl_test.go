@@ -102,7 +102,7 @@ func TestNodeCtl(t *testing.T) {
 		code int
 		says string
 	}{
-		{auth.Admin, []string{"ctl", "gamma", "show"}, 2, `no member is named "gamma" (members: alpha, beta)`},
+		{auth.Admin, []string{"ctl", "gamma", "show"}, 2, `no member is named "gamma" (members: alpha, beta;`},
 		{auth.Admin, []string{"ctl", "alpha", "set", "max-parallel", "0"}, 2, "a number from 1 to 10000"},
 		{auth.Admin, []string{"ctl", "alpha", "set", "max-parallel", "many"}, 2, "not a number"},
 		{auth.Admin, []string{"ctl", "alpha", "set", "exec-timeout", "1h"}, 2, "from 100ms to the node's --max-exec-timeout of 5m0s"},
@@ -123,7 +123,7 @@ func TestNodeCtl(t *testing.T) {
 
 	// leave: as SIGTERM does.
 	since := time.Now()
-	if out, errOut, code := run(auth.Admin, "ctl", "alpha", "leave"); code != 0 || !strings.Contains(out, "alpha: leaving the cluster; it was master") {
+	if out, errOut, code := run(auth.Admin, "ctl", "alpha", "leave"); code != 0 || !strings.Contains(out, "alpha: leaving the cluster, as on SIGTERM; it was master: the next in rank takes over") {
 		t.Errorf("ctl alpha leave: exit %d, %q %q", code, out, errOut)
 	}
 	at, _ := w.waitMaster("beta", since, 5*time.Second)

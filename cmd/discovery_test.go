@@ -61,6 +61,9 @@ func TestDiscovery(t *testing.T) {
 			t.Errorf("%s and %s: exit %d, %q %q", tc.env, tc.flag, code, p.stdout.String(), p.stderr.String())
 		}
 	}
+	if _, errOut, code := run("status", "--discover", c.addr); code != 2 || !strings.Contains(errOut, "--discover takes its address after '='") {
+		t.Errorf("--discover ADDR: exit %d, stderr %q; want 2 and a hint", code, errOut)
+	}
 	// A credential goes only to a broker whose certificate the node checks.
 	if _, errOut, code := run("status", discover, "--credentials="+creds(auth.Watch)); code != 2 || !strings.Contains(errOut, "--discover with --credentials needs --tls-ca") {
 		t.Errorf("a credential without --tls-ca: exit %d, stderr %q; want 2, needs --tls-ca", code, errOut)

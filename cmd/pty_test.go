@@ -212,3 +212,32 @@ func TestPrompt(t *testing.T) {
 		t.Errorf("history file holds %q", b)
 	}
 }
+
+// node ctl NAME leave, asked of a node at its prompt: the commands typed
+// there finish, the prompt says why it takes no more, and the node exits
+// 0.
+func TestPromptLeave(t *testing.T) {
+	t.Parallel() // mostly waiting
+	c := newCluster(t)
+	w := c.watch()
+	c.node("alpha", 100, procOpts{}, "--serve")
+	w.waitMaster("alpha", time.Time{}, 10*time.Second)
+	term := startTerminal(t, bins.node, []string{"XDG_STATE_HOME=" + t.TempDir()},
+		"--broker-addr="+c.addr, "--name=typist", "--priority=1")
+	term.waitFor("> ", 1, 10*time.Second)
+	c.waitMembers(2)
+	term.typeKeys("sleep 2; echo fin\r")
+	time.Sleep(500 * time.Millisecond) // running on alpha now
+	p := start(t, "ctl", bins.node, procOpts{}, "ctl", "--broker-addr="+c.addr, "typist", "leave")
+	if code := p.wait(15 * time.Second); code != 0 || p.stdout.String() != "typist: leaving the cluster, as on SIGTERM\n" {
+		t.Errorf("ctl typist leave: exit %d, %q %q", code, p.stdout.String(), p.stderr.String())
+	}
+	term.waitFor("baton: node ctl asked this node to leave: taking no more commands; waiting for 1 running", 1, 5*time.Second)
+	term.waitFor("[1] sleep 2; echo fin on alpha", 1, 10*time.Second)
+	if code := term.wait(10 * time.Second); code != 0 {
+		t.Errorf("exit %d after leaving, want 0", code)
+	}
+	if out := term.out.String(); !strings.Contains(out, "\r\nfin\r\n") || strings.Contains(out, "baton: cancelling") {
+		t.Errorf("the command typed did not finish:\n%q", out)
+	}
+}

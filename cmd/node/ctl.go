@@ -44,45 +44,44 @@ type CtlShowCmd struct {
 
 // CtlSetCmd is `node ctl NAME set SETTING VALUE`.
 type CtlSetCmd struct {
-	Setting string `arg:"" enum:"${ctl_settings}" help:"memory-limit: the node process's soft memory limit (GOMEMLIMIT), such as 256MiB, or off; max-procs: GOMAXPROCS, the CPUs it runs Go code on at once; max-parallel: commands it runs at once as master (more wait; those running go on); exec-timeout: run time of a command that asks for none, such as 30s, at most the node's --max-exec-timeout."`
+	Setting string `arg:"" enum:"${ctl_settings}" help:"memory-limit: the node process's soft memory limit (GOMEMLIMIT), such as 256MiB (at least ${min_memory_limit}), or off; max-procs: GOMAXPROCS, the CPUs it runs Go code on at once (1 to ${max_max_procs}); max-parallel: commands it runs at once as master, 1 to ${max_max_parallel} (more wait; those running go on); exec-timeout: run time of a command that asks for none, such as 30s (${min_exec_timeout} to the node's --max-exec-timeout)."`
 	Value   string `arg:"" help:"The new value."`
 }
 
 // CtlLeaveCmd is `node ctl NAME leave`.
 type CtlLeaveCmd struct{}
 
-// Validate checks the value's form before anything is sent; the node
-// checks its range.
-func (s *CtlSetCmd) Validate() error {
+// value is the value to send: its form checked here, its range by the
+// node.
+func (s *CtlSetCmd) value() (string, error) {
 	switch s.Setting {
 	case agent.SettingMemoryLimit:
 		if strings.EqualFold(s.Value, "off") {
-			s.Value = "off"
-			return nil
+			return "off", nil
 		}
 		var b cli.ByteSize
 		if err := b.UnmarshalText([]byte(s.Value)); err != nil {
-			return fmt.Errorf("memory-limit: %w, or off", err)
+			return "", fmt.Errorf("memory-limit: %w, or off", err)
 		}
 		if b != 0 && b < agent.MinMemoryLimit {
-			return fmt.Errorf("memory-limit %s: at least %s (or 0 or off for none): below what a node needs, it would collect garbage all the time", s.Value, bundle.Size(agent.MinMemoryLimit))
+			return "", fmt.Errorf("memory-limit %s: at least %s (or 0 or off for none): below what a node needs, it would collect garbage all the time", s.Value, bundle.Size(agent.MinMemoryLimit))
 		}
-		s.Value = strconv.FormatInt(int64(b), 10)
+		return strconv.FormatInt(int64(b), 10), nil
 	case agent.SettingMaxProcs, agent.SettingMaxParallel:
 		if _, err := strconv.Atoi(s.Value); err != nil {
-			return fmt.Errorf("%s %q: not a number", s.Setting, s.Value)
+			return "", fmt.Errorf("%s %q: not a number", s.Setting, s.Value)
 		}
 	case agent.SettingExecTimeout:
 		if _, err := time.ParseDuration(s.Value); err != nil {
-			return fmt.Errorf("exec-timeout %q: not a duration, such as 30s or 2m", s.Value)
+			return "", fmt.Errorf("exec-timeout %q: not a duration, such as 30s or 2m", s.Value)
 		}
 	}
-	return nil
+	return s.Value, nil
 }
 
 // Run shows the node's settings.
 func (s *CtlShowCmd) Run(g *Globals, c *CtlName) error {
-	r, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_SHOW})
+	r, _, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_SHOW})
 	if err != nil {
 		return err
 	}
@@ -91,7 +90,12 @@ func (s *CtlShowCmd) Run(g *Globals, c *CtlName) error {
 
 // Run changes the setting.
 func (s *CtlSetCmd) Run(g *Globals, c *CtlName) error {
-	r, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_SET, Setting: s.Setting, Value: s.Value})
+	v, err := s.value()
+	if err != nil {
+		// As the node's own refusals read.
+		return &console.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("%s: %w", c.Name, err)}
+	}
+	r, _, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_SET, Setting: s.Setting, Value: v})
 	if err != nil {
 		return err
 	}
@@ -102,17 +106,21 @@ func (s *CtlSetCmd) Run(g *Globals, c *CtlName) error {
 
 // Run asks the node to leave.
 func (*CtlLeaveCmd) Run(g *Globals, c *CtlName) error {
-	r, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_LEAVE})
+	r, a, err := c.control(g, &messages.NodeControl{Action: messages.ControlAction_CONTROL_ACTION_LEAVE})
 	if err != nil {
 		return err
 	}
-	switch held := r.Settings.Running + r.Settings.Waiting; {
-	case r.Settings.Master && held > 0:
-		fmt.Printf("%s: leaving the cluster; it was master: the next in rank takes over, and it finishes the %d commands it holds\n", c.Name, held)
+	running := ""
+	if held := r.Settings.Running + r.Settings.Waiting; held > 0 {
+		running = fmt.Sprintf("; it finishes the %s it runs as master", plural(int(held), "command"))
+	}
+	switch {
+	case r.Settings.Master && len(a.Members) > 1:
+		fmt.Printf("%s: leaving the cluster, as on SIGTERM; it was master: the next in rank takes over%s\n", c.Name, running)
 	case r.Settings.Master:
-		fmt.Printf("%s: leaving the cluster; it was master: the next in rank takes over\n", c.Name)
+		fmt.Printf("%s: leaving the cluster, as on SIGTERM; it was master and the only member: there is no master until a node joins%s\n", c.Name, running)
 	default:
-		fmt.Printf("%s: leaving the cluster\n", c.Name)
+		fmt.Printf("%s: leaving the cluster, as on SIGTERM\n", c.Name)
 	}
 	return nil
 }
@@ -120,16 +128,18 @@ func (*CtlLeaveCmd) Run(g *Globals, c *CtlName) error {
 // ctlTimeout bounds the wait for a node's answer.
 const ctlTimeout = 5 * time.Second
 
-// control sends req to the member named c.Name and returns its answer.
-// An unknown name or a value the node refuses is a usage error (exit 2); a
-// credential that may not control nodes, exit 1.
-func (c *CtlName) control(g *Globals, req *messages.NodeControl) (*messages.NodeControlReply, error) {
+// control sends req to the member named c.Name and returns its answer,
+// and the cluster as the broker saw it before. An unknown name or a value
+// the node refuses is a usage error (exit 2); a credential that may not
+// control nodes, exit 1.
+func (c *CtlName) control(g *Globals, req *messages.NodeControl) (*messages.NodeControlReply, *messages.Announcement, error) {
 	var reply messages.NodeControlReply
+	var a *messages.Announcement
 	err := g.askAs("ctl", "this credential may not control nodes (it needs the admin role: admin.creds)",
 		fmt.Sprintf("%s did not answer within %v", c.Name, ctlTimeout), ctlTimeout,
 		func(ctx context.Context, nc *nats.Conn) error {
-			a, err := election.Get(ctx, nc)
-			if err != nil {
+			var err error
+			if a, err = election.Get(ctx, nc); err != nil {
 				return err
 			}
 			if !a.NodeControl {
@@ -145,7 +155,7 @@ func (c *CtlName) control(g *Globals, req *messages.NodeControl) (*messages.Node
 				if len(names) > 0 {
 					members = strings.Join(names, ", ")
 				}
-				return &console.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("no member is named %q (members: %s)", c.Name, members)}
+				return &console.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("no member is named %q (members: %s; a node waiting for a slot or leaving is none)", c.Name, members)}
 			}
 			m := a.Members[i]
 			data, err := proto.Marshal(req)
@@ -163,15 +173,23 @@ func (c *CtlName) control(g *Globals, req *messages.NodeControl) (*messages.Node
 		})
 	switch {
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	case reply.Error != "" && reply.BadValue:
-		return nil, &console.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("%s: %s", c.Name, reply.Error)}
+		return nil, nil, &console.ExitError{Code: cli.ExitUsage, Err: fmt.Errorf("%s: %s", c.Name, reply.Error)}
 	case reply.Error != "":
-		return nil, fmt.Errorf("%s: %s", c.Name, reply.Error)
+		return nil, nil, fmt.Errorf("%s: %s", c.Name, reply.Error)
 	case reply.Settings == nil:
-		return nil, fmt.Errorf("%s answered without its settings", c.Name)
+		return nil, nil, fmt.Errorf("%s answered without its settings", c.Name)
 	}
-	return &reply, nil
+	return &reply, a, nil
+}
+
+// plural is "1 command", "2 commands".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // writeSettings prints a node's settings, a line each, or as JSON.
@@ -203,7 +221,7 @@ func writeSettings(w io.Writer, s *messages.NodeSettings, asJSON bool) error {
 		{"max-parallel", strconv.Itoa(int(s.MaxParallel))},
 		{"exec-timeout", fmt.Sprintf("%v (at most %v asked for)", time.Duration(s.ExecTimeoutMs)*time.Millisecond, time.Duration(s.MaxExecTimeoutMs)*time.Millisecond)},
 		{"exec-memory-limit", agent.ShowSize(s.ExecMemoryLimit) + " (per command)"},
-		{"running", fmt.Sprintf("%d commands, %d waiting for a slot", s.Running, s.Waiting)},
+		{"running", fmt.Sprintf("%s, %d waiting for a slot", plural(int(s.Running), "command"), s.Waiting)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -73,6 +75,29 @@ func (g *Globals) Validate() error {
 	return nil
 }
 
+// checkDiscover refuses `--discover ADDR`: the flag takes its value only
+// after '=', and ADDR would be read as an argument (a command, even).
+func checkDiscover(args []string) error {
+	if end := slices.Index(args, "--"); end >= 0 {
+		args = args[:end]
+	}
+	if i := slices.Index(args, "--discover"); i >= 0 && i+1 < len(args) && looksLikeAddr(args[i+1]) {
+		return fmt.Errorf("--discover takes its address after '=': --discover=%s (alone, it broadcasts, and %s would be read as what follows)", args[i+1], args[i+1])
+	}
+	return nil
+}
+
+// looksLikeAddr reports whether s reads as an IP address or a host:port,
+// as no command or subcommand does.
+func looksLikeAddr(s string) bool {
+	if _, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+		return true
+	}
+	_, port, err := net.SplitHostPort(s)
+	_, perr := strconv.Atoi(port)
+	return err == nil && perr == nil
+}
+
 // onCommandLine reports whether flag was given on the command line (not
 // by its environment variable), before any "--".
 func onCommandLine(flag string) bool {
@@ -125,7 +150,11 @@ func (g *Globals) discover() error {
 	}
 	where := strings.Join(f.Addrs, ",")
 	if f.CredentialsRequired && g.Credentials == "" {
-		return fmt.Errorf("the broker found at %s requires credentials and none were given; give one of the files it made under <data-dir>/credentials (--credentials FILE)", where)
+		tls := ""
+		if f.TLSRequired && g.TLSCA == "" {
+			tls = ", and TLS: with them, give the authority of its certificate (--tls-ca FILE, its <data-dir>/tls/ca.pem)"
+		}
+		return fmt.Errorf("the broker found at %s requires credentials and none were given; give one of the files it made under <data-dir>/credentials (--credentials FILE)%s", where, tls)
 	}
 	g.found = f
 	g.Logger(os.Stderr).Debug("found the broker", "addrs", where, "from", f.From.String(), "version", f.Version,
@@ -157,7 +186,7 @@ type JoinCmd struct {
 	ExecMemoryLimit   cli.ByteSize  `name:"exec-memory-limit" default:"0" env:"BATON_EXEC_MEMORY_LIMIT" help:"As master: the most memory (address space) each command may take, such as 512MiB (0: no limit). An allocation past it fails; a command that dies of it is reported so."`
 	MaxParallel       int           `default:"${max_parallel}" env:"BATON_MAX_PARALLEL" help:"As master: commands run at once; more wait for a slot, and one still waiting at its deadline is answered 'busy'."`
 	HeartbeatInterval time.Duration `default:"${heartbeat_interval}" env:"BATON_HEARTBEAT_INTERVAL" help:"Time between heartbeats to the broker (keep it well under the broker's --heartbeat-timeout)."`
-	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, stdout_dropped, stderr_dropped, error, timed_out, master, epoch, duration_ms); logs go to stderr."`
+	JSON              bool          `name:"json" env:"BATON_JSON" help:"Print each result as one JSON object per line on stdout (keys: id, cmd, exit_code, stdout, stderr, stdout_dropped, stderr_dropped, error, timed_out, master, epoch, duration_ms, job; and outputs when files came back); logs go to stderr."`
 	Serve             bool          `env:"BATON_SERVE" help:"Read no commands: stay a member (and master candidate) until SIGINT or SIGTERM."`
 	WorkDir           string        `name:"work-dir" type:"path" default:"${work_dir}" env:"BATON_WORK_DIR" placeholder:"DIR" help:"As master: where commands sent with files run, each in a fresh directory under DIR removed when it ends; a node that starts removes what killed nodes left there (default ${work_dir})."`
 }
@@ -241,13 +270,14 @@ func (j *JoinCmd) Run(g *Globals) error {
 		}
 		return errors.Join(err, n.Close(cctx))
 	}
-	// node ctl NAME leave ends the node as SIGTERM does.
-	ctx, leave := context.WithCancel(ctx)
-	defer leave()
+	// node ctl NAME leave ends the node as SIGTERM does, but for the
+	// prompt's own commands, which finish.
+	ctx, leave := context.WithCancelCause(ctx)
+	defer leave(nil)
 	go func() {
 		select {
 		case <-n.LeaveRequested():
-			leave()
+			leave(console.ErrLeaving)
 		case <-ctx.Done():
 		}
 	}()
@@ -631,6 +661,10 @@ func isTerminal(f *os.File) bool {
 func main() {
 	// This binary is also the reaper of the commands a node runs.
 	executor.ReaperMain()
+	if err := checkDiscover(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "node: error: %v\n", err)
+		os.Exit(cli.ExitUsage)
+	}
 	var c CLI
 	d := agent.DefaultConfig("")
 	ctx := cli.Parse(&c, append(cli.Options("node",
@@ -651,6 +685,10 @@ func main() {
 			"max_job_limit":      strconv.Itoa(messages.MaxJobLimit),
 			"work_dir":           d.WorkRoot,
 			"ctl_settings":       strings.Join(agent.Settings(), ","),
+			"min_memory_limit":   bundle.Size(agent.MinMemoryLimit),
+			"max_max_procs":      strconv.Itoa(agent.MaxMaxProcs),
+			"max_max_parallel":   strconv.Itoa(agent.MaxMaxParallel),
+			"min_exec_timeout":   agent.MinExecTimeout.String(),
 		})...)
 	err := ctx.Run(&c.Globals)
 	if code, ok := console.IsQuietExit(err); ok {

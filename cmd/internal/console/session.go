@@ -118,8 +118,14 @@ loop:
 		outstanding.Wait()
 		close(done)
 	}()
-	if s.Prompt != nil {
-		if n := s.count(); n > 0 && ctx.Err() == nil {
+	leaving := errors.Is(context.Cause(ctx), ErrLeaving)
+	switch n := s.count(); {
+	case s.Prompt != nil && leaving && n > 0:
+		s.write(s.Err, fmt.Sprintf("\nbaton: %v: taking no more commands; waiting for %d running\n", ErrLeaving, n))
+	case s.Prompt != nil && leaving:
+		s.write(s.Err, fmt.Sprintf("\nbaton: %v: taking no more commands\n", ErrLeaving))
+	case s.Prompt != nil:
+		if n > 0 && ctx.Err() == nil {
 			s.write(s.Err, fmt.Sprintf("baton: waiting for %d running command(s); Ctrl-C cancels them\n", n))
 		}
 		select {
@@ -137,6 +143,10 @@ loop:
 		return nil
 	}
 }
+
+// ErrLeaving is the cause of a session's end when node ctl asked its node
+// to leave: its commands are left to finish, as a script's are.
+var ErrLeaving = errors.New("node ctl asked this node to leave")
 
 // count is how many submitted jobs have no result yet.
 func (s *Session) count() int {
