@@ -6,4 +6,5 @@ const (
 	keyConn      = "conn"
 	keySubject   = "subject"
 	keyErr       = "err"
+	keyNATS      = "nats"
 )

@@ -22,7 +22,24 @@ func (n natsLogger) Warnf(format string, v ...any) {
 	}
 	n.l.Warn(fmt.Sprintf(format, v...))
 }
-func (n natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+
+// Errorf logs at error level, saying in baton's words why a route was
+// refused.
+func (n natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	switch {
+	case strings.Contains(msg, "Route Error 'Authorization Violation'"):
+		n.l.Error(RouteRefusedMsg+": its credentials differ from this one's; the brokers of a cluster share one credentials directory", keyNATS, msg)
+	case strings.Contains(msg, `authentication error - User "`+routeUser+`"`):
+		n.l.Error("refused a broker's route: its credentials differ from this one's; the brokers of a cluster share one credentials directory", keyNATS, msg)
+	default:
+		n.l.Error(msg)
+	}
+}
+
+// RouteRefusedMsg starts the log line of a route another broker refused.
+const RouteRefusedMsg = "a broker of the cluster refused this broker"
+
 func (n natsLogger) Debugf(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Tracef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
 

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -61,8 +63,36 @@ type ServerConfig struct {
 	// certificate and key: then every client connects over TLS (in-process
 	// connections excepted).
 	TLSCert, TLSKey string
-	Logger          *slog.Logger
+	// Cluster, when its Addr is set, makes the server one of a cluster of
+	// brokers.
+	Cluster ClusterConfig
+	Logger  *slog.Logger
 }
+
+// ClusterConfig joins a server to a cluster of brokers: NATS routes
+// between them, and JetStream replicated over them.
+type ClusterConfig struct {
+	// Name is the server's name, unique in the cluster.
+	Name string
+	// Addr is where the server listens for the other brokers' routes,
+	// host:port.
+	Addr string
+	// Peers are the route addresses of the other brokers (host:port); one
+	// that answers is enough to join, and the cluster tells of the rest.
+	Peers []string
+	// Secret, when set, is what every route must present, and presents:
+	// the brokers of a cluster share it.
+	Secret string
+	// CA, with the server's TLSCert and TLSKey, makes routes mutual TLS:
+	// each broker proves itself with its certificate, signed by CA.
+	CA string
+}
+
+// ClusterName is the name of every cluster of brokers.
+const ClusterName = "baton"
+
+// routeUser is the user name routes present with the cluster's secret.
+const routeUser = "baton-route"
 
 // User is a client credential: an nkey, and what it may do.
 type User struct {
@@ -104,6 +134,22 @@ func (c ServerConfig) validate() error {
 		return fmt.Errorf("%w: TLS needs both a certificate and its key", ErrInvalidServerConfig)
 	case c.StartTimeout <= 0:
 		return fmt.Errorf("%w: start timeout %v must be positive", ErrInvalidServerConfig, c.StartTimeout)
+	}
+	if cl := c.Cluster; cl.Addr != "" {
+		if _, _, err := splitAddr(cl.Addr); err != nil {
+			return fmt.Errorf("%w: cluster: %w", ErrInvalidServerConfig, err)
+		}
+		for _, p := range cl.Peers {
+			if _, port, err := splitAddr(p); err != nil || port == 0 {
+				return fmt.Errorf("%w: peer %q: want host:port", ErrInvalidServerConfig, p)
+			}
+		}
+		switch {
+		case cl.Name == "":
+			return fmt.Errorf("%w: a broker of a cluster needs a name", ErrInvalidServerConfig)
+		case cl.CA != "" && c.TLSCert == "":
+			return fmt.Errorf("%w: TLS between brokers needs the broker's certificate", ErrInvalidServerConfig)
+		}
 	}
 	return nil
 }
@@ -206,6 +252,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		}
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, tc, 2
 	}
+	if err := clusterOptions(opts, cfg); err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("configure nats server: %w", err)
@@ -217,6 +266,52 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	ns.SetLoggerV2(l, l.debugEnabled(), false, false)
 	s.ns = ns
 	return s, nil
+}
+
+// clusterOptions sets opts for cfg.Cluster, if any.
+func clusterOptions(opts *server.Options, cfg ServerConfig) error {
+	cl := cfg.Cluster
+	if cl.Addr == "" {
+		return nil
+	}
+	host, port, _ := splitAddr(cl.Addr)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts.ServerName = cl.Name
+	opts.Cluster = server.ClusterOpts{Name: ClusterName, Host: host, Port: port}
+	if cl.Secret != "" {
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, cl.Secret
+	}
+	if cl.CA != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cl.CA, Verify: true})
+		if err != nil {
+			return fmt.Errorf("TLS between brokers (certificate %s, authority %s): %w", cfg.TLSCert, cl.CA, err)
+		}
+		// The authority verifies both ends: the brokers this one accepts,
+		// and those it connects to.
+		tc.RootCAs = tc.ClientCAs
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = tc, 2
+	}
+	scheme := "nats-route://"
+	if cl.Secret != "" {
+		scheme += url.UserPassword(routeUser, cl.Secret).String() + "@"
+	}
+	// Its own address too, as NATS clusters are configured: the server
+	// skips it, and JetStream counts the cluster's size from the routes
+	// when it first forms.
+	peers := cl.Peers
+	if port != server.RANDOM_PORT && !slices.Contains(peers, cl.Addr) {
+		peers = append(slices.Clone(peers), cl.Addr)
+	}
+	for _, p := range peers {
+		u, err := url.Parse(scheme + p)
+		if err != nil {
+			return fmt.Errorf("%w: peer %q: %w", ErrInvalidServerConfig, p, err)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
 
 // Start listens and blocks until the server accepts connections. It fails
@@ -329,6 +424,22 @@ func (s *Server) inProcess(name string, opts ...nats.Option) (*nats.Conn, error)
 		return nil, fmt.Errorf("in-process connection %q: %w", name, err)
 	}
 	return nc, nil
+}
+
+// Peers are the names of the brokers this one has routes to, sorted.
+func (s *Server) Peers() []string {
+	rz, err := s.ns.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rz.Routes {
+		if !slices.Contains(names, r.RemoteName) {
+			names = append(names, r.RemoteName)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // DisconnectEvents is the subject of disconnect events of the clients'

@@ -64,6 +64,10 @@ func TestDiscovery(t *testing.T) {
 	if _, errOut, code := run("status", "--discover", c.addr); code != 2 || !strings.Contains(errOut, "--discover takes its address after '='") {
 		t.Errorf("--discover ADDR: exit %d, stderr %q; want 2 and a hint", code, errOut)
 	}
+	// Several addresses: any that answers will do.
+	if out, errOut, code := run("status", "--broker-addr=127.0.0.1:1,"+c.addr, "--credentials="+creds(auth.Watch), "--tls-ca="+certs.CA); code != 0 || !strings.Contains(out, "master alpha") {
+		t.Errorf("--broker-addr with a dead address first: exit %d, %q %q", code, out, errOut)
+	}
 	// A credential goes only to a broker whose certificate the node checks.
 	if _, errOut, code := run("status", discover, "--credentials="+creds(auth.Watch)); code != 2 || !strings.Contains(errOut, "--discover with --credentials needs --tls-ca") {
 		t.Errorf("a credential without --tls-ca: exit %d, stderr %q; want 2, needs --tls-ca", code, errOut)

@@ -38,7 +38,7 @@ import (
 type Globals struct {
 	cli.VersionFlag
 	cli.Logging
-	BrokerAddr  string       `env:"BATON_BROKER_ADDR" placeholder:"HOST:PORT" help:"Broker address (default ${broker_addr})."`
+	BrokerAddr  string       `env:"BATON_BROKER_ADDR" placeholder:"HOST:PORT[,…]" help:"Broker address, or the addresses of several brokers of a cluster, comma-separated: the node connects to any that answers, and moves to another when it goes (default ${broker_addr})."`
 	Discover    cli.Discover `env:"BATON_DISCOVER" help:"Find the broker on the LAN instead of giving --broker-addr: alone, it broadcasts a UDP request to ${discover} (the broker's port); --discover=HOST[:PORT] (with the '=') asks there instead: a subnet's broadcast address, or one host. The first answer within ${discover_timeout} is taken. It tells where the broker is and whether it requires credentials and TLS, never a secret: --tls-ca and --credentials still decide whom to trust, and with --credentials, --discover needs --tls-ca."`
 	Credentials string       `env:"BATON_CREDENTIALS" placeholder:"FILE" help:"Credential file to connect with, when the broker requires them: one of those it made under its DATA-DIR/credentials (node.creds to join, submit.creds for exec, watch.creds for status and watch, admin.creds for jobs, job and ctl)."`
 	TLSCA       string       `name:"tls-ca" env:"BATON_TLS_CA" placeholder:"FILE" help:"PEM certificate of the authority that signed the broker's TLS certificate (its DATA-DIR/tls/ca.pem), when the broker uses TLS."`
@@ -69,10 +69,21 @@ func (g *Globals) Validate() error {
 	if g.BrokerAddr == "" {
 		return nil
 	}
-	if err := bus.CheckAddr(g.BrokerAddr); err != nil {
-		return fmt.Errorf("--broker-addr: %w", err)
+	for _, a := range strings.Split(g.BrokerAddr, ",") {
+		if err := bus.CheckAddr(strings.TrimSpace(a)); err != nil {
+			return fmt.Errorf("--broker-addr: %w", err)
+		}
 	}
 	return nil
+}
+
+// brokerAddrs are the addresses --broker-addr lists.
+func (g *Globals) brokerAddrs() []string {
+	addrs := strings.Split(g.BrokerAddr, ",")
+	for i, a := range addrs {
+		addrs[i] = strings.TrimSpace(a)
+	}
+	return addrs
 }
 
 // checkDiscover refuses `--discover ADDR`: the flag takes its value only
@@ -125,7 +136,7 @@ func (g *Globals) conn(name string) (bus.ConnConfig, error) {
 		// Best first, as discovery ordered them.
 		cfg.Addrs, cfg.InOrder = g.found.Addrs, true
 	case g.BrokerAddr != "":
-		cfg.Addrs = []string{g.BrokerAddr}
+		cfg.Addrs = g.brokerAddrs()
 	}
 	if g.Credentials != "" {
 		c, err := auth.Load(g.Credentials)

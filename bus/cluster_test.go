@@ -1,0 +1,190 @@
+package bus_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"baton/auth"
+	"baton/bus"
+	"baton/bus/bustest"
+	"baton/internal/testlog"
+)
+
+// freeAddrs are n loopback addresses with ports nothing listens on now.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// startCluster starts one server per route address, each with the others
+// as peers, JetStream on, and mutate applied to its config.
+func startCluster(t *testing.T, routes []string, mutate func(i int, c *bus.ServerConfig)) []*bus.Server {
+	t.Helper()
+	servers := make([]*bus.Server, len(routes))
+	for i, r := range routes {
+		servers[i] = bustest.StartServer(t, func(c *bus.ServerConfig) {
+			c.JetStreamDir = t.TempDir()
+			c.Cluster = bus.ClusterConfig{Name: "b" + string(rune('1'+i)), Addr: r,
+				Peers: slices.DeleteFunc(slices.Clone(routes), func(p string) bool { return p == r })}
+			if mutate != nil {
+				mutate(i, c)
+			}
+		})
+	}
+	return servers
+}
+
+// Three servers with a shared secret and mutual TLS form one cluster:
+// a message crosses it, and a KV bucket replicated on all three takes a
+// compare-and-set through any of them and refuses a stale one.
+func TestCluster_Routes(t *testing.T) {
+	dir := t.TempDir()
+	certs, _, err := auth.EnsureCertificates(dir, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := freeAddrs(t, 3)
+	servers := startCluster(t, routes, func(_ int, c *bus.ServerConfig) {
+		c.Cluster.Secret, c.Cluster.CA = "shared-secret", certs.CA
+		c.TLSCert, c.TLSKey = certs.Cert, certs.Key
+	})
+	for _, s := range servers {
+		if err := s.EnableJetStream(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "three routed servers", func() bool {
+		for _, s := range servers {
+			if len(s.Peers()) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+
+	sub, err := servers[0].ServiceConn("sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ch, err := sub.SubscribeSync("across")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.Flush()
+	pub, err := servers[2].ServiceConn("pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	eventually(t, 5*time.Second, "a message across the cluster", func() bool {
+		_ = pub.Publish("across", []byte("hi"))
+		m, err := ch.NextMsg(100 * time.Millisecond)
+		return err == nil && string(m.Data) == "hi"
+	})
+
+	js, err := jetstream.New(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var kv jetstream.KeyValue
+	// The cluster elects its JetStream meta leader first: seconds.
+	eventually(t, 20*time.Second, "an R3 bucket", func() bool {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		kv, err = js.CreateKeyValue(actx, jetstream.KeyValueConfig{Bucket: "T", Replicas: 3, Storage: jetstream.FileStorage})
+		if err != nil {
+			t.Log(err)
+		}
+		return err == nil
+	})
+	rev, err := kv.Create(ctx, "k", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "k", []byte("2"), rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "k", []byte("3"), rev); err == nil {
+		t.Fatal("an update on a stale revision was taken")
+	}
+	info, err := js.Stream(ctx, "KV_T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.CachedInfo().Cluster; c == nil || len(c.Replicas) != 2 {
+		t.Fatalf("bucket's cluster: %+v, want a leader and 2 replicas", c)
+	}
+}
+
+// A server whose secret differs is refused by the cluster's routes, and
+// says so in baton's words.
+func TestCluster_WrongSecret(t *testing.T) {
+	routes := freeAddrs(t, 2)
+	logs := &testlog.Buffer{}
+	servers := startCluster(t, routes, func(i int, c *bus.ServerConfig) {
+		c.Cluster.Secret = []string{"ours", "theirs"}[i]
+		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testlogWriter{t}), nil))
+	})
+	eventually(t, 10*time.Second, "the refusal logged", func() bool {
+		return strings.Contains(logs.String(), bus.RouteRefusedMsg+": its credentials differ")
+	})
+	sub, err := servers[0].ServiceConn("sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ch, err := sub.SubscribeSync("across")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := servers[1].ServiceConn("pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for range 10 {
+		_ = pub.Publish("across", []byte("hi"))
+		if m, err := ch.NextMsg(100 * time.Millisecond); err == nil {
+			t.Fatalf("a message crossed to a broker of other credentials: %q", m.Data)
+		}
+	}
+}
+
+// testlogWriter writes to the test's log.
+type testlogWriter struct{ t *testing.T }
+
+func (w testlogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
