@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,39 +16,6 @@ import (
 	"baton/internal/testlog"
 )
 
-// freeAddrs are n loopback addresses with ports nothing listens on now.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
-}
-
-// startCluster starts one server per route address, each with the others
-// as peers, JetStream on, and mutate applied to its config.
-func startCluster(t *testing.T, routes []string, mutate func(i int, c *bus.ServerConfig)) []*bus.Server {
-	t.Helper()
-	servers := make([]*bus.Server, len(routes))
-	for i, r := range routes {
-		servers[i] = bustest.StartServer(t, func(c *bus.ServerConfig) {
-			c.JetStreamDir = t.TempDir()
-			c.Cluster = bus.ClusterConfig{Name: "b" + string(rune('1'+i)), Addr: r,
-				Peers: slices.DeleteFunc(slices.Clone(routes), func(p string) bool { return p == r })}
-			if mutate != nil {
-				mutate(i, c)
-			}
-		})
-	}
-	return servers
-}
-
 // Three servers with a shared secret and mutual TLS form one cluster:
 // a message crosses it, and a KV bucket replicated on all three takes a
 // compare-and-set through any of them and refuses a stale one.
@@ -60,8 +25,7 @@ func TestCluster_Routes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes := freeAddrs(t, 3)
-	servers := startCluster(t, routes, func(_ int, c *bus.ServerConfig) {
+	servers := bustest.StartCluster(t, 3, func(_ int, c *bus.ServerConfig) {
 		c.Cluster.Secret, c.Cluster.CA = "shared-secret", certs.CA
 		c.TLSCert, c.TLSKey = certs.Cert, certs.Key
 	})
@@ -70,14 +34,7 @@ func TestCluster_Routes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "three routed servers", func() bool {
-		for _, s := range servers {
-			if len(s.Peers()) != 2 {
-				return false
-			}
-		}
-		return true
-	})
+	bustest.WaitRouted(t, servers)
 
 	sub, err := servers[0].ServiceConn("sub")
 	if err != nil {
@@ -139,9 +96,8 @@ func TestCluster_Routes(t *testing.T) {
 // A server whose secret differs is refused by the cluster's routes, and
 // says so in baton's words.
 func TestCluster_WrongSecret(t *testing.T) {
-	routes := freeAddrs(t, 2)
 	logs := &testlog.Buffer{}
-	servers := startCluster(t, routes, func(i int, c *bus.ServerConfig) {
+	servers := bustest.StartCluster(t, 2, func(i int, c *bus.ServerConfig) {
 		c.Cluster.Secret = []string{"ours", "theirs"}[i]
 		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testlogWriter{t}), nil))
 	})

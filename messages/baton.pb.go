@@ -3225,6 +3225,82 @@ func (x *NodeControlReply) GetWas() string {
 	return ""
 }
 
+// ElectionState is the election's state in a cluster of brokers: the one
+// value of key "state" in the KV bucket BATON_ELECTION, replicated over
+// the brokers. Every change, of master or of the broker acting for the
+// election, is a compare-and-set on the key's revision, so a broker that
+// lost its place (cut off, paused, behind) fails its next change.
+type ElectionState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Master is the master announced at epoch, empty for none.
+	Master string `protobuf:"bytes,2,opt,name=master,proto3" json:"master,omitempty"`
+	// Holder is the broker acting for the election, term how many times the
+	// role changed hands.
+	Holder        string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
+	Term          uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ElectionState) Reset() {
+	*x = ElectionState{}
+	mi := &file_baton_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ElectionState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ElectionState) ProtoMessage() {}
+
+func (x *ElectionState) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ElectionState.ProtoReflect.Descriptor instead.
+func (*ElectionState) Descriptor() ([]byte, []int) {
+	return file_baton_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ElectionState) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ElectionState) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
+}
+
+func (x *ElectionState) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *ElectionState) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 var File_baton_proto protoreflect.FileDescriptor
 
 const file_baton_proto_rawDesc = "" +
@@ -3493,7 +3569,12 @@ const file_baton_proto_rawDesc = "" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x1b\n" +
 	"\tbad_value\x18\x02 \x01(\bR\bbadValue\x122\n" +
 	"\bsettings\x18\x03 \x01(\v2\x16.baton.v1.NodeSettingsR\bsettings\x12\x10\n" +
-	"\x03was\x18\x04 \x01(\tR\x03was*h\n" +
+	"\x03was\x18\x04 \x01(\tR\x03was\"i\n" +
+	"\rElectionState\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06master\x18\x02 \x01(\tR\x06master\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term*h\n" +
 	"\x05Cause\x12\x15\n" +
 	"\x11CAUSE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -3538,7 +3619,7 @@ func file_baton_proto_rawDescGZIP() []byte {
 }
 
 var file_baton_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_baton_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_baton_proto_goTypes = []any{
 	(Cause)(0),                    // 0: baton.v1.Cause
 	(ErrorKind)(0),                // 1: baton.v1.ErrorKind
@@ -3573,19 +3654,20 @@ var file_baton_proto_goTypes = []any{
 	(*NodeControl)(nil),           // 30: baton.v1.NodeControl
 	(*NodeSettings)(nil),          // 31: baton.v1.NodeSettings
 	(*NodeControlReply)(nil),      // 32: baton.v1.NodeControlReply
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*ElectionState)(nil),         // 33: baton.v1.ElectionState
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_baton_proto_depIdxs = []int32{
-	33, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
+	34, // 0: baton.v1.Register.started_at:type_name -> google.protobuf.Timestamp
 	11, // 1: baton.v1.RegisterReply.current:type_name -> baton.v1.Announcement
-	33, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
-	33, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
+	34, // 2: baton.v1.Member.started_at:type_name -> google.protobuf.Timestamp
+	34, // 3: baton.v1.Member.heard_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: baton.v1.Departure.cause:type_name -> baton.v1.Cause
 	9,  // 5: baton.v1.Announcement.members:type_name -> baton.v1.Member
-	33, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
+	34, // 6: baton.v1.Announcement.at:type_name -> google.protobuf.Timestamp
 	10, // 7: baton.v1.Announcement.departed:type_name -> baton.v1.Departure
-	33, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
-	33, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
+	34, // 8: baton.v1.Announcement.changed_at:type_name -> google.protobuf.Timestamp
+	34, // 9: baton.v1.ExecRequest.submitted_at:type_name -> google.protobuf.Timestamp
 	13, // 10: baton.v1.ExecRequest.inputs:type_name -> baton.v1.Bundle
 	13, // 11: baton.v1.FilePutReply.bundle:type_name -> baton.v1.Bundle
 	1,  // 12: baton.v1.ExecResult.error_kind:type_name -> baton.v1.ErrorKind
@@ -3595,9 +3677,9 @@ var file_baton_proto_depIdxs = []int32{
 	14, // 16: baton.v1.Output.outputs:type_name -> baton.v1.FileEntry
 	21, // 17: baton.v1.ExecStatus.result:type_name -> baton.v1.ExecResult
 	2,  // 18: baton.v1.JobRecord.state:type_name -> baton.v1.JobState
-	33, // 19: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
-	33, // 20: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
-	33, // 21: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
+	34, // 19: baton.v1.JobRecord.submitted_at:type_name -> google.protobuf.Timestamp
+	34, // 20: baton.v1.JobRecord.started_at:type_name -> google.protobuf.Timestamp
+	34, // 21: baton.v1.JobRecord.finished_at:type_name -> google.protobuf.Timestamp
 	14, // 22: baton.v1.JobRecord.inputs:type_name -> baton.v1.FileEntry
 	14, // 23: baton.v1.JobRecord.outputs:type_name -> baton.v1.FileEntry
 	25, // 24: baton.v1.JobRecords.records:type_name -> baton.v1.JobRecord
@@ -3622,7 +3704,7 @@ func file_baton_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_proto_rawDesc), len(file_baton_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3,6 +3,8 @@ package bustest
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -62,4 +64,51 @@ func Connect(t testing.TB, addr string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// StartCluster starts n servers to be routed to one another on loopback,
+// named b1 … bn, each with JetStream in its own directory and mutate (when
+// not nil) applied to its config (see WaitRouted). They shut down when the
+// test ends.
+func StartCluster(t testing.TB, n int, mutate func(i int, c *bus.ServerConfig)) []*bus.Server {
+	t.Helper()
+	routes := make([]string, n)
+	for i := range routes {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[i] = l.Addr().String()
+		l.Close()
+	}
+	servers := make([]*bus.Server, n)
+	for i := range servers {
+		servers[i] = StartServer(t, func(c *bus.ServerConfig) {
+			c.JetStreamDir = t.TempDir()
+			c.Cluster = bus.ClusterConfig{Name: fmt.Sprintf("b%d", i+1), Addr: routes[i], Peers: routes}
+			if mutate != nil {
+				mutate(i, c)
+			}
+		})
+	}
+	return servers
+}
+
+// WaitRouted waits until each server has a route to every other.
+func WaitRouted(t testing.TB, servers []*bus.Server) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		routed := true
+		for _, s := range servers {
+			routed = routed && len(s.Peers()) == len(servers)-1
+		}
+		if routed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d servers not all routed to one another within 15s", len(servers))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
