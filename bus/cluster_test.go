@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"baton/auth"
@@ -36,21 +37,7 @@ func TestCluster_Routes(t *testing.T) {
 	}
 	bustest.WaitRouted(t, servers)
 
-	sub, err := servers[0].ServiceConn("sub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ch, err := sub.SubscribeSync("across")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = sub.Flush()
-	pub, err := servers[2].ServiceConn("pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub, ch := across(t, servers[2], servers[0])
 	eventually(t, 5*time.Second, "a message across the cluster", func() bool {
 		_ = pub.Publish("across", []byte("hi"))
 		m, err := ch.NextMsg(100 * time.Millisecond)
@@ -104,26 +91,37 @@ func TestCluster_WrongSecret(t *testing.T) {
 	eventually(t, 10*time.Second, "the refusal logged", func() bool {
 		return strings.Contains(logs.String(), bus.RouteRefusedMsg+": its credentials differ")
 	})
-	sub, err := servers[0].ServiceConn("sub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ch, err := sub.SubscribeSync("across")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := servers[1].ServiceConn("pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
+	pub, ch := across(t, servers[1], servers[0])
 	for range 10 {
 		_ = pub.Publish("across", []byte("hi"))
 		if m, err := ch.NextMsg(100 * time.Millisecond); err == nil {
 			t.Fatalf("a message crossed to a broker of other credentials: %q", m.Data)
 		}
 	}
+}
+
+// across is a connection to from and a subscription through to on
+// subject "across", both closed when the test ends.
+func across(t *testing.T, from, to *bus.Server) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
+	sub, err := to.ServiceConn("sub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	ch, err := sub.SubscribeSync("across")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := from.ServiceConn("pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	return pub, ch
 }
 
 // testlogWriter writes to the test's log.
