@@ -142,3 +142,57 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A service on one broker learns which broker a requester is on, and
+// closes its connection there.
+func TestCluster_SenderAndKick(t *testing.T) {
+	servers := bustest.StartCluster(t, 2, func(_ int, c *bus.ServerConfig) { c.Services = []string{"svc"} })
+	bustest.WaitRouted(t, servers)
+	svc, err := servers[0].ServiceConn("svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	senders := make(chan bus.Sender, 1)
+	if _, err := svc.Subscribe("svc", func(m *nats.Msg) {
+		if s, ok := bus.SenderOf(m); ok {
+			senders <- s
+		}
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = svc.Flush()
+	closed := make(chan struct{}, 1)
+	nc := connect(t, servers[1].Addr(), nats.DisconnectErrHandler(func(*nats.Conn, error) {
+		select {
+		case closed <- struct{}{}:
+		default:
+		}
+	}))
+	var sender bus.Sender
+	eventually(t, 5*time.Second, "the service answers across the cluster", func() bool {
+		if _, err := nc.Request("svc", nil, 200*time.Millisecond); err != nil {
+			return false
+		}
+		sender = <-senders
+		return true
+	})
+	cid, _ := nc.GetClientID()
+	if sender.Server != "b2" || sender.ClientID != cid {
+		t.Fatalf("sender %+v, want client %d on b2", sender, cid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := servers[0].KickOn(ctx, sender.Server, sender.ClientID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection on b2 still up after b1 kicked it")
+	}
+	if err := servers[0].KickOn(ctx, "b9", 1); err == nil {
+		t.Fatal("kicked on a broker that does not exist")
+	}
+}

@@ -9,8 +9,11 @@ import (
 
 // Sender is who sent a message, as the server knows it.
 type Sender struct {
-	// ClientID is the server's id of the sending connection.
+	// ClientID is the id of the sending connection on its server.
 	ClientID uint64
+	// Server is the name of the server the connection is on: in a cluster
+	// of brokers, not always the one that received the message.
+	Server string
 }
 
 // SenderOf returns who sent msg, a message that reached the internal
@@ -26,5 +29,5 @@ func SenderOf(msg *nats.Msg) (s Sender, ok bool) {
 	if err := json.Unmarshal([]byte(h), &ci); err != nil || ci.ID == 0 {
 		return Sender{}, false
 	}
-	return Sender{ClientID: ci.ID}, true
+	return Sender{ClientID: ci.ID, Server: ci.Server}, true
 }

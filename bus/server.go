@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -424,6 +425,38 @@ func (s *Server) inProcess(name string, opts ...nats.Option) (*nats.Conn, error)
 		return nil, fmt.Errorf("in-process connection %q: %w", name, err)
 	}
 	return nc, nil
+}
+
+// Name is the server's name: its broker's name in a cluster.
+func (s *Server) Name() string { return s.ns.Name() }
+
+// KickOn closes the client connection clientID on the server named
+// broker: this one, or another broker of its cluster, asked through the
+// system account. A server this one has no route to is an error.
+func (s *Server) KickOn(ctx context.Context, broker string, clientID uint64) error {
+	if broker == s.Name() {
+		s.Kick(clientID)
+		return nil
+	}
+	rz, err := s.ns.Routez(nil)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(rz.Routes, func(r *server.RouteInfo) bool { return r.RemoteName == broker })
+	if i < 0 {
+		return fmt.Errorf("kick connection %d on %s: no route to that broker", clientID, broker)
+	}
+	nc, err := s.SystemConn("kick")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	req, _ := json.Marshal(server.KickClientReq{CID: clientID})
+	_, err = nc.RequestWithContext(ctx, fmt.Sprintf("$SYS.REQ.SERVER.%s.KICK", rz.Routes[i].RemoteID), req)
+	if err != nil {
+		return fmt.Errorf("kick connection %d on %s: %w", clientID, broker, err)
+	}
+	return nil
 }
 
 // Peers are the names of the brokers this one has routes to, sorted.
