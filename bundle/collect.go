@@ -143,6 +143,20 @@ type Extra struct {
 	Data []byte
 }
 
+// write adds e to z as a plain file, mode 0644.
+func (e Extra) write(z *zip.Writer) error {
+	h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate, Modified: epoch}
+	h.SetMode(0o644)
+	zw, err := z.CreateHeader(h)
+	if err == nil {
+		_, err = zw.Write(e.Data)
+	}
+	if err != nil {
+		return fmt.Errorf("bundle: pack %s: %w", e.Name, err)
+	}
+	return nil
+}
+
 // WriteZip packs files (as Collect found them under dir) and extras into
 // a zip on w, keeping each file's mode, and returns the files with their
 // SHA-256 set. A file that grew past its collected size is cut there: what
@@ -163,14 +177,8 @@ func WriteZip(w io.Writer, dir string, files []File, extras ...Extra) ([]File, e
 		out = append(out, c)
 	}
 	for _, e := range extras {
-		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate, Modified: epoch}
-		h.SetMode(0o644)
-		zw, err := z.CreateHeader(h)
-		if err == nil {
-			_, err = zw.Write(e.Data)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("bundle: pack %s: %w", e.Name, err)
+		if err := e.write(z); err != nil {
+			return nil, err
 		}
 	}
 	if err := z.Close(); err != nil {

@@ -271,14 +271,8 @@ func Extend(w io.Writer, src string, extras ...Extra) error {
 		if names[e.Name] {
 			return fmt.Errorf("bundle: the files brought back hold a %s of their own; fetch them into a directory instead", e.Name)
 		}
-		h := &zip.FileHeader{Name: e.Name, Method: zip.Deflate, Modified: epoch}
-		h.SetMode(0o644)
-		zw, err := z.CreateHeader(h)
-		if err == nil {
-			_, err = zw.Write(e.Data)
-		}
-		if err != nil {
-			return fmt.Errorf("bundle: pack %s: %w", e.Name, err)
+		if err := e.write(z); err != nil {
+			return err
 		}
 	}
 	if err := z.Close(); err != nil {

@@ -174,6 +174,19 @@ func ReconnectDelay(attempt int) time.Duration {
 	return d + rand.N(d/5+1)
 }
 
+// Backoff waits ReconnectDelay(attempt), or less if ctx ends first; it
+// reports whether the wait passed, so that the caller may try again.
+func Backoff(ctx context.Context, attempt int) bool {
+	t := time.NewTimer(ReconnectDelay(attempt))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // Connect dials the broker as cfg says. The first connect is retried until
 // cfg.ConnectTimeout (or ctx) expires, then fails with an error wrapping
 // ErrUnreachable that names the address. It blocks until then. opts are

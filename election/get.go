@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -21,7 +20,7 @@ func Get(ctx context.Context, nc *nats.Conn) (*messages.Announcement, error) {
 	var err error
 	for attempt := 1; ; attempt++ {
 		msg, err = nc.RequestWithContext(ctx, messages.SubjectMasterGet, nil)
-		if !errors.Is(err, nats.ErrNoResponders) || !sleep(ctx, bus.ReconnectDelay(attempt)) {
+		if !errors.Is(err, nats.ErrNoResponders) || !bus.Backoff(ctx, attempt) {
 			break
 		}
 	}
@@ -33,16 +32,4 @@ func Get(ctx context.Context, nc *nats.Conn) (*messages.Announcement, error) {
 		return nil, fmt.Errorf("cluster status: malformed reply: %w", err)
 	}
 	return &a, nil
-}
-
-// sleep waits d, or less if ctx ends first; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

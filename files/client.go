@@ -89,17 +89,7 @@ const maxTries = 30
 // pause waits before try attempt+1 (bus.ReconnectDelay), and reports
 // whether there is one.
 func pause(ctx context.Context, attempt int) bool {
-	if attempt >= maxTries {
-		return false
-	}
-	t := time.NewTimer(bus.ReconnectDelay(attempt))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return attempt < maxTries && bus.Backoff(ctx, attempt)
 }
 
 // Get writes the archive ticket grants reading to w, through the broker
